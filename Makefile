@@ -1,0 +1,63 @@
+# cni-bridge-dhcp: developer and operator entry points. Run as root for demo/test/bench.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+DESTDIR ?=
+PREFIX ?= /usr/local
+CNI_BIN_DIR ?= /opt/cni/bin
+BUILD := build
+PYTEST_ARGS ?=
+
+.PHONY: all venv deps lint typecheck unit netns e2e test cnitool demo bench binary install clean
+
+all: venv cnitool
+
+venv: $(VENV)/.stamp
+
+$(VENV)/.stamp: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e '.[dev]'
+	touch $@
+
+# Debian packages the tests, demo and bench need (idempotent; needs root and apt).
+deps:
+	./scripts/install-deps
+
+lint: venv
+	$(VENV)/bin/ruff check cni_bridge_dhcp tests scripts
+	$(VENV)/bin/ruff format --check cni_bridge_dhcp tests scripts
+
+typecheck: venv
+	$(VENV)/bin/mypy
+
+unit: venv
+	$(PY) -m pytest -q tests/unit $(PYTEST_ARGS)
+
+netns: venv cnitool
+	$(PY) -m pytest -q tests/netns tests/e2e $(PYTEST_ARGS)
+
+test: lint typecheck cnitool
+	$(PY) -m pytest -q tests $(PYTEST_ARGS)
+
+cnitool: $(BUILD)/cnitool
+
+$(BUILD)/cnitool: tests/cnitool/main.go
+	mkdir -p $(BUILD)
+	cd tests/cnitool && GO111MODULE=off GOPATH=/usr/share/gocode GOFLAGS=-mod=mod GOCACHE=$(CURDIR)/$(BUILD)/gocache \
+		go build -o $(CURDIR)/$(BUILD)/cnitool .
+
+binary: venv
+	$(PY) scripts/build-zipapp.py $(BUILD)/cni-bridge-dhcp
+
+install: binary
+	install -D -m 0755 $(BUILD)/cni-bridge-dhcp $(DESTDIR)$(CNI_BIN_DIR)/cni-bridge-dhcp
+
+demo: venv cnitool
+	$(PY) scripts/demo.py
+
+bench: venv cnitool
+	$(PY) scripts/bench.py
+
+clean:
+	rm -rf $(BUILD) .mypy_cache .ruff_cache .pytest_cache

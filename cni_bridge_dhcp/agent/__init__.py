@@ -1,0 +1,1 @@
+"""The warm agent: everything that needs root, netlink, DHCP and the firewall."""
