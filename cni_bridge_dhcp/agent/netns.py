@@ -50,7 +50,15 @@ def open_netns(path: str) -> int:
     if not path or not os.path.isabs(path):
         raise CNIError(ErrorCode.INVALID_ENV, f"CNI_NETNS must be an absolute path, got {path!r}")
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY)
+        st = os.stat(path)
+        if not stat.S_ISREG(st.st_mode):
+            kind = "directory" if stat.S_ISDIR(st.st_mode) else "special file"
+            raise CNIError(
+                ErrorCode.INVALID_ENV,
+                f"CNI_NETNS {path!r} is not a network namespace",
+                f"it is a {kind}; expected a bind-mounted netns such as /var/run/netns/<name>",
+            )
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY | os.O_NONBLOCK)
     except FileNotFoundError:
         raise
     except OSError as exc:

@@ -1,0 +1,53 @@
+"""Console entry: routes to the CNI plugin (no arguments) or an admin subcommand.
+
+Plugin mode must stay standard-library only and cheap to import: subcommand modules are
+imported only when that subcommand runs.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping, Sequence
+
+USAGE = """\
+usage: cni-bridge-dhcp                       run as a CNI plugin (CNI_COMMAND in the environment)
+       cni-bridge-dhcp daemon [options]      run the agent (see `daemon --help`)
+       cni-bridge-dhcp status [--socket P]   show uplink, bridge, firewall and pod leases
+       cni-bridge-dhcp uplink restore [--force] [--state-dir D] [--socket P]
+       cni-bridge-dhcp version
+"""
+
+
+def main(argv: Sequence[str], env: Mapping[str, str]) -> int:
+    if not argv:
+        if "CNI_COMMAND" not in env and sys.stdin.isatty():
+            sys.stderr.write(USAGE)
+            return 2
+        from .skel import plugin_main
+
+        return plugin_main()
+    command, rest = argv[0], list(argv[1:])
+    if command == "daemon":
+        from .agent.server import daemon_main
+
+        return daemon_main(rest)
+    if command in ("status", "uplink", "doctor"):
+        from .admin import admin_main
+
+        return admin_main(command, rest)
+    if command in ("version", "--version"):
+        from . import __version__
+        from .result import SUPPORTED_VERSIONS
+
+        print(f"cni-bridge-dhcp {__version__} (CNI {', '.join(SUPPORTED_VERSIONS)})")
+        return 0
+    if command in ("-h", "--help", "help"):
+        sys.stdout.write(USAGE)
+        return 0
+    sys.stderr.write(f"cni-bridge-dhcp: unknown command {command!r}\n{USAGE}")
+    return 2
+
+
+def console_main() -> None:
+    sys.exit(main(sys.argv[1:], os.environ))
