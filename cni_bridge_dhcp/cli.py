@@ -32,10 +32,11 @@ def main(argv: Sequence[str], env: Mapping[str, str]) -> int:
         from .agent.server import daemon_main
 
         return daemon_main(rest)
-    if command in ("status", "uplink", "doctor"):
+    if command in ("status", "uplink"):
         from .admin import admin_main
 
-        return admin_main(command, rest)
+        code: int = admin_main(command, rest)
+        return code
     if command in ("version", "--version"):
         from . import __version__
         from .result import SUPPORTED_VERSIONS

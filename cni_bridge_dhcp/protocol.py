@@ -100,7 +100,9 @@ def parse_request(body: bytes) -> dict[str, Any]:
         raise CNIError(ErrorCode.DECODE_FAILURE, "request: env must be an object")
     unknown = set(env) - _ENV_KEYS
     if unknown:
-        raise CNIError(ErrorCode.DECODE_FAILURE, f"request: unknown env field {sorted(unknown)[0]!r}")
+        raise CNIError(
+            ErrorCode.DECODE_FAILURE, f"request: unknown env field {sorted(unknown)[0]!r}"
+        )
     for key in ("containerId", "netns", "ifname", "path"):
         if not isinstance(env.get(key, ""), str):
             raise CNIError(ErrorCode.DECODE_FAILURE, f"request: env.{key} must be a string")

@@ -38,7 +38,9 @@ def parse_cni_args(raw: str) -> dict[str, str]:
             continue
         key, sep, value = part.partition("=")
         if not sep or not key.strip():
-            raise CNIError(ErrorCode.INVALID_ENV, f"CNI_ARGS: invalid pair {part!r}, expected KEY=VALUE")
+            raise CNIError(
+                ErrorCode.INVALID_ENV, f"CNI_ARGS: invalid pair {part!r}, expected KEY=VALUE"
+            )
         out[key.strip()] = value.strip()
     return out
 
@@ -76,7 +78,9 @@ def _decode_stdin(data: bytes) -> dict[str, Any]:
     try:
         conf = json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
-        raise CNIError(ErrorCode.DECODE_FAILURE, f"network config is not valid JSON: {exc}") from None
+        raise CNIError(
+            ErrorCode.DECODE_FAILURE, f"network config is not valid JSON: {exc}"
+        ) from None
     if not isinstance(conf, dict):
         raise CNIError(ErrorCode.DECODE_FAILURE, "network config must be a JSON object")
     return conf
@@ -145,7 +149,9 @@ def _validate_name(conf: Mapping[str, Any]) -> None:
         raise CNIError(ErrorCode.INVALID_CONFIG, f"name {name!r} is not a valid network name")
 
 
-def dispatch(env: Mapping[str, str], stdin: bytes, *, call: Caller = client.call) -> dict[str, Any] | None:
+def dispatch(
+    env: Mapping[str, str], stdin: bytes, *, call: Caller = client.call
+) -> dict[str, Any] | None:
     """Run one CNI command; return the JSON to print (None: print nothing)."""
     command = env.get("CNI_COMMAND", "")
     if not command:
@@ -212,8 +218,8 @@ def main(
         return 1
     except Exception as exc:
         log.exception("unexpected plugin failure")
-        err = CNIError(ErrorCode.INTERNAL, f"internal error: {type(exc).__name__}: {exc}")
-        json.dump(err.to_dict(_error_version(stdin)), stdout)
+        internal = CNIError(ErrorCode.INTERNAL, f"internal error: {type(exc).__name__}: {exc}")
+        json.dump(internal.to_dict(_error_version(stdin)), stdout)
         stdout.write("\n")
         stdout.flush()
         return 1

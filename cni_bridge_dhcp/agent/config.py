@@ -148,7 +148,9 @@ class NetConf(_Model):
             try:
                 re.compile(v)
             except re.error as exc:
-                raise ValueError(f"{v!r} is neither an interface name nor a valid regex: {exc}") from None
+                raise ValueError(
+                    f"{v!r} is neither an interface name nor a valid regex: {exc}"
+                ) from None
         return v
 
     @property
@@ -199,9 +201,7 @@ def parse_netconf(raw: dict[str, Any], *, check_unimplemented: bool = True) -> N
 
 def _semantic_checks(conf: NetConf) -> None:
     if conf.hairpin_mode and conf.promisc_mode:
-        raise CNIError(
-            ErrorCode.INVALID_CONFIG, "hairpinMode and promiscMode cannot both be true"
-        )
+        raise CNIError(ErrorCode.INVALID_CONFIG, "hairpinMode and promiscMode cannot both be true")
     if not 0 <= conf.vlan <= 4094:
         raise CNIError(ErrorCode.INVALID_CONFIG, f"vlan {conf.vlan} is out of range 0-4094")
     if conf.disable_container_interface and conf.ipam is not None and conf.ipam.type:
@@ -214,6 +214,8 @@ def _semantic_checks(conf: NetConf) -> None:
         raise CNIError(ErrorCode.INVALID_CONFIG, "vlan and vlanTrunk cannot both be set")
     for trunk in conf.vlan_trunk:
         if trunk.id is None and (trunk.min_id is None or trunk.max_id is None):
-            raise CNIError(ErrorCode.INVALID_CONFIG, "vlanTrunk entries need id, or minID and maxID")
+            raise CNIError(
+                ErrorCode.INVALID_CONFIG, "vlanTrunk entries need id, or minID and maxID"
+            )
         if trunk.min_id is not None and trunk.max_id is not None and trunk.min_id > trunk.max_id:
             raise CNIError(ErrorCode.INVALID_CONFIG, "vlanTrunk minID is greater than maxID")

@@ -17,7 +17,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 
 from .netns import run_in_netns
 
-__all__ = ["IPRoute", "NetlinkError", "ipr_for_netns", "node_ipr", "netns_ipr"]
+__all__ = ["IPRoute", "NetlinkError", "ipr_for_netns", "netns_ipr", "node_ipr"]
 
 _RCVBUF = 1024 * 1024
 

@@ -64,7 +64,9 @@ def open_netns(path: str) -> int:
     except OSError as exc:
         if exc.errno == errno.ELOOP:
             raise CNIError(ErrorCode.INVALID_ENV, f"CNI_NETNS {path!r} is a symlink loop") from exc
-        raise CNIError(ErrorCode.IO_FAILURE, f"cannot open CNI_NETNS {path!r}: {exc.strerror}") from exc
+        raise CNIError(
+            ErrorCode.IO_FAILURE, f"cannot open CNI_NETNS {path!r}: {exc.strerror}"
+        ) from exc
     return validate_netns_fd(fd, path)
 
 

@@ -1,0 +1,346 @@
+"""The agent's long-lived state and request routing.
+
+Blocking netlink and firewall work runs in worker threads (which always stay in the
+node's namespace); DHCP runs on the event loop. Operations on one attachment are
+serialised; bridge/uplink setup and firewall changes are serialised node-wide.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+from ..errors import CNIError, ErrorCode
+from . import plugin
+from .attachments import Attachment, AttachmentStore, attachment_key
+from .config import NetConf
+from .netlink import netns_ipr
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+_HANDLERS = {
+    "ADD": plugin.cmd_add,
+    "DEL": plugin.cmd_del,
+    "CHECK": plugin.cmd_check,
+    "GC": plugin.cmd_gc,
+    "STATUS": plugin.cmd_status,
+}
+
+
+class Agent:
+    def __init__(self, state_dir: Path, *, firewall_interval: float = 60.0) -> None:
+        self.state_dir = state_dir
+        self.store = AttachmentStore(state_dir)
+        self.firewall_interval = firewall_interval
+        self._leases: Any = None
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._setup_lock = threading.Lock()
+        self._fw_lock = threading.Lock()
+        self._firewalls: dict[str, Any] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._forwarding_done = False
+
+    # ------------------------------------------------------------ lifecycle
+
+    @property
+    def leases(self) -> Any:
+        if self._leases is None:
+            raise CNIError(ErrorCode.TRY_AGAIN_LATER, "the agent is still starting")
+        return self._leases
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        loop.set_default_executor(ThreadPoolExecutor(max_workers=32, thread_name_prefix="agent"))
+        from .uplink import recover
+
+        outcome = await asyncio.to_thread(recover, self.state_dir)
+        if outcome:
+            log.warning("uplink journal recovery: %s", outcome)
+        from .dhcp import LeaseManager
+
+        self._leases = LeaseManager(self.state_dir)
+        await self._leases.start()
+        for att in self.store.all():
+            if att.state != "ready":
+                log.warning("cleaning up interrupted ADD of %s", att.key)
+                try:
+                    await plugin.teardown(self, att, None, None)
+                except Exception:
+                    log.exception("cleanup of interrupted ADD %s failed", att.key)
+        if self.firewall_interval > 0:
+            self._tasks.append(asyncio.create_task(self._reassert_loop()))
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self._leases is not None:
+            await self._leases.close()
+
+    # ------------------------------------------------------------ requests
+
+    async def handle(self, req: dict[str, Any], netns_fd: int | None) -> dict[str, Any]:
+        op = req["op"]
+        if op == "PING":
+            if netns_fd is not None:
+                import os
+
+                os.close(netns_fd)
+            return {"pong": True}
+        if op == "REPORT":
+            return await self.report()
+        env = req.get("env", {})
+        conf = req.get("config", {})
+        r = plugin.Request(
+            op=op,
+            cni_version=req.get("cniVersion", ""),
+            container_id=env.get("containerId", ""),
+            netns=env.get("netns", ""),
+            ifname=env.get("ifname", ""),
+            cni_path=env.get("path", ""),
+            args=dict(env.get("args", {})),
+            raw=conf,
+            netns_fd=netns_fd,
+        )
+        try:
+            if op in ("ADD", "DEL", "CHECK"):
+                _validate_ids(r)
+                key = attachment_key(str(conf.get("name", "")), r.container_id, r.ifname)
+                lock = self._locks.setdefault(key, asyncio.Lock())
+                async with lock:
+                    result: dict[str, Any] = await _HANDLERS[op](self, r)
+                if not lock.locked():
+                    self._locks.pop(key, None)
+                return result
+            return await _HANDLERS[op](self, r)
+        finally:
+            if r.netns_fd is not None:
+                import os
+
+                os.close(r.netns_fd)
+
+    # ------------------------------------------------------------ datapath
+
+    async def ensure_datapath(self, conf: NetConf) -> plugin.Datapath:
+        return await asyncio.to_thread(self._ensure_datapath, conf)
+
+    def _ensure_datapath(self, conf: NetConf) -> plugin.Datapath:
+        from .bridge import BridgeSpec, ensure_bridge
+
+        spec = BridgeSpec(
+            name=conf.bridge,
+            mtu=conf.mtu,
+            promisc=conf.promisc_mode,
+            vlan_filtering=bool(conf.vlan or conf.vlan_trunk),
+            preserve_default_vlan=conf.preserve_default_vlan,
+        )
+        with self._setup_lock:
+            node_ip: ipaddress.IPv4Address | None = None
+            uplink: str | None = None
+            if conf.uplink_interface:
+                from .uplink import ensure_uplink
+
+                state = ensure_uplink(spec, conf.uplink_interface, self.state_dir)
+                node_ip, uplink = state.node_ipv4, state.uplink
+            else:
+                ensure_bridge(spec)
+            if not self._forwarding_done:
+                from .firewall import enable_forwarding
+
+                enable_forwarding(False)
+                self._forwarding_done = True
+        with netns_ipr(None) as ipr:
+            index = ipr.link_lookup(ifname=conf.bridge)[0]
+            link = ipr.get_links(index)[0]
+            if node_ip is None:
+                for addr in ipr.get_addr(index=index, family=2):
+                    node_ip = ipaddress.IPv4Address(addr.get("address"))
+                    break
+            return plugin.Datapath(
+                bridge_index=index,
+                bridge_mac=link.get("address"),
+                node_ip=node_ip,
+                uplink=uplink,
+                mtu=int(link.get("mtu")),
+            )
+
+    async def bridge_index(self, name: str) -> int | None:
+        def lookup() -> int | None:
+            with netns_ipr(None) as ipr:
+                found = ipr.link_lookup(ifname=name)
+                return found[0] if found else None
+
+        return await asyncio.to_thread(lookup)
+
+    async def uplink_problem(
+        self, conf: NetConf, *, before_takeover_ok: bool = False
+    ) -> str | None:
+        def check() -> str | None:
+            from .uplink import current_state
+
+            state = current_state(self.state_dir)
+            with netns_ipr(None) as ipr:
+                if state is None:
+                    if before_takeover_ok:
+                        return None
+                    return f"uplink {conf.uplink_interface} has not been taken over"
+                found = ipr.link_lookup(ifname=state.uplink)
+                if not found:
+                    return f"uplink {state.uplink} is missing"
+                master = ipr.get_links(found[0])[0].get("master")
+                bridge = ipr.link_lookup(ifname=state.bridge)
+                if not bridge or master != bridge[0]:
+                    return f"uplink {state.uplink} is not enslaved to {state.bridge}"
+            return None
+
+        return await asyncio.to_thread(check)
+
+    # ------------------------------------------------------------ firewall
+
+    async def firewall_for(self, requested: str) -> Any:
+        fw = self._firewalls.get(requested)
+        if fw is None:
+
+            def make() -> Any:
+                from .firewall import Firewall
+
+                return Firewall(requested)
+
+            fw = await self.in_firewall(make)
+            self._firewalls[requested] = fw
+        return fw
+
+    async def in_firewall(self, fn: Callable[..., T], *args: Any) -> T:
+        def locked() -> T:
+            with self._fw_lock:
+                return fn(*args)
+
+        return await asyncio.to_thread(locked)
+
+    async def remove_pod_rules(self, network: str, container_id: str, ifname: str) -> None:
+        fw = await self.firewall_for("auto")
+        await self.in_firewall(fw.del_pod, network, container_id, ifname)
+        for other in list(self._firewalls.values()):
+            if other is not fw:
+                await self.in_firewall(other.del_pod, network, container_id, ifname)
+
+    async def gc_rules(self, network: str, keep: set[tuple[str, str]]) -> int:
+        removed = 0
+        fw = await self.firewall_for("auto")
+        for candidate in {id(f): f for f in [fw, *self._firewalls.values()]}.values():
+            removed += len(await self.in_firewall(candidate.gc, network, keep))
+        return removed
+
+    async def after_pod_removed(self, bridge: str) -> None:
+        if self.store.on_bridge(bridge):
+            return
+        for fw in list(self._firewalls.values()):
+            await self.in_firewall(fw.remove_bridge, bridge)
+
+    def pod_rules(self, att: Attachment) -> Any:
+        from .firewall import PodRules
+
+        fw = att.result.get("fw", {})
+        return PodRules(
+            network=att.network,
+            container_id=att.container_id,
+            ifname=att.ifname,
+            bridge=att.bridge,
+            host_veth=att.host_veth,
+            mac=att.mac,
+            ips=tuple(ipaddress.ip_interface(a) for a in att.ips),
+            ip_masq=bool(fw.get("ipMasq", False)),
+            macspoofchk=bool(fw.get("macspoofchk", False)),
+        )
+
+    async def reassert_firewall(self) -> list[str]:
+        restored: list[str] = []
+        ready = [a for a in self.store.all() if a.state == "ready"]
+        by_backend: dict[str, list[Attachment]] = {}
+        for att in ready:
+            by_backend.setdefault(att.result.get("fw", {}).get("backend", "auto"), []).append(att)
+        for requested, atts in by_backend.items():
+            fw = await self.firewall_for(requested)
+            for bridge in {a.bridge for a in atts}:
+                await self.in_firewall(fw.ensure_bridge, bridge)
+            restored += await self.in_firewall(fw.reassert, [self.pod_rules(a) for a in atts])
+        return restored
+
+    async def _reassert_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.firewall_interval)
+            try:
+                restored = await self.reassert_firewall()
+                if restored:
+                    log.warning(
+                        "firewall rules were missing and have been restored: %s",
+                        ", ".join(restored),
+                    )
+            except Exception:
+                log.exception("periodic firewall re-assertion failed")
+
+    # ------------------------------------------------------------ status
+
+    async def report(self) -> dict[str, Any]:
+        from .uplink import current_state
+
+        uplink = await asyncio.to_thread(current_state, self.state_dir)
+        pods = []
+        for att in self.store.all():
+            lease = self._leases.get(att.key) if self._leases is not None else None
+            pods.append(
+                {
+                    "key": att.key,
+                    "state": att.state,
+                    "podNamespace": att.pod_namespace,
+                    "podName": att.pod_name,
+                    "containerId": att.container_id,
+                    "ifname": att.ifname,
+                    "hostVeth": att.host_veth,
+                    "bridge": att.bridge,
+                    "mac": att.mac,
+                    "ips": att.ips,
+                    "lease": None
+                    if lease is None
+                    else {
+                        "state": lease.state,
+                        "address": str(lease.address),
+                        "server": str(lease.server_id),
+                        "expiresAt": lease.expires_at,
+                        "renewAt": lease.renew_at,
+                    },
+                }
+            )
+        return {
+            "uplink": None
+            if uplink is None
+            else {
+                "bridge": uplink.bridge,
+                "uplink": uplink.uplink,
+                "mac": uplink.mac,
+                "nodeIPv4": str(uplink.node_ipv4) if uplink.node_ipv4 else None,
+                "gateway4": str(uplink.gateway4) if uplink.gateway4 else None,
+                "preconfigured": uplink.preconfigured,
+            },
+            "firewall": {k: [b.name for b in fw.backends] for k, fw in self._firewalls.items()},
+            "pods": pods,
+        }
+
+
+def _validate_ids(r: plugin.Request) -> None:
+    # The plugin validated these too; the agent does not trust its socket peers blindly.
+    from ..skel import validate_container_id, validate_ifname
+
+    validate_container_id(r.container_id)
+    validate_ifname(r.ifname)

@@ -1,0 +1,303 @@
+"""The agent process: asyncio unix-socket server, socket activation, signals, routing.
+
+One request per connection (see ``cni_bridge_dhcp.protocol``). Each connection is read
+with a deadline so a stalled client never blocks others; oversize or malformed messages
+are answered with an error and never reach the orchestration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import array
+import asyncio
+import contextlib
+import logging
+import logging.handlers
+import os
+import signal
+import socket
+import stat
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from ..errors import CNIError, ErrorCode
+from ..protocol import HEADER, error_response, frame, frame_length, ok_response, parse_request
+from .core import Agent
+
+log = logging.getLogger("cni_bridge_dhcp.agent")
+
+READ_TIMEOUT = 10.0
+SD_LISTEN_FDS_START = 3
+
+
+def _parse_args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="cni-bridge-dhcp daemon", description="Run the agent.")
+    p.add_argument("--socket", default="/run/cni-bridge-dhcp/agent.sock", help="unix socket path")
+    p.add_argument("--state-dir", default="/var/lib/cni-bridge-dhcp", help="leases and journals")
+    p.add_argument("--log-file", default=None, help="also log to this file")
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--pidfile", default=None)
+    p.add_argument(
+        "--firewall-interval",
+        type=float,
+        default=60.0,
+        help="seconds between re-assertions of firewall rules (0 disables)",
+    )
+    return p.parse_args(argv)
+
+
+def setup_logging(level: str, log_file: str | None) -> None:
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    root = logging.getLogger()
+    root.setLevel(level.upper())
+    for h in list(root.handlers):
+        root.removeHandler(h)
+    err = logging.StreamHandler(sys.stderr)
+    err.setFormatter(fmt)
+    root.addHandler(err)
+    if log_file:
+        Path(log_file).parent.mkdir(parents=True, exist_ok=True)
+        fh = logging.handlers.WatchedFileHandler(log_file)
+        fh.setFormatter(fmt)
+        root.addHandler(fh)
+
+
+def activated_socket(env: dict[str, str] | os._Environ[str]) -> socket.socket | None:
+    """The listening socket passed by systemd (LISTEN_FDS), if any."""
+    if env.get("LISTEN_PID") != str(os.getpid()):
+        return None
+    try:
+        count = int(env.get("LISTEN_FDS", "0"))
+    except ValueError:
+        return None
+    if count < 1:
+        return None
+    sock = socket.socket(fileno=SD_LISTEN_FDS_START)
+    if sock.family != socket.AF_UNIX:
+        raise SystemExit("LISTEN_FDS socket is not a unix socket")
+    for name in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
+        os.environ.pop(name, None)
+    return sock
+
+
+def bind_socket(path: str) -> socket.socket:
+    sock_path = Path(path)
+    sock_path.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
+    if sock_path.exists() or sock_path.is_symlink():
+        if not stat.S_ISSOCK(sock_path.lstat().st_mode):
+            raise SystemExit(f"{path} exists and is not a socket; refusing to replace it")
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            probe.connect(path)
+        except OSError:
+            sock_path.unlink()  # stale socket of a dead agent
+        else:
+            raise SystemExit(f"another agent is already listening on {path}")
+        finally:
+            probe.close()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    old = os.umask(0o177)
+    try:
+        sock.bind(path)
+    finally:
+        os.umask(old)
+    os.chmod(path, 0o600)
+    sock.listen(128)
+    return sock
+
+
+async def _wait_readable(loop: asyncio.AbstractEventLoop, sock: socket.socket) -> None:
+    fut: asyncio.Future[None] = loop.create_future()
+    fd = sock.fileno()
+
+    def ready() -> None:
+        if not fut.done():
+            fut.set_result(None)
+
+    loop.add_reader(fd, ready)
+    try:
+        await fut
+    finally:
+        loop.remove_reader(fd)
+
+
+async def _read_request(
+    loop: asyncio.AbstractEventLoop, conn: socket.socket
+) -> tuple[bytes, list[int]]:
+    """Read one framed message and any SCM_RIGHTS fds that came with it."""
+    buf = bytearray()
+    fds: list[int] = []
+    need = HEADER.size
+    have_header = False
+    while len(buf) < need:
+        await _wait_readable(loop, conn)
+        try:
+            data, ancdata, _flags, _addr = conn.recvmsg(
+                min(65536, need - len(buf)), socket.CMSG_SPACE(4 * 4)
+            )
+        except (BlockingIOError, InterruptedError):
+            continue
+        for level, kind, payload in ancdata:
+            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                arr = array.array("i")
+                arr.frombytes(payload[: len(payload) - len(payload) % arr.itemsize])
+                fds.extend(arr)
+        if not data:
+            for fd in fds:
+                os.close(fd)
+            raise ConnectionError("client closed the connection")
+        buf.extend(data)
+        if not have_header and len(buf) >= HEADER.size:
+            have_header = True
+            try:
+                need = HEADER.size + frame_length(bytes(buf[: HEADER.size]))
+            except CNIError:
+                for fd in fds:
+                    os.close(fd)
+                raise
+    return bytes(buf[HEADER.size :]), fds
+
+
+class Server:
+    def __init__(self, agent: Agent, sock: socket.socket) -> None:
+        self.agent = agent
+        self.sock = sock
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    async def serve(self, stop: asyncio.Event) -> None:
+        loop = asyncio.get_running_loop()
+        self.sock.setblocking(False)
+        accept_task: asyncio.Task[tuple[socket.socket, Any]] | None = None
+        stop_task = asyncio.create_task(stop.wait())
+        try:
+            while not stop.is_set():
+                accept_task = asyncio.create_task(loop.sock_accept(self.sock))
+                done, _ = await asyncio.wait(
+                    {accept_task, stop_task}, return_when=asyncio.FIRST_COMPLETED
+                )
+                if accept_task not in done:
+                    accept_task.cancel()
+                    break
+                conn, _ = accept_task.result()
+                task = asyncio.create_task(self._connection(conn))
+                self.tasks.add(task)
+                task.add_done_callback(self.tasks.discard)
+        finally:
+            stop_task.cancel()
+            if accept_task is not None and not accept_task.done():
+                accept_task.cancel()
+        if self.tasks:
+            # Let in-flight operations finish so no pod is left half-made.
+            await asyncio.wait(self.tasks, timeout=60)
+
+    async def _connection(self, conn: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        conn.setblocking(False)
+        fds: list[int] = []
+        try:
+            try:
+                body, fds = await asyncio.wait_for(_read_request(loop, conn), READ_TIMEOUT)
+            except TimeoutError:
+                log.warning(
+                    "dropping a client that sent no complete request in %.0f s", READ_TIMEOUT
+                )
+                return
+            except ConnectionError:
+                return
+            except CNIError as err:
+                await loop.sock_sendall(conn, frame(error_response(err)))
+                return
+            response = await self.handle(body, fds)
+            fds = []  # handed over to handle()
+            with contextlib.suppress(OSError):
+                await loop.sock_sendall(conn, frame(response))
+        except Exception:
+            log.exception("connection handler failed")
+        finally:
+            for fd in fds:
+                os.close(fd)
+            conn.close()
+
+    async def handle(self, body: bytes, fds: list[int]) -> dict[str, Any]:
+        netns_fd: int | None = None
+        try:
+            req = parse_request(body)
+            if req.get("netnsFd") and fds:
+                netns_fd = fds.pop(0)
+            for extra in fds:
+                os.close(extra)
+            fds.clear()
+            started = time.monotonic()
+            try:
+                result = await self.agent.handle(req, netns_fd)
+                netns_fd = None  # the agent owns it now
+            finally:
+                env = req.get("env", {})
+                log.debug(
+                    "%s %s took %.3f s",
+                    req["op"],
+                    env.get("containerId", "-"),
+                    time.monotonic() - started,
+                )
+            return ok_response(result)
+        except CNIError as err:
+            return error_response(err)
+        except Exception as exc:
+            log.exception("internal error handling a request")
+            return error_response(
+                CNIError(ErrorCode.INTERNAL, f"internal error: {type(exc).__name__}: {exc}")
+            )
+        finally:
+            if netns_fd is not None:
+                os.close(netns_fd)
+            for extra in fds:
+                os.close(extra)
+
+
+async def run(args: argparse.Namespace) -> int:
+    state_dir = Path(args.state_dir)
+    state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    activated = activated_socket(os.environ)
+    sock = activated or bind_socket(args.socket)
+    if args.pidfile:
+        Path(args.pidfile).write_text(f"{os.getpid()}\n")
+    agent = Agent(state_dir, firewall_interval=args.firewall_interval)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await agent.start()
+        log.info(
+            "agent ready on %s (state %s, pid %d%s)",
+            args.socket if activated is None else "systemd socket",
+            state_dir,
+            os.getpid(),
+            ", socket-activated" if activated else "",
+        )
+        await Server(agent, sock).serve(stop)
+    finally:
+        log.info("agent stopping: leases stay bound, pods keep running")
+        await agent.close()
+        sock.close()
+        if activated is None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(args.socket)
+        if args.pidfile:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(args.pidfile)
+    return 0
+
+
+def daemon_main(argv: list[str]) -> int:
+    args = _parse_args(argv)
+    setup_logging(args.log_level, args.log_file)
+    try:
+        return asyncio.run(run(args))
+    except SystemExit as exc:
+        if isinstance(exc.code, str):
+            log.error("%s", exc.code)
+            return 1
+        raise
