@@ -1,0 +1,53 @@
+"""Stable DHCP identities for pods: client identifier (option 61), hostname, MAC.
+
+A pod sandbox that is recreated keeps its Kubernetes namespace/name, network and ifname,
+so everything derived from those asks the server for the same lease. Without Kubernetes
+identity the container id is the best we have (it changes with every sandbox).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+_CLIENT_ID_TYPE = b"\x00"  # RFC 2132 9.14: type 0, an identifier that is not a hardware address
+_MAX_READABLE = 128
+_LABEL_BAD = re.compile(r"[^a-z0-9-]+")
+
+
+def _identity(
+    pod_namespace: str | None, pod_name: str | None, container_id: str, network: str, ifname: str
+) -> str:
+    # network and ifname stay in the K8S identity: one pod may have several attachments
+    # leased from the same server (multus), and each needs its own lease.
+    if pod_namespace and pod_name:
+        return f"k8s:{pod_namespace}/{pod_name}/{network}/{ifname}"
+    return f"cni:{container_id}/{network}/{ifname}"
+
+
+def client_id_for(
+    pod_namespace: str | None, pod_name: str | None, container_id: str, network: str, ifname: str
+) -> bytes:
+    """Option 61 value: type 0 + the pod's stable identity (hashed when it is long)."""
+    ident = _identity(pod_namespace, pod_name, container_id, network, ifname).encode()
+    if len(ident) > _MAX_READABLE:
+        ident = b"sha256:" + hashlib.sha256(ident).hexdigest()[:48].encode()
+    return _CLIENT_ID_TYPE + ident
+
+
+def stable_mac_for(
+    pod_namespace: str | None, pod_name: str | None, container_id: str, network: str, ifname: str
+) -> str:
+    """A locally administered unicast MAC derived from the same identity (ipam.stableMac)."""
+    ident = _identity(pod_namespace, pod_name, container_id, network, ifname).encode()
+    raw = bytearray(hashlib.sha256(b"mac:" + ident).digest()[:6])
+    raw[0] = (raw[0] | 0x02) & 0xFE
+    return ":".join(f"{b:02x}" for b in raw)
+
+
+def hostname_for(pod_name: str | None) -> str | None:
+    """Option 12 value for a pod name: a valid DNS label, or None if nothing usable is left."""
+    if not pod_name:
+        return None
+    label = _LABEL_BAD.sub("-", pod_name.lower())[:63].strip("-")
+    return label or None

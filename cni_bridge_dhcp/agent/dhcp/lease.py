@@ -1,0 +1,300 @@
+"""What a caller asks for (LeaseRequest), what it gets (Lease), and how an ACK becomes a
+Lease: option decoding, T1/T2 sanitising, and the JSON record form used by the journal."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network
+from typing import Any, TypeVar
+
+from . import codec
+from .codec import DecodeError, Message, Opt
+
+log = logging.getLogger(__name__)
+
+# Always asked for; ipam.request adds to these.
+BASE_REQUEST = (1, 3, 6, 15, 26, 28, 51, 54, 58, 59, 119, 121)
+
+# Options the client owns in every message; ipam.provide cannot replace them.
+CLIENT_OWNED = frozenset(
+    {
+        Opt.PAD,
+        Opt.OVERLOAD,
+        Opt.MESSAGE_TYPE,
+        Opt.REQUESTED_IP,
+        Opt.SERVER_ID,
+        Opt.PARAM_REQUEST,
+        Opt.MAX_MESSAGE_SIZE,
+        Opt.END,
+    }
+)
+
+DEFAULT_LEASE_TIME = 3600.0  # only if a server omits option 51, which RFC 2131 forbids
+MIN_LEASE_TIME = 4.0  # below this T1/T2 arithmetic would make the client spin
+RECORD_VERSION = 1
+
+_T = TypeVar("_T")
+
+
+@dataclass(frozen=True)
+class LeaseRequest:
+    key: str
+    netns_path: str
+    netns_fd: int
+    ifname: str
+    mac: str
+    client_id: bytes
+    hostname: str | None
+    extra_request: tuple[int, ...] = ()
+    provide: tuple[tuple[int, bytes], ...] = ()
+    timeout: float = 30.0
+    meta: Mapping[str, str] = field(default_factory=dict)
+    prefer_address: IPv4Address | None = None  # option 50 in DISCOVER (a hint to the server)
+
+
+@dataclass(frozen=True)
+class Lease:
+    key: str
+    address: IPv4Interface
+    server_id: IPv4Address
+    router: IPv4Address | None
+    dns_servers: tuple[IPv4Address, ...]
+    domain: str | None
+    search: tuple[str, ...]
+    mtu: int | None
+    routes: tuple[tuple[IPv4Network, IPv4Address], ...]
+    lease_time: float
+    t1: float
+    t2: float
+    bound_at: float
+    renew_at: float
+    rebind_at: float
+    expires_at: float
+    state: str
+    netns_path: str
+    netns_inode: int
+    ifname: str
+    mac: str
+    client_id: bytes
+    hostname: str | None
+    meta: Mapping[str, str] = field(default_factory=dict)
+    server_mac: str | None = None  # link-layer source of the server's ACK: next hop to it
+    extra_request: tuple[int, ...] = ()
+    provide: tuple[tuple[int, bytes], ...] = ()
+    options: Mapping[int, bytes] = field(default_factory=dict)  # the ACK's options, raw
+
+    def with_state(self, state: str) -> Lease:
+        return replace(self, state=state)
+
+
+def request_list(extra: tuple[int, ...]) -> bytes:
+    codes: list[int] = []
+    for code in (*BASE_REQUEST, *extra):
+        if 0 < code < 255 and code not in codes:
+            codes.append(code)
+    return bytes(codes)
+
+
+def sanitize_times(
+    lease_time: float, t1: float | None, t2: float | None
+) -> tuple[float, float, float]:
+    """(lease, T1, T2) with 0 < T1 < T2 < lease; server values kept when they fit.
+
+    RFC 2131 4.4.5 defaults: T1 = 0.5 * lease, T2 = 0.875 * lease.
+    """
+    lease = max(float(lease_time), MIN_LEASE_TIME)
+    t2_ok = t2 is not None and 0 < t2 < lease
+    rebind = float(t2) if t2_ok and t2 is not None else 0.875 * lease
+    if t1 is not None and 0 < t1 < rebind:
+        renew = float(t1)
+    else:
+        renew = 0.5 * lease if 0.5 * lease < rebind else rebind * (0.5 / 0.875)
+    return lease, renew, rebind
+
+
+def _opt(msg: Message, code: int, decoder: Callable[[bytes], _T]) -> _T | None:
+    raw = msg.options.get(code)
+    if raw is None:
+        return None
+    try:
+        return decoder(raw)
+    except DecodeError as exc:
+        log.warning("ignoring malformed option %d from server: %s", code, exc)
+        return None
+
+
+def _prefix_for(msg: Message, address: IPv4Address) -> int:
+    prefix = _opt(msg, Opt.SUBNET_MASK, codec.netmask_prefix)
+    if prefix is not None and 0 < prefix <= 32:
+        return prefix
+    first = address.packed[0]
+    return 8 if first < 128 else 16 if first < 192 else 24
+
+
+def _mtu(raw: bytes) -> int:
+    value = codec.u16(raw)
+    if value < 68:  # RFC 2132 5.1: minimum legal MTU
+        raise DecodeError(f"MTU {value} below 68")
+    return value
+
+
+@dataclass(frozen=True)
+class AckInfo:
+    """Everything the client takes from an ACK, before it is tied to an attachment."""
+
+    address: IPv4Interface
+    server_id: IPv4Address
+    router: IPv4Address | None
+    dns_servers: tuple[IPv4Address, ...]
+    domain: str | None
+    search: tuple[str, ...]
+    mtu: int | None
+    routes: tuple[tuple[IPv4Network, IPv4Address], ...]
+    lease_time: float
+    t1: float
+    t2: float
+    options: Mapping[int, bytes]
+
+
+def ack_info(msg: Message, fallback_server: IPv4Address) -> AckInfo:
+    """Decode an ACK; a malformed option is ignored (logged), never fatal."""
+    server_id = _opt(msg, Opt.SERVER_ID, codec.ipv4) or fallback_server
+    lease_time = _opt(msg, Opt.LEASE_TIME, codec.u32)
+    if lease_time is None:
+        log.warning("server %s sent no lease time; assuming %ds", server_id, DEFAULT_LEASE_TIME)
+    lease, t1, t2 = sanitize_times(
+        float(lease_time) if lease_time is not None else DEFAULT_LEASE_TIME,
+        _opt(msg, Opt.RENEWAL_TIME, codec.u32),
+        _opt(msg, Opt.REBINDING_TIME, codec.u32),
+    )
+    routers = _opt(msg, Opt.ROUTER, codec.ipv4_list)
+    classless = _opt(msg, Opt.CLASSLESS_ROUTES, codec.classless_routes)
+    if classless is not None:
+        # RFC 3442: with option 121 present, options 3 and 33 are ignored.
+        router = next((gw for net, gw in classless if net.prefixlen == 0), None)
+        routes = classless
+    else:
+        router = routers[0] if routers else None
+        routes = _opt(msg, Opt.STATIC_ROUTES, codec.static_routes) or ()
+    domain = _opt(msg, Opt.DOMAIN, codec.text)
+    if domain is not None:
+        domain = domain.strip().rstrip(".") or None
+    return AckInfo(
+        address=IPv4Interface((msg.yiaddr, _prefix_for(msg, msg.yiaddr))),
+        server_id=server_id,
+        router=router,
+        dns_servers=_opt(msg, Opt.DNS, codec.ipv4_list) or (),
+        domain=domain,
+        search=_opt(msg, Opt.DOMAIN_SEARCH, codec.domain_search) or (),
+        mtu=_opt(msg, Opt.INTERFACE_MTU, _mtu),
+        routes=routes,
+        lease_time=lease,
+        t1=t1,
+        t2=t2,
+        options=dict(msg.options),
+    )
+
+
+# -- journal records -------------------------------------------------------------------------
+
+
+def to_record(lease: Lease) -> dict[str, Any]:
+    return {
+        "version": RECORD_VERSION,
+        "key": lease.key,
+        "address": str(lease.address),
+        "server_id": str(lease.server_id),
+        "server_mac": lease.server_mac,
+        "router": str(lease.router) if lease.router else None,
+        "dns_servers": [str(a) for a in lease.dns_servers],
+        "domain": lease.domain,
+        "search": list(lease.search),
+        "mtu": lease.mtu,
+        "routes": [[str(net), str(gw)] for net, gw in lease.routes],
+        "lease_time": lease.lease_time,
+        "t1": lease.t1,
+        "t2": lease.t2,
+        "bound_at": lease.bound_at,
+        "renew_at": lease.renew_at,
+        "rebind_at": lease.rebind_at,
+        "expires_at": lease.expires_at,
+        "state": lease.state,
+        "netns_path": lease.netns_path,
+        "netns_inode": lease.netns_inode,
+        "ifname": lease.ifname,
+        "mac": lease.mac,
+        "client_id": lease.client_id.hex(),
+        "hostname": lease.hostname,
+        "meta": dict(lease.meta),
+        "extra_request": list(lease.extra_request),
+        "provide": [[code, value.hex()] for code, value in lease.provide],
+        "options": {str(code): value.hex() for code, value in sorted(lease.options.items())},
+    }
+
+
+def _typed(record: Mapping[str, Any], name: str, kind: type[_T]) -> _T:
+    value = record[name]
+    if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
+        raise ValueError(f"field {name!r} is not {kind.__name__}")
+    return value
+
+
+def _number(record: Mapping[str, Any], name: str) -> float:
+    value = record[name]
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"field {name!r} is not a number")
+    return float(value)
+
+
+def _opt_str(record: Mapping[str, Any], name: str) -> str | None:
+    value = record.get(name)
+    if value is not None and not isinstance(value, str):
+        raise ValueError(f"field {name!r} is not a string")
+    return value
+
+
+def from_record(record: Mapping[str, Any]) -> Lease:
+    """Rebuild a Lease; raises ValueError (or KeyError/TypeError) on any malformed field."""
+    if record.get("version") != RECORD_VERSION:
+        raise ValueError(f"unknown record version {record.get('version')!r}")
+    router = _opt_str(record, "router")
+    mtu = record.get("mtu")
+    if mtu is not None and (isinstance(mtu, bool) or not isinstance(mtu, int)):
+        raise ValueError("field 'mtu' is not an integer")
+    meta = _typed(record, "meta", dict)
+    return Lease(
+        key=_typed(record, "key", str),
+        address=IPv4Interface(_typed(record, "address", str)),
+        server_id=IPv4Address(_typed(record, "server_id", str)),
+        server_mac=_opt_str(record, "server_mac"),
+        router=IPv4Address(router) if router else None,
+        dns_servers=tuple(IPv4Address(a) for a in _typed(record, "dns_servers", list)),
+        domain=_opt_str(record, "domain"),
+        search=tuple(str(s) for s in _typed(record, "search", list)),
+        mtu=mtu,
+        routes=tuple(
+            (IPv4Network(net), IPv4Address(gw)) for net, gw in _typed(record, "routes", list)
+        ),
+        lease_time=_number(record, "lease_time"),
+        t1=_number(record, "t1"),
+        t2=_number(record, "t2"),
+        bound_at=_number(record, "bound_at"),
+        renew_at=_number(record, "renew_at"),
+        rebind_at=_number(record, "rebind_at"),
+        expires_at=_number(record, "expires_at"),
+        state=_typed(record, "state", str),
+        netns_path=_typed(record, "netns_path", str),
+        netns_inode=_typed(record, "netns_inode", int),
+        ifname=_typed(record, "ifname", str),
+        mac=_typed(record, "mac", str),
+        client_id=bytes.fromhex(_typed(record, "client_id", str)),
+        hostname=_opt_str(record, "hostname"),
+        meta={str(k): str(v) for k, v in meta.items()},
+        extra_request=tuple(int(c) for c in _typed(record, "extra_request", list)),
+        provide=tuple(
+            (int(code), bytes.fromhex(value)) for code, value in _typed(record, "provide", list)
+        ),
+        options={int(k): bytes.fromhex(v) for k, v in _typed(record, "options", dict).items()},
+    )

@@ -1,0 +1,560 @@
+"""LeaseManager: every pod lease the agent holds, its timers, and its journal.
+
+One asyncio task per lease sleeps until the lease's next deadline (wall clock, from the
+journal) and runs RENEWING, REBINDING, loss and re-acquisition. Packet transports are
+opened per transaction, so an idle lease holds no socket and no namespace reference.
+``close()`` stops the tasks and leaves the journal as it is: the next agent re-adopts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import socket
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from ...errors import CNIError, ErrorCode
+from ..netns import netns_inode, open_netns, run_in_netns
+from . import podif
+from .client import Bound, DhcpClient, DhcpNaked, DhcpTimeout, Identity, Nak, Timing
+from .clock import Clock, SystemClock
+from .journal import Journal
+from .lease import Lease, LeaseRequest
+from .transport import Gone, PodTransportFactory, Target, TransportFactory
+
+log = logging.getLogger(__name__)
+
+BOUND = "BOUND"
+RENEWING = "RENEWING"
+REBINDING = "REBINDING"
+REBOOTING = "REBOOTING"
+EXPIRED = "EXPIRED"  # lost (expiry or NAK); the address is off the pod; re-acquiring
+
+# (key, old, new): new is None when the lease is lost, old is None when it is regained.
+ChangeHook = Callable[[str, Lease | None, Lease | None], Awaitable[None]]
+
+_MAX_SLEEP = 60.0  # re-read the wall clock at least this often (suspend, clock steps)
+
+
+async def default_on_change(key: str, old: Lease | None, new: Lease | None) -> None:
+    if new is None and old is not None:
+        await podif.remove_address(old)
+    elif new is not None and (old is None or old.address != new.address):
+        if old is not None:
+            await podif.remove_address(old)
+        await podif.add_address(new)
+
+
+@dataclass
+class _Entry:
+    lease: Lease
+    client: DhcpClient
+    task: asyncio.Task[None] | None = None
+
+
+def _identity(lease: Lease | LeaseRequest) -> Identity:
+    return Identity(
+        mac=lease.mac.lower(),
+        client_id=lease.client_id,
+        hostname=lease.hostname,
+        extra_request=tuple(lease.extra_request),
+        provide=tuple(lease.provide),
+    )
+
+
+def _target(lease: Lease) -> Target:
+    return Target(
+        netns_path=lease.netns_path,
+        ifname=lease.ifname,
+        mac=lease.mac,
+        netns_inode=lease.netns_inode,
+    )
+
+
+class LeaseManager:
+    def __init__(
+        self,
+        state_dir: Path,
+        *,
+        clock: Clock | None = None,
+        timing: Timing | None = None,
+        arp_probe_wait: float | None = None,
+        transports: TransportFactory | None = None,
+        on_change: ChangeHook | None = default_on_change,
+        reacquire_timeout: float = 30.0,
+        reacquire_max_backoff: float = 60.0,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.journal = Journal(state_dir)
+        self.clock: Clock = clock or SystemClock()
+        timing = timing or Timing()
+        if arp_probe_wait is not None:
+            timing = replace(timing, arp_probe_wait=arp_probe_wait)
+        self.timing = timing
+        self.transports: TransportFactory = transports or PodTransportFactory()
+        self.on_change = on_change
+        self.reacquire_timeout = reacquire_timeout
+        self.reacquire_max_backoff = reacquire_max_backoff
+        self.rng = rng or random.SystemRandom()
+        self._entries: dict[str, _Entry] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    # -- public API ----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Re-adopt journaled leases whose pod interface still exists; drop the others."""
+        records = await asyncio.to_thread(self.journal.load)
+        for lease in records:
+            if lease.key in self._entries:
+                continue
+            present = await asyncio.to_thread(_interface_present, lease)
+            if not present:
+                log.info(
+                    "%s: %s state=DROPPED address=%s server=%s (netns %s or %s is gone; "
+                    "no RELEASE possible)",
+                    lease.key,
+                    "pod vanished:",
+                    lease.address.ip,
+                    lease.server_id,
+                    lease.netns_path,
+                    lease.ifname,
+                )
+                await _durably(self.journal.remove, lease.key)
+                continue
+            entry = _Entry(lease, self._client(lease))
+            self._entries[lease.key] = entry
+            reboot = self.clock.time() >= lease.rebind_at or lease.state == EXPIRED
+            log.info(
+                "%s: state=ADOPTED address=%s server=%s renew_in=%.0fs expires_in=%.0fs",
+                lease.key,
+                lease.address.ip,
+                lease.server_id,
+                lease.renew_at - self.clock.time(),
+                lease.expires_at - self.clock.time(),
+            )
+            entry.task = asyncio.create_task(self._maintain(entry, reboot=reboot))
+
+    async def acquire(self, req: LeaseRequest) -> Lease:
+        async with self._lock(req.key):
+            inode = netns_inode(req.netns_fd)
+            existing = self._entries.get(req.key)
+            if existing is not None:
+                old = existing.lease
+                if (
+                    old.netns_inode == inode
+                    and old.ifname == req.ifname
+                    and old.mac.lower() == req.mac.lower()
+                    and old.state != EXPIRED
+                ):
+                    return old
+                await self._drop(req.key)
+            client = DhcpClient(
+                _identity(req), label=req.key, clock=self.clock, timing=self.timing, rng=self.rng
+            )
+            target = Target(req.netns_path, req.ifname, req.mac, netns_fd=req.netns_fd)
+            where = f"{req.ifname} in netns {req.netns_path}"
+            try:
+                tr = await self.transports.open(target, bring_up=True)
+            except Gone as exc:
+                raise CNIError(ErrorCode.IO_FAILURE, f"cannot use {where} for DHCP: {exc}") from exc
+            try:
+                bound = await client.obtain(tr, req.timeout, prefer=req.prefer_address)
+            except DhcpTimeout as exc:
+                raise CNIError(
+                    ErrorCode.DHCP_TIMEOUT,
+                    f"no DHCP lease for {where} within {req.timeout:g}s",
+                    str(exc),
+                ) from exc
+            except DhcpNaked as exc:
+                raise CNIError(
+                    ErrorCode.DHCP_NAK, f"DHCP server refused a lease for {where}", str(exc)
+                ) from exc
+            finally:
+                tr.close()
+            lease = self._lease_from(bound, req=req, inode=inode)
+            try:
+                await _durably(self.journal.write, lease)
+            except OSError as exc:
+                await self._release_unjournaled(client, lease)
+                raise CNIError(
+                    ErrorCode.STATE_FAILED,
+                    f"cannot journal the lease for {req.key} in {self.journal.dir}: {exc.strerror}",
+                ) from exc
+            entry = _Entry(lease, client)
+            self._entries[req.key] = entry
+            self._log_state(lease)
+            entry.task = asyncio.create_task(self._maintain(entry))
+            return lease
+
+    async def release(self, key: str) -> bool:
+        async with self._lock(key):
+            entry = self._entries.pop(key, None)
+            if entry is None:
+                return False
+            await _cancel(entry.task)
+            lease = entry.lease
+            if lease.state == EXPIRED:
+                log.info(
+                    "%s: state=RELEASED address=%s (already lost, nothing to send)",
+                    key,
+                    lease.address.ip,
+                )
+            else:
+                try:
+                    tr = await self.transports.open(_target(lease), unicast_from=lease.address.ip)
+                except (Gone, OSError) as exc:
+                    log.info(
+                        "%s: state=RELEASED address=%s server=%s without DHCPRELEASE: %s",
+                        key,
+                        lease.address.ip,
+                        lease.server_id,
+                        exc,
+                    )
+                else:
+                    try:
+                        await entry.client.release(
+                            tr,
+                            address=lease.address.ip,
+                            server_id=lease.server_id,
+                            server_mac=lease.server_mac,
+                        )
+                    finally:
+                        tr.close()
+                    log.info(
+                        "%s: state=RELEASED address=%s server=%s",
+                        key,
+                        lease.address.ip,
+                        lease.server_id,
+                    )
+            await _durably(self.journal.remove, key)
+            return True
+
+    def get(self, key: str) -> Lease | None:
+        entry = self._entries.get(key)
+        return entry.lease if entry else None
+
+    def leases(self) -> list[Lease]:
+        return [entry.lease for entry in self._entries.values()]
+
+    async def forget(self, key: str) -> None:
+        async with self._lock(key):
+            await self._drop(key)
+
+    async def close(self) -> None:
+        """Stop every timer and task; release nothing, keep the journal."""
+        tasks = [e.task for e in self._entries.values() if e.task is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._entries.clear()
+
+    # -- internals -----------------------------------------------------------------------
+
+    def _lock(self, key: str) -> asyncio.Lock:
+        lock = self._locks.get(key)
+        if lock is None:
+            lock = self._locks[key] = asyncio.Lock()
+        return lock
+
+    def _client(self, lease: Lease) -> DhcpClient:
+        return DhcpClient(
+            _identity(lease), label=lease.key, clock=self.clock, timing=self.timing, rng=self.rng
+        )
+
+    async def _drop(self, key: str) -> None:
+        entry = self._entries.pop(key, None)
+        if entry is not None:
+            await _cancel(entry.task)
+        await _durably(self.journal.remove, key)
+
+    def _lease_from(
+        self,
+        bound: Bound,
+        *,
+        req: LeaseRequest | None = None,
+        inode: int = 0,
+        prev: Lease | None = None,
+    ) -> Lease:
+        info = bound.info
+        base = bound.sent_at
+        if prev is not None:
+            where: LeaseRequest | Lease = prev
+            inode = prev.netns_inode
+        else:
+            assert req is not None
+            where = req
+        return Lease(
+            key=where.key,
+            netns_path=where.netns_path,
+            netns_inode=inode,
+            ifname=where.ifname,
+            mac=where.mac.lower(),
+            client_id=where.client_id,
+            hostname=where.hostname,
+            meta=dict(where.meta),
+            extra_request=tuple(where.extra_request),
+            provide=tuple(where.provide),
+            address=info.address,
+            server_id=info.server_id,
+            server_mac=bound.server_mac,
+            router=info.router,
+            dns_servers=info.dns_servers,
+            domain=info.domain,
+            search=info.search,
+            mtu=info.mtu,
+            routes=info.routes,
+            options=info.options,
+            lease_time=info.lease_time,
+            t1=info.t1,
+            t2=info.t2,
+            bound_at=base,
+            renew_at=base + info.t1,
+            rebind_at=base + info.t2,
+            expires_at=base + info.lease_time,
+            state=BOUND,
+        )
+
+    def _log_state(self, lease: Lease, detail: str = "") -> None:
+        now = self.clock.time()
+        log.info(
+            "%s: state=%s address=%s server=%s renew_in=%.0fs rebind_in=%.0fs expires_in=%.0fs%s",
+            lease.key,
+            lease.state,
+            lease.address,
+            lease.server_id,
+            lease.renew_at - now,
+            lease.rebind_at - now,
+            lease.expires_at - now,
+            f" ({detail})" if detail else "",
+        )
+
+    def _set_state(self, entry: _Entry, state: str, detail: str = "") -> None:
+        if entry.lease.state != state:
+            entry.lease = entry.lease.with_state(state)
+            self._log_state(entry.lease, detail)
+
+    async def _sleep_until(self, deadline: float) -> None:
+        while True:
+            remaining = deadline - self.clock.time()
+            if remaining <= 0:
+                return
+            await self.clock.sleep(min(remaining, _MAX_SLEEP))
+
+    async def _hook(self, key: str, old: Lease | None, new: Lease | None) -> None:
+        if self.on_change is None:
+            return
+        try:
+            await self.on_change(key, old, new)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("%s: lease change hook failed", key)
+
+    async def _commit(self, entry: _Entry, lease: Lease) -> None:
+        entry.lease = lease
+        try:
+            await _durably(self.journal.write, lease)
+        except OSError as exc:
+            # The lease itself is fine; a restart would re-adopt from the older record.
+            log.error("%s: cannot journal lease: %s", lease.key, exc)
+
+    async def _maintain(self, entry: _Entry, *, reboot: bool = False) -> None:
+        key = entry.lease.key
+        try:
+            if reboot:
+                await self._reboot(entry)
+            while True:
+                try:
+                    if entry.lease.state == EXPIRED:
+                        await self._reacquire(entry)
+                        continue
+                    await self._sleep_until(entry.lease.renew_at)
+                    await self._extend(entry)
+                except (Gone, asyncio.CancelledError):
+                    raise
+                except Exception:
+                    # A bug must not end the lease's upkeep silently; try again shortly.
+                    log.exception("%s: lease upkeep failed; retrying", key)
+                    await self.clock.sleep(5.0)
+        except Gone as exc:
+            log.info(
+                "%s: state=DROPPED address=%s server=%s (pod gone: %s)",
+                key,
+                entry.lease.address.ip,
+                entry.lease.server_id,
+                exc,
+            )
+            if self._entries.get(key) is entry:
+                del self._entries[key]
+                await _durably(self.journal.remove, key)
+
+    async def _extend(self, entry: _Entry) -> None:
+        """RENEWING until T2, REBINDING until expiry; returns bound again or lost."""
+        client = entry.client
+        xid = client.new_xid()
+        while True:
+            lease = entry.lease
+            now = self.clock.time()
+            if now >= lease.expires_at:
+                await self._lose(entry, "lease expired without renewal")
+                return
+            rebinding = now >= lease.rebind_at
+            state = REBINDING if rebinding else RENEWING
+            if lease.state != state:
+                xid = client.new_xid()
+                self._set_state(entry, state)
+            phase_end = lease.expires_at if rebinding else lease.rebind_at
+            wait = min(client.renew_retransmit(phase_end - now), phase_end - now)
+            tr = await self.transports.open(_target(lease), unicast_from=lease.address.ip)
+            try:
+                result = await client.renew(
+                    tr,
+                    xid,
+                    address=lease.address.ip,
+                    server_id=lease.server_id,
+                    server_mac=lease.server_mac,
+                    rebinding=rebinding,
+                    until=self.clock.monotonic() + wait,
+                )
+            finally:
+                tr.close()
+            if isinstance(result, Bound):
+                await self._rebound(entry, result)
+                return
+            if isinstance(result, Nak):
+                await self._lose(entry, f"NAK from {result.server}: {result.message}")
+                return
+
+    async def _rebound(self, entry: _Entry, bound: Bound) -> None:
+        old = entry.lease
+        lease = self._lease_from(bound, prev=old)
+        await self._commit(entry, lease)
+        self._log_state(lease)
+        if old.state == EXPIRED:
+            await self._hook(lease.key, None, lease)
+        elif old.address != lease.address:
+            await self._hook(lease.key, old, lease)
+
+    async def _lose(self, entry: _Entry, why: str) -> None:
+        old = entry.lease
+        lost = old.with_state(EXPIRED)
+        await self._commit(entry, lost)
+        log.warning(
+            "%s: state=EXPIRED address=%s server=%s: lease lost (%s); removing the address "
+            "and re-acquiring",
+            old.key,
+            old.address,
+            old.server_id,
+            why,
+        )
+        await self._hook(old.key, old, None)
+
+    async def _reboot(self, entry: _Entry) -> None:
+        lease = entry.lease
+        self._set_state(entry, REBOOTING, "INIT-REBOOT after agent restart")
+        tr = await self.transports.open(_target(lease), bring_up=True)
+        try:
+            result = await entry.client.reboot(
+                tr, lease.address.ip, min(self.reacquire_timeout, 10.0)
+            )
+        finally:
+            tr.close()
+        if isinstance(result, Bound):
+            await self._rebound(entry, result)
+        elif isinstance(result, Nak) or self.clock.time() >= lease.expires_at:
+            why = f"NAK from {result.server}" if isinstance(result, Nak) else "expired"
+            entry.lease = lease  # report the loss from the state it had
+            await self._lose(entry, why)
+        else:
+            entry.lease = lease.with_state(REBINDING)
+
+    async def _reacquire(self, entry: _Entry) -> None:
+        attempt = 0
+        while True:
+            lease = entry.lease
+            tr = await self.transports.open(_target(lease), bring_up=True)
+            try:
+                bound = await entry.client.obtain(
+                    tr, self.reacquire_timeout, prefer=lease.address.ip
+                )
+            except (DhcpTimeout, DhcpNaked) as exc:
+                log.warning("%s: re-acquiring failed: %s", lease.key, exc)
+            else:
+                await self._rebound(entry, bound)
+                return
+            finally:
+                tr.close()
+            delay = min(self.reacquire_max_backoff, 2.0**attempt) * self.rng.uniform(0.75, 1.25)
+            attempt += 1
+            await self.clock.sleep(delay)
+
+    async def _release_unjournaled(self, client: DhcpClient, lease: Lease) -> None:
+        with contextlib.suppress(Gone, OSError):
+            tr = await self.transports.open(_target(lease), unicast_from=lease.address.ip)
+            try:
+                await client.release(
+                    tr,
+                    address=lease.address.ip,
+                    server_id=lease.server_id,
+                    server_mac=lease.server_mac,
+                )
+            finally:
+                tr.close()
+
+
+async def _durably(fn: Callable[..., object], *args: object) -> None:
+    """Run a blocking journal operation in a thread; if our task is cancelled meanwhile,
+    still wait for it, so a cancelled task never writes after its canceller removed."""
+    fut = asyncio.ensure_future(asyncio.to_thread(fn, *args))
+    try:
+        await asyncio.shield(fut)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            await fut
+        raise
+
+
+async def _cancel(task: asyncio.Task[None] | None) -> None:
+    if task is None or task.done():
+        return
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+def _interface_present(lease: Lease) -> bool:
+    try:
+        fd = open_netns(lease.netns_path)
+    except (FileNotFoundError, CNIError):
+        return False
+    try:
+        if netns_inode(fd) != lease.netns_inode:
+            return False
+
+        def probe() -> bool:
+            try:
+                socket.if_nametoindex(lease.ifname)
+            except OSError:
+                return False
+            return True
+
+        return run_in_netns(fd, probe)
+    finally:
+        os.close(fd)
+
+
+__all__ = [
+    "BOUND",
+    "EXPIRED",
+    "REBINDING",
+    "REBOOTING",
+    "RENEWING",
+    "ChangeHook",
+    "LeaseManager",
+    "default_on_change",
+]
