@@ -7,7 +7,6 @@ here; everything else is validated here and forwarded to the agent.
 from __future__ import annotations
 
 import json
-import logging
 import os
 import re
 import sys
@@ -18,8 +17,6 @@ from . import client
 from .errors import CNIError, ErrorCode
 from .protocol import make_request
 from .result import LATEST, SUPPORTED_VERSIONS, convert, is_supported, version_tuple
-
-log = logging.getLogger("cni_bridge_dhcp.plugin")
 
 COMMANDS = ("ADD", "DEL", "CHECK", "VERSION", "GC", "STATUS")
 MAX_STDIN = 1 << 20
@@ -217,7 +214,10 @@ def main(
         stdout.flush()
         return 1
     except Exception as exc:
-        log.exception("unexpected plugin failure")
+        import traceback  # only on the failure path: keep the exec path's imports small
+
+        sys.stderr.write("cni-bridge-dhcp: unexpected plugin failure\n")
+        traceback.print_exc(file=sys.stderr)
         internal = CNIError(ErrorCode.INTERNAL, f"internal error: {type(exc).__name__}: {exc}")
         json.dump(internal.to_dict(_error_version(stdin)), stdout)
         stdout.write("\n")
@@ -231,6 +231,5 @@ def main(
 
 
 def plugin_main() -> int:
-    logging.basicConfig(stream=sys.stderr, level=logging.WARNING, format="%(name)s: %(message)s")
     data = sys.stdin.buffer.read(MAX_STDIN + 1)
     return main(os.environ, data, sys.stdout)

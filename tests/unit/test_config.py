@@ -42,7 +42,13 @@ def test_reference_keys_are_accepted_with_their_meaning() -> None:
             unknownKeyFromAnotherTool=1,
         )
     )
-    assert (c.bridge, c.ip_masq, c.mtu, c.hairpin_mode, c.macspoofchk) == ("br-lan", True, 9000, True, True)
+    assert (c.bridge, c.ip_masq, c.mtu, c.hairpin_mode, c.macspoofchk) == (
+        "br-lan",
+        True,
+        9000,
+        True,
+        True,
+    )
     assert c.port_isolation and c.ip_masq_backend == "nftables"
     assert c.dns.nameservers == ["192.168.77.1"]
     assert c.runtime_config.mac == "0a:58:00:00:00:01" and c.args_mac == "0a:58:00:00:00:02"
@@ -70,22 +76,39 @@ def test_reference_keys_are_accepted_with_their_meaning() -> None:
         ({"hairpinMode": True, "promiscMode": True}, 7, "hairpinMode"),
         ({"vlan": 5000}, 7, "vlan"),
         ({"vlan": -1}, 7, "vlan"),
-        ({"disableContainerInterface": True, "ipam": {"type": "dhcp"}}, 7, "disableContainerInterface"),
+        (
+            {"disableContainerInterface": True, "ipam": {"type": "dhcp"}},
+            7,
+            "disableContainerInterface",
+        ),
         ({"vlanTrunk": [{"minID": 10}]}, 7, "vlanTrunk"),
         ({"vlanTrunk": [{"minID": 20, "maxID": 10}]}, 7, "vlanTrunk"),
         ({"vlanTrunk": [{"id": 5000}]}, 7, "vlanTrunk"),
     ],
 )
-def test_invalid_values_are_code_7_naming_the_key(extra: dict[str, Any], code: int, needle: str) -> None:
+def test_invalid_values_are_code_7_naming_the_key(
+    extra: dict[str, Any], code: int, needle: str
+) -> None:
     with pytest.raises(CNIError) as exc:
         parse_netconf(netconf(**extra))
     assert exc.value.code == code
     assert needle in exc.value.msg
 
 
-@pytest.mark.parametrize(("key", "value"), [(k, v) for k, v in {
-    "isGateway": True, "isDefaultGateway": True, "forceAddress": True,
-    "vlan": 10, "vlanTrunk": [{"id": 10}], "enabledad": True}.items()])
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        (k, v)
+        for k, v in {
+            "isGateway": True,
+            "isDefaultGateway": True,
+            "forceAddress": True,
+            "vlan": 10,
+            "vlanTrunk": [{"id": 10}],
+            "enabledad": True,
+        }.items()
+    ],
+)
 def test_unimplemented_keys_are_code_2_naming_the_key(key: str, value: Any) -> None:
     assert key in NOT_IMPLEMENTED
     with pytest.raises(CNIError) as exc:
@@ -102,7 +125,11 @@ def test_del_tolerates_unimplemented_keys() -> None:
 
 
 def test_mac_precedence_runtime_config_then_args_then_cni_args() -> None:
-    both = parse_netconf(netconf(runtimeConfig={"mac": "0a:00:00:00:00:01"}, args={"cni": {"mac": "0a:00:00:00:00:02"}}))
+    both = parse_netconf(
+        netconf(
+            runtimeConfig={"mac": "0a:00:00:00:00:01"}, args={"cni": {"mac": "0a:00:00:00:00:02"}}
+        )
+    )
     assert choose_mac(both, {"MAC": "0a:00:00:00:00:03"}) == "0a:00:00:00:00:01"
     args_only = parse_netconf(netconf(args={"cni": {"mac": "0A:00:00:00:00:02"}}))
     assert choose_mac(args_only, {"MAC": "0a:00:00:00:00:03"}) == "0a:00:00:00:00:02"
@@ -119,7 +146,9 @@ def test_multicast_or_malformed_mac_from_args_is_refused() -> None:
 
 
 def test_unknown_cni_args_need_ignore_unknown() -> None:
-    c = parse_netconf(netconf(ipam={"type": "dhcp", "provide": [{"option": "host-name", "fromArg": "MY_HOST"}]}))
+    c = parse_netconf(
+        netconf(ipam={"type": "dhcp", "provide": [{"option": "host-name", "fromArg": "MY_HOST"}]})
+    )
     check_args(c, {"K8S_POD_NAME": "a", "MY_HOST": "h"})
     check_args(c, {"FOO": "1", "IgnoreUnknown": "1"})
     with pytest.raises(CNIError) as exc:
@@ -137,7 +166,14 @@ def test_dhcp_option_names_and_numbers() -> None:
 
 @pytest.mark.parametrize(
     ("name", "label"),
-    [("web-0", "web-0"), ("My_Pod.Name", "my-pod-name"), ("-x-", "x"), ("", None), (None, None), ("a" * 80, "a" * 63)],
+    [
+        ("web-0", "web-0"),
+        ("My_Pod.Name", "my-pod-name"),
+        ("-x-", "x"),
+        ("", None),
+        (None, None),
+        ("a" * 80, "a" * 63),
+    ],
 )
 def test_pod_names_become_dns_labels(name: str | None, label: str | None) -> None:
     assert dns_label(name) == label

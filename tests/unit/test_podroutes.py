@@ -50,7 +50,11 @@ def test_classless_without_default_means_no_default_in_dhcp_mode() -> None:
 
 
 def test_node_mode_keeps_classless_non_default_routes_but_not_their_default() -> None:
-    classless = ((IPv4Network("10.0.0.0/8"), ROUTER), (DEFAULT, ROUTER), (IPv4Network("192.168.50.0/24"), IPv4Address("0.0.0.0")))
+    classless = (
+        (IPv4Network("10.0.0.0/8"), ROUTER),
+        (DEFAULT, ROUTER),
+        (IPv4Network("192.168.50.0/24"), IPv4Address("0.0.0.0")),
+    )
     static = (PodRoute(IPv4Network("172.16.0.0/12"), ROUTER),)
     routes, gw = plan_routes("node", NODE, ROUTER, classless, static)
     assert gw == NODE

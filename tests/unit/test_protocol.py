@@ -24,7 +24,13 @@ def body(obj: object) -> bytes:
 
 
 def good() -> dict[str, object]:
-    return make_request("ADD", "1.0.0", {"containerId": "c", "netns": "/n", "ifname": "eth0", "path": "/p", "args": {}}, {"name": "x"}, False)
+    return make_request(
+        "ADD",
+        "1.0.0",
+        {"containerId": "c", "netns": "/n", "ifname": "eth0", "path": "/p", "args": {}},
+        {"name": "x"},
+        False,
+    )
 
 
 def test_request_round_trip() -> None:

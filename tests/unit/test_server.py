@@ -56,7 +56,13 @@ def running(tmp_path: Path) -> Iterator[tuple[str, EchoAgent]]:
 
 
 def req(op: str = "ADD") -> dict[str, Any]:
-    return make_request(op, "1.0.0", {"containerId": "c", "netns": "", "ifname": "eth0", "path": "/x", "args": {}}, {"name": "n"}, False)
+    return make_request(
+        op,
+        "1.0.0",
+        {"containerId": "c", "netns": "", "ifname": "eth0", "path": "/x", "args": {}},
+        {"name": "n"},
+        False,
+    )
 
 
 def test_socket_is_0600(running: tuple[str, EchoAgent]) -> None:

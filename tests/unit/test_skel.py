@@ -23,7 +23,9 @@ BASE_ENV = {
 
 
 def conf(version: str = "1.0.0", **extra: Any) -> bytes:
-    return json.dumps({"cniVersion": version, "name": "lan", "type": "cni-bridge-dhcp", **extra}).encode()
+    return json.dumps(
+        {"cniVersion": version, "name": "lan", "type": "cni-bridge-dhcp", **extra}
+    ).encode()
 
 
 class FakeAgent:
@@ -41,7 +43,9 @@ class FakeAgent:
         return self.result
 
 
-def run(env: dict[str, str], stdin: bytes, agent: FakeAgent | None = None) -> tuple[int, dict[str, Any] | None]:
+def run(
+    env: dict[str, str], stdin: bytes, agent: FakeAgent | None = None
+) -> tuple[int, dict[str, Any] | None]:
     out = io.StringIO()
     code = main(env, stdin, out, call=agent or FakeAgent())
     text = out.getvalue()
@@ -85,7 +89,12 @@ def test_version_with_empty_stdin_uses_latest() -> None:
         ({"CNI_PATH": ""}, conf(), 4, "CNI_PATH"),
         ({"CNI_ARGS": "K8S_POD_NAME"}, conf(), 4, "CNI_ARGS"),
         ({}, json.dumps({"cniVersion": "1.0.0", "type": "x"}).encode(), 7, "name"),
-        ({}, json.dumps({"cniVersion": "1.0.0", "name": "bad name!", "type": "x"}).encode(), 7, "name"),
+        (
+            {},
+            json.dumps({"cniVersion": "1.0.0", "name": "bad name!", "type": "x"}).encode(),
+            7,
+            "name",
+        ),
         ({}, conf(agentSocket="relative.sock"), 7, "agentSocket"),
         ({}, conf(agentSocket=5), 7, "agentSocket"),
         ({"CNI_COMMAND": "CHECK"}, conf("0.3.1"), 1, "CHECK"),
@@ -122,7 +131,9 @@ def test_add_forwards_and_converts_the_result(version: str) -> None:
         "ips": [{"address": "192.168.77.101/24", "gateway": "192.168.77.10", "interface": 0}],
     }
     agent = FakeAgent(result=internal)
-    rc, out = run({**BASE_ENV, "CNI_ARGS": "IgnoreUnknown=1;K8S_POD_NAME=web"}, conf(version), agent)
+    rc, out = run(
+        {**BASE_ENV, "CNI_ARGS": "IgnoreUnknown=1;K8S_POD_NAME=web"}, conf(version), agent
+    )
     assert rc == 0 and out is not None
     assert out["cniVersion"] == version
     assert out["ips"][0]["address"] == "192.168.77.101/24"
@@ -150,7 +161,12 @@ def test_del_may_omit_netns_and_prints_nothing() -> None:
 def test_agent_errors_pass_through_with_their_code() -> None:
     agent = FakeAgent(error=CNIError(100, "DHCP timeout on eth0", "no OFFER"))
     rc, out = run(BASE_ENV, conf(), agent)
-    assert rc == 1 and out == {"cniVersion": "1.0.0", "code": 100, "msg": "DHCP timeout on eth0", "details": "no OFFER"}
+    assert rc == 1 and out == {
+        "cniVersion": "1.0.0",
+        "code": 100,
+        "msg": "DHCP timeout on eth0",
+        "details": "no OFFER",
+    }
 
 
 def test_unexpected_exception_becomes_code_999_without_traceback() -> None:

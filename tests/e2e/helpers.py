@@ -1,0 +1,48 @@
+"""Shared helpers for end-to-end tests: conflists and reading pod/node state."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from tests.netnslib import Pod, Sandbox, run
+
+NET = "lan"
+
+
+def conflist(sb: Sandbox, version: str = "1.0.0", **plugin: Any) -> dict[str, Any]:
+    conf: dict[str, Any] = {
+        "type": "cni-bridge-dhcp",
+        "bridge": "cni0",
+        "uplinkInterface": "eth0",
+        "agentSocket": str(sb.agent_socket),
+        "ipam": {"type": "dhcp", "timeout": 20},
+    }
+    conf.update(plugin)
+    return {"cniVersion": version, "name": NET, "plugins": [conf]}
+
+
+def add(sb: Sandbox, pod: Pod, conf: dict[str, Any], **kw: Any) -> dict[str, Any]:
+    proc = sb.cnitool("add", NET, pod, conflist=conf, **kw)
+    out: dict[str, Any] = json.loads(proc.stdout)
+    return out
+
+
+def ip_json(args: list[str], netns: str) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = json.loads(run(["ip", "-j", *args], netns=netns).stdout or "[]")
+    return out
+
+
+def pod_routes(pod: Pod) -> list[str]:
+    return [line.strip() for line in run(["ip", "route"], netns=pod.name).stdout.splitlines()]
+
+
+def ping(netns: str, address: str, count: int = 1) -> bool:
+    return (
+        run(["ping", "-c", str(count), "-W", "2", address], netns=netns, check=False).returncode
+        == 0
+    )
+
+
+def links(netns: str) -> list[str]:
+    return [link["ifname"] for link in ip_json(["link"], netns)]
