@@ -71,7 +71,7 @@ def test_socket_is_0600(running: tuple[str, EchoAgent]) -> None:
 
 
 def test_round_trip_and_error_transport(running: tuple[str, EchoAgent]) -> None:
-    path, agent = running
+    path, _ = running
     assert client.call(path, req("ADD")) == {"op": "ADD"}
     with pytest.raises(CNIError) as exc:
         client.call(path, req("CHECK"))

@@ -119,7 +119,7 @@ def test_oversized_stdin_is_a_decode_error() -> None:
 
 
 def test_error_json_uses_the_requested_version() -> None:
-    rc, out = run({**BASE_ENV, "CNI_CONTAINERID": ""}, conf("0.4.0"))
+    _, out = run({**BASE_ENV, "CNI_CONTAINERID": ""}, conf("0.4.0"))
     assert out is not None and out["cniVersion"] == "0.4.0"
 
 
