@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shlex
 import statistics
 import subprocess
@@ -30,9 +29,11 @@ def main() -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--runs", type=int, default=20)
     p.add_argument("--cmd", default=f"{sys.executable} -m cni_bridge_dhcp")
+    # A node's runtime (kubelet/containerd) execs plugins with a system PATH.
+    p.add_argument("--path", default="/usr/sbin:/usr/bin:/sbin:/bin")
     args = p.parse_args()
     cmd = shlex.split(args.cmd)
-    base = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+    base = {"PATH": args.path}
     with tempfile.TemporaryDirectory() as tmp:
         conf = json.dumps(
             {

@@ -1,0 +1,70 @@
+#!/usr/bin/env python3
+"""Build the single-file plugin executable (a zipapp) that admins drop into /opt/cni/bin.
+
+Only the plugin-side modules go in: they need nothing but the standard library, so the
+file runs on any node with python3 >= 3.9. The agent ships separately (pip/venv, image).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+import zipapp
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PLUGIN_MODULES = (
+    "__init__.py",
+    "cli.py",
+    "skel.py",
+    "client.py",
+    "protocol.py",
+    "result.py",
+    "errors.py",
+    "admin.py",
+)
+
+MAIN = '''\
+"""Entry point of the cni-bridge-dhcp zipapp."""
+import sys
+
+# Act as if run with -I: the runtime's environment (PYTHONPATH, user site, cwd) must not
+# change which code answers CNI requests. Only this archive and the standard library stay.
+_archive = sys.path[0]
+sys.path[:] = [_archive] + [p for p in sys.path[1:] if "-packages" not in p and p not in ("", ".")]
+
+from cni_bridge_dhcp.cli import console_main
+
+console_main()
+'''
+
+
+def build(output: Path, interpreter: str) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        staging = Path(tmp)
+        pkg = staging / "cni_bridge_dhcp"
+        pkg.mkdir()
+        for name in PLUGIN_MODULES:
+            shutil.copy2(ROOT / "cni_bridge_dhcp" / name, pkg / name)
+        (staging / "__main__.py").write_text(MAIN)
+        output.parent.mkdir(parents=True, exist_ok=True)
+        zipapp.create_archive(staging, output, interpreter=interpreter, compressed=False)
+    output.chmod(0o755)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser()
+    p.add_argument("output", type=Path)
+    p.add_argument("--interpreter", default="/usr/bin/env python3")
+    args = p.parse_args()
+    build(args.output, args.interpreter)
+    print(
+        f"built {args.output} ({args.output.stat().st_size} bytes, interpreter {args.interpreter})"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

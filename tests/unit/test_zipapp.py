@@ -1,0 +1,56 @@
+"""The single-file executable works without the project's venv or environment."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_zipapp_runs_with_a_scrubbed_environment(tmp_path: Path) -> None:
+    out = tmp_path / "cni-bridge-dhcp"
+    subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "build-zipapp.py"), str(out)],
+        check=True,
+        timeout=60,
+        capture_output=True,
+    )
+    env = {
+        "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
+        "CNI_COMMAND": "VERSION",
+        "PYTHONPATH": "/nonexistent",
+    }
+    proc = subprocess.run(
+        [str(out)],
+        input=b'{"cniVersion":"1.1.0"}',
+        env=env,
+        capture_output=True,
+        timeout=30,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["supportedVersions"][-1] == "1.1.0"
+    sock = tmp_path / "absent.sock"
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "CNI_COMMAND": "ADD",
+        "CNI_CONTAINERID": "c1",
+        "CNI_NETNS": "/var/run/netns/none",
+        "CNI_IFNAME": "eth0",
+        "CNI_PATH": "/opt/cni/bin",
+    }
+    conf = {
+        "cniVersion": "0.4.0",
+        "name": "lan",
+        "type": "cni-bridge-dhcp",
+        "agentSocket": str(sock),
+    }
+    proc = subprocess.run(
+        [str(out)], input=json.dumps(conf).encode(), env=env, capture_output=True, timeout=30
+    )
+    assert proc.returncode == 1
+    err = json.loads(proc.stdout)
+    assert err["code"] == 11 and str(sock) in err["msg"] and err["cniVersion"] == "0.4.0"
