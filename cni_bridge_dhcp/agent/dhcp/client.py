@@ -361,6 +361,7 @@ class DhcpClient:
             if not _usable(msg.yiaddr):
                 return None
             info = ack_info(msg, server)
+            log.debug("%s: ACK %s from %s", self.label, info.address, server)
             if info.address.ip != offered:
                 probe.cancel()
                 probe = asyncio.ensure_future(
@@ -369,6 +370,12 @@ class DhcpClient:
                     )
                 )
             in_use = await probe
+            log.debug(
+                "%s: ARP probe of %s: %s",
+                self.label,
+                info.address.ip,
+                "in use" if in_use else "free",
+            )
             if in_use:
                 log.warning(
                     "%s: %s offered by %s is in use on the link (ARP); sending DECLINE",

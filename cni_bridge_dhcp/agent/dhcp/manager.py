@@ -11,15 +11,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import random
-import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ...errors import CNIError, ErrorCode
-from ..netns import netns_inode, open_netns, run_in_netns
+from ..netns import netns_inode
 from . import podif
 from .client import Bound, DhcpClient, DhcpNaked, DhcpTimeout, Identity, Nak, Timing
 from .clock import Clock, SystemClock
@@ -112,7 +110,7 @@ class LeaseManager:
         for lease in records:
             if lease.key in self._entries:
                 continue
-            present = await asyncio.to_thread(_interface_present, lease)
+            present = await self.transports.exists(_target(lease))
             if not present:
                 log.info(
                     "%s: %s state=DROPPED address=%s server=%s (netns %s or %s is gone; "
@@ -126,9 +124,11 @@ class LeaseManager:
                 )
                 await _durably(self.journal.remove, lease.key)
                 continue
+            reboot = self.clock.time() >= lease.rebind_at or lease.state == EXPIRED
+            if reboot:
+                lease = lease.with_state(REBOOTING)
             entry = _Entry(lease, self._client(lease))
             self._entries[lease.key] = entry
-            reboot = self.clock.time() >= lease.rebind_at or lease.state == EXPIRED
             log.info(
                 "%s: state=ADOPTED address=%s server=%s renew_in=%.0fs expires_in=%.0fs",
                 lease.key,
@@ -356,12 +356,13 @@ class LeaseManager:
             log.exception("%s: lease change hook failed", key)
 
     async def _commit(self, entry: _Entry, lease: Lease) -> None:
-        entry.lease = lease
+        """Journal first, then publish: whatever get() shows is on disk."""
         try:
             await _durably(self.journal.write, lease)
         except OSError as exc:
             # The lease itself is fine; a restart would re-adopt from the older record.
             log.error("%s: cannot journal lease: %s", lease.key, exc)
+        entry.lease = lease
 
     async def _maintain(self, entry: _Entry, *, reboot: bool = False) -> None:
         key = entry.lease.key
@@ -390,8 +391,8 @@ class LeaseManager:
                 exc,
             )
             if self._entries.get(key) is entry:
-                del self._entries[key]
                 await _durably(self.journal.remove, key)
+                del self._entries[key]
 
     async def _extend(self, entry: _Entry) -> None:
         """RENEWING until T2, REBINDING until expiry; returns bound again or lost."""
@@ -457,6 +458,7 @@ class LeaseManager:
     async def _reboot(self, entry: _Entry) -> None:
         lease = entry.lease
         self._set_state(entry, REBOOTING, "INIT-REBOOT after agent restart")
+        lease = entry.lease
         tr = await self.transports.open(_target(lease), bring_up=True)
         try:
             result = await entry.client.reboot(
@@ -468,7 +470,6 @@ class LeaseManager:
             await self._rebound(entry, result)
         elif isinstance(result, Nak) or self.clock.time() >= lease.expires_at:
             why = f"NAK from {result.server}" if isinstance(result, Nak) else "expired"
-            entry.lease = lease  # report the loss from the state it had
             await self._lose(entry, why)
         else:
             entry.lease = lease.with_state(REBINDING)
@@ -525,27 +526,6 @@ async def _cancel(task: asyncio.Task[None] | None) -> None:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
-
-
-def _interface_present(lease: Lease) -> bool:
-    try:
-        fd = open_netns(lease.netns_path)
-    except (FileNotFoundError, CNIError):
-        return False
-    try:
-        if netns_inode(fd) != lease.netns_inode:
-            return False
-
-        def probe() -> bool:
-            try:
-                socket.if_nametoindex(lease.ifname)
-            except OSError:
-                return False
-            return True
-
-        return run_in_netns(fd, probe)
-    finally:
-        os.close(fd)
 
 
 __all__ = [

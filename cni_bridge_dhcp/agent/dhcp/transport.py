@@ -111,6 +111,10 @@ class TransportFactory(Protocol):
         self, target: Target, *, bring_up: bool = False, unicast_from: IPv4Address | None = None
     ) -> Transport: ...
 
+    async def exists(self, target: Target) -> bool:
+        """Whether the namespace (same inode) and the interface are still there."""
+        ...
+
 
 def _attach_filter(sock: socket.socket, program: tuple[tuple[int, int, int, int], ...]) -> None:
     insns = b"".join(struct.pack("HBBI", *insn) for insn in program)
@@ -167,9 +171,9 @@ def _make_sockets(ifname: str, bring_up: bool, unicast_from: IPv4Address | None)
         ip.bind((ifname, ETH_P_IP))
         ip.setblocking(False)
 
-        arp = socket.socket(
-            socket.AF_PACKET, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC, socket.htons(ETH_P_ARP)
-        )
+        # Protocol 0 again: binding a socket whose protocol hook is already registered
+        # costs an RCU grace period (~10 ms) to unregister it first.
+        arp = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC, 0)
         opened.append(arp)
         arp.bind((ifname, ETH_P_ARP))
         arp.setblocking(False)
@@ -336,9 +340,36 @@ class PodTransport:
         self._closed = True
         for sock in (self._s.ip, self._s.arp):
             self._loop.remove_reader(sock.fileno())
-        for maybe in (self._s.ip, self._s.arp, self._s.udp, self._s.ctl):
-            if maybe is not None:
-                maybe.close()
+        socks = [x for x in (self._s.ip, self._s.arp, self._s.udp, self._s.ctl) if x is not None]
+        # Closing a packet socket waits for an RCU grace period (synchronize_net, ~10 ms):
+        # never on the event loop.
+        self._loop.run_in_executor(None, _close_all, socks)
+
+
+def _interface_present(target: Target) -> bool:
+    try:
+        fd = open_netns(target.netns_path)
+    except (FileNotFoundError, CNIError):
+        return False
+    try:
+        if target.netns_inode is not None and netns_inode(fd) != target.netns_inode:
+            return False
+
+        def probe() -> bool:
+            try:
+                socket.if_nametoindex(target.ifname)
+            except OSError:
+                return False
+            return True
+
+        return run_in_netns(fd, probe)
+    finally:
+        os.close(fd)
+
+
+def _close_all(socks: list[socket.socket]) -> None:
+    for sock in socks:
+        sock.close()
 
 
 _ident_counter = [int.from_bytes(os.urandom(2), "big")]
@@ -395,6 +426,9 @@ class PodTransportFactory:
         finally:
             if own:
                 os.close(fd)
+
+    async def exists(self, target: Target) -> bool:
+        return await asyncio.to_thread(_interface_present, target)
 
     async def _wait_running(self, tr: PodTransport) -> None:
         loop = asyncio.get_running_loop()

@@ -1,0 +1,104 @@
+"""Lease journal: atomic durable writes, torn and corrupt files survive a restart."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+import pytest
+from test_dhcp_lease import sample_lease
+
+from cni_bridge_dhcp.agent.dhcp.journal import Journal
+
+
+def test_write_load_remove(tmp_path: Path) -> None:
+    journal = Journal(tmp_path)
+    a, b = sample_lease(), sample_lease(key="lan/other/eth0")
+    journal.write(a)
+    journal.write(b)
+    assert sorted(lease.key for lease in journal.load()) == sorted([a.key, b.key])
+    assert (journal.dir.stat().st_mode & 0o777) == 0o700
+    assert journal.remove(a.key) is True
+    assert journal.remove(a.key) is False
+    assert [lease.key for lease in journal.load()] == [b.key]
+
+
+def test_rewrite_replaces_atomically_and_leaves_no_temp_files(tmp_path: Path) -> None:
+    journal = Journal(tmp_path)
+    journal.write(sample_lease())
+    inode_before = journal.path_for(sample_lease().key).stat().st_ino
+    journal.write(sample_lease(state="RENEWING", expires_at=5000.0))
+    path = journal.path_for(sample_lease().key)
+    assert path.stat().st_ino != inode_before  # a new file renamed over the old one
+    assert os.listdir(journal.dir) == [path.name]
+    (loaded,) = journal.load()
+    assert loaded.expires_at == 5000.0 and loaded.state == "RENEWING"
+
+
+def test_failed_rename_keeps_the_old_record(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    journal = Journal(tmp_path)
+    journal.write(sample_lease())
+
+    def boom(src: object, dst: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", boom)
+    with pytest.raises(OSError):
+        journal.write(sample_lease(expires_at=9999.0))
+    monkeypatch.undo()
+    (loaded,) = journal.load()
+    assert loaded.expires_at == sample_lease().expires_at
+    assert os.listdir(journal.dir) == [journal.path_for(loaded.key).name]
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda body: body[: len(body) // 2],  # torn
+        lambda body: b"",  # allocated but never written
+        lambda body: b"\0" * len(body),  # zero-filled blocks after a crash
+        lambda body: b"[1, 2]",
+        lambda body: body.replace(b'"address"', b'"adress"'),
+    ],
+)
+def test_corrupt_record_is_logged_moved_aside_and_ignored(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, damage: object
+) -> None:
+    journal = Journal(tmp_path)
+    good, bad = sample_lease(key="lan/good/eth0"), sample_lease(key="lan/bad/eth0")
+    journal.write(good)
+    journal.write(bad)
+    path = journal.path_for(bad.key)
+    path.write_bytes(damage(path.read_bytes()))  # type: ignore[operator]
+    with caplog.at_level(logging.ERROR):
+        loaded = journal.load()
+    assert [lease.key for lease in loaded] == [good.key]
+    assert "corrupt" in caplog.text and str(path) in caplog.text
+    assert path.with_name(path.name + ".corrupt").exists() and not path.exists()
+    assert [lease.key for lease in journal.load()] == [good.key]  # quiet the second time
+
+
+def test_record_under_the_wrong_name_is_rejected(tmp_path: Path) -> None:
+    journal = Journal(tmp_path)
+    journal.write(sample_lease())
+    record = json.loads(journal.path_for(sample_lease().key).read_text())
+    record["key"] = "lan/someone-else/eth0"
+    journal.path_for(sample_lease().key).write_text(json.dumps(record))
+    assert journal.load() == []
+
+
+def test_interrupted_write_leftovers_are_removed(tmp_path: Path) -> None:
+    journal = Journal(tmp_path)
+    journal.write(sample_lease())
+    leftover = journal.dir / ".deadbeef.123.0.tmp"
+    leftover.write_bytes(b'{"half')
+    assert len(journal.load()) == 1
+    assert not leftover.exists()
+
+
+def test_missing_directory_is_empty(tmp_path: Path) -> None:
+    assert Journal(tmp_path / "nope").load() == []
