@@ -1,0 +1,184 @@
+"""The node's bridge: create-or-verify, with the settings pods need.
+
+Runs in the agent's own (node) network namespace.
+
+Differences from the reference plugin's ``ensureBridge``, and why:
+
+- STP off and forward delay 0 are enforced (the reference leaves kernel defaults): with
+  STP on, a new port spends 2 x forward_delay (30 s by default) in listening/learning and
+  the pod's first DHCP DISCOVER is dropped. A pre-configured bridge (netplan enables STP by
+  default) is switched too, and that is logged.
+- ``accept_ra=0`` is set when we create the bridge (the reference sets it on every call):
+  once the node's uplink has been taken over into the bridge, the bridge *is* the node's
+  LAN interface and carries the uplink's accept_ra; resetting it on every ADD would make
+  the node lose its RA-learned IPv6 default route.
+- An MTU we set is pinned (the kernel then stops lowering the bridge MTU to the smallest
+  port's MTU whenever a port joins), so a pod veth can never shrink the node's uplink MTU.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import CNIError, ErrorCode
+from .netlink import NetlinkError, node_ipr
+from .routeplan import valid_ifname
+
+log = logging.getLogger(__name__)
+
+IFF_UP = 0x1
+IFF_PROMISC = 0x100
+
+
+@dataclass(frozen=True)
+class BridgeSpec:
+    name: str
+    mtu: int | None = None
+    promisc: bool = False
+    vlan_filtering: bool = False
+    preserve_default_vlan: bool = True
+
+
+def ensure_bridge(spec: BridgeSpec, *, mac: str | None = None, ipr: Any = None) -> int:
+    """Create or verify the bridge ``spec.name``; return its ifindex.
+
+    ``mac`` is used only when the bridge is created (so its IPv6 link-local address derives
+    from it). An existing link of another kind is CNIError(7) naming it.
+    """
+    if not valid_ifname(spec.name):
+        raise CNIError(
+            ErrorCode.INVALID_CONFIG, f"bridge name {spec.name!r} is not a valid interface name"
+        )
+    if spec.mtu is not None and not 68 <= spec.mtu <= 65535:
+        raise CNIError(ErrorCode.INVALID_CONFIG, f"mtu {spec.mtu} is out of range (68-65535)")
+    if ipr is None:
+        with node_ipr() as own:
+            return _ensure(own, spec, mac)
+    return _ensure(ipr, spec, mac)
+
+
+def _ensure(ipr: Any, spec: BridgeSpec, mac: str | None) -> int:
+    name = spec.name
+    created = False
+    found = ipr.link_lookup(ifname=name)
+    if not found:
+        kwargs: dict[str, Any] = {
+            "ifname": name,
+            "kind": "bridge",
+            "br_stp_state": 0,
+            "br_forward_delay": 0,
+        }
+        if mac:
+            kwargs["address"] = mac
+        if spec.vlan_filtering:
+            kwargs["br_vlan_filtering"] = 1
+        try:
+            ipr.link("add", **kwargs)
+            created = True
+            log.info("created bridge %s", name)
+        except NetlinkError as exc:
+            if exc.code != errno.EEXIST:
+                raise _netlink_error(f"could not create bridge {name!r}", exc, spec) from exc
+        found = ipr.link_lookup(ifname=name)
+        if not found:
+            raise CNIError(ErrorCode.INTERNAL, f"bridge {name!r} vanished right after creation")
+    index = int(found[0])
+    link = ipr.link("get", index=index)[0]
+    kind, data = link_kind(link)
+    if kind != "bridge":
+        raise CNIError(
+            ErrorCode.INVALID_CONFIG,
+            f"bridge {name!r} already exists but is not a bridge",
+            f"it is a {kind} link" if kind else "it is a link without a kind (physical?)",
+        )
+    try:
+        _apply(ipr, index, link, data, spec, created)
+    except NetlinkError as exc:
+        raise _netlink_error(f"could not configure bridge {name!r}", exc, spec) from exc
+    if created:
+        # An agent-made bridge carries no node addresses: its routes are ours to manage.
+        write_sysctl(f"net/ipv6/conf/{name}/accept_ra", "0")
+    return index
+
+
+def _apply(
+    ipr: Any, index: int, link: Any, data: dict[str, Any], spec: BridgeSpec, created: bool
+) -> None:
+    name = spec.name
+    stp, delay = data.get("IFLA_BR_STP_STATE", 0), data.get("IFLA_BR_FORWARD_DELAY", 0)
+    if stp or delay:
+        if not created:
+            log.info(
+                "bridge %s: turning STP off and forward delay to 0 (were %s, %s)", name, stp, delay
+            )
+        ipr.link("set", index=index, kind="bridge", br_stp_state=0, br_forward_delay=0)
+    if spec.vlan_filtering and not data.get("IFLA_BR_VLAN_FILTERING"):
+        ipr.link("set", index=index, kind="bridge", br_vlan_filtering=1)
+    if spec.mtu is not None:
+        pin_mtu(ipr, index, int(link.get_attr("IFLA_MTU")), spec.mtu)
+    flags = int(link["flags"])
+    if spec.promisc and not flags & IFF_PROMISC:
+        ipr.link("set", index=index, flags=IFF_PROMISC, change=IFF_PROMISC)
+    if not flags & IFF_UP:
+        ipr.link("set", index=index, state="up")
+
+
+def pin_mtu(ipr: Any, index: int, current: int, mtu: int) -> None:
+    """Set the bridge MTU so the kernel keeps it (BROPT_MTU_SET_BY_USER).
+
+    The kernel skips a no-op MTU change, and only an actual change marks the MTU as
+    user-set; without that mark it re-derives the bridge MTU from the smallest port on
+    every enslave. So an MTU equal to the current one is set via a one-off neighbour value.
+    """
+    if current == mtu:
+        ipr.link("set", index=index, mtu=mtu - 1 if mtu > 68 else mtu + 1)
+    ipr.link("set", index=index, mtu=mtu)
+
+
+def link_kind(link: Any) -> tuple[str | None, dict[str, Any]]:
+    info = link.get_attr("IFLA_LINKINFO")
+    if not info:
+        return None, {}
+    kind = info.get_attr("IFLA_INFO_KIND")
+    data = info.get_attr("IFLA_INFO_DATA")
+    attrs: dict[str, Any] = dict(data["attrs"]) if data else {}
+    return kind, attrs
+
+
+def bridge_ports(ipr: Any, bridge_index: int) -> list[str]:
+    return [
+        str(link.get_attr("IFLA_IFNAME"))
+        for link in ipr.get_links()
+        if link.get_attr("IFLA_MASTER") == bridge_index
+    ]
+
+
+def read_sysctl(path: str) -> str | None:
+    try:
+        return (Path("/proc/sys") / path).read_text().strip()
+    except OSError:
+        return None
+
+
+def write_sysctl(path: str, value: str) -> bool:
+    """Best effort, like the reference: IPv6 may be disabled on the node."""
+    try:
+        (Path("/proc/sys") / path).write_text(value)
+        return True
+    except OSError as exc:
+        log.debug("sysctl %s=%s not applied: %s", path, value, exc)
+        return False
+
+
+def _netlink_error(what: str, exc: NetlinkError, spec: BridgeSpec) -> CNIError:
+    if exc.code == errno.EOPNOTSUPP and spec.vlan_filtering:
+        return CNIError(
+            ErrorCode.INVALID_CONFIG,
+            f"vlan filtering on bridge {spec.name!r} is not supported by this kernel",
+            "vlan/vlanTrunk need CONFIG_BRIDGE_VLAN_FILTERING",
+        )
+    return CNIError(ErrorCode.INTERNAL, f"{what}: {exc.args[1] if len(exc.args) > 1 else exc}")
