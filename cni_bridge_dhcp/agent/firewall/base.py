@@ -1,0 +1,178 @@
+"""The verbs every backend shares, written once over ``Place``s.
+
+A backend only says how to open a *session*: take its locks, read what it needs, and
+yield the places it writes to. Each verb then reads every place, plans, and applies.
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import AbstractContextManager
+
+from ...errors import CNIError, ErrorCode
+from .model import PodRules, pod_chain
+from .plan import (
+    Desired,
+    Op,
+    Place,
+    TableState,
+    bridge_desired,
+    plan_check,
+    plan_ensure,
+    plan_remove_bridge,
+    plan_remove_pod,
+    pod_desired,
+    pods_in,
+)
+
+log = logging.getLogger(__name__)
+
+
+class PlacesBackend:
+    name = "base"
+
+    def _session(self) -> AbstractContextManager[list[Place]]:
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ helpers
+
+    def _fail(self, place: Place, what: str, exc: Exception) -> CNIError:
+        if isinstance(exc, CNIError):
+            return CNIError(exc.code, f"{self.name}: {place.label}: {what}: {exc.msg}", exc.details)
+        return CNIError(
+            ErrorCode.FIREWALL_FAILED,
+            f"{self.name}: {place.label}: {what}: {exc}",
+            type(exc).__name__,
+        )
+
+    def _read(self, place: Place) -> TableState | None:
+        try:
+            return place.access.read()
+        except Exception as exc:
+            raise self._fail(place, "cannot read", exc) from exc
+
+    def _apply(self, place: Place, ops: list[Op], what: str) -> None:
+        if not ops:
+            return
+        try:
+            place.access.apply(ops)
+        except Exception as exc:
+            raise self._fail(place, what, exc) from exc
+        log.debug("%s: %s: %s (%d edits)", self.name, place.label, what, len(ops))
+
+    def _pod_want(self, place: Place, pod: PodRules) -> Desired | None:
+        want = pod_desired(place, pod)
+        if want is not None and place.kind == "filter":
+            # The pod also needs its bridge's shared accept; keep it with the pod so a
+            # single add/check covers everything the pod's traffic depends on.
+            shared = bridge_desired(place, pod.bridge)
+            if shared is not None:
+                want.entries = shared.entries + want.entries
+        return want
+
+    def _missing_places(self, places: list[Place], pod: PodRules) -> None:
+        """Refuse a pod whose required feature has no place in this backend."""
+        if pod.macspoofchk and not any(p.kind == "bridge" for p in places):
+            raise CNIError(
+                ErrorCode.FIREWALL_FAILED,
+                f"{self.name}: macspoofchk needs the nftables bridge family (libnftables.so.1)",
+            )
+        if pod.ip_masq:
+            for version in sorted({ip.version for ip in pod.ips}):
+                if not any(p.kind == "nat" and version in p.families for p in places):
+                    raise CNIError(
+                        ErrorCode.FIREWALL_FAILED,
+                        f"{self.name}: ipMasq has no IPv{version} nat table in this backend",
+                    )
+
+    # ------------------------------------------------------------------ verbs
+
+    def restore_bridge(self, bridge: str) -> list[str]:
+        made: list[str] = []
+        with self._session() as places:
+            for place in places:
+                want = bridge_desired(place, bridge)
+                if want is None:
+                    continue
+                with place.access.transaction():
+                    state = self._read(place)
+                    if state is None:  # filter tables are never created by us
+                        continue
+                    ops, names = plan_ensure(place, want, state)
+                    self._apply(place, ops, f"add bridge {bridge} rules")
+                made += names
+        return made
+
+    def ensure_bridge(self, bridge: str) -> None:
+        self.restore_bridge(bridge)
+
+    def remove_bridge(self, bridge: str) -> None:
+        with self._session() as places:
+            for place in places:
+                with place.access.transaction():
+                    state = self._read(place)
+                    ops = plan_remove_bridge(place, bridge, state)
+                    self._apply(place, ops, f"remove bridge {bridge} rules")
+
+    def restore_pod(self, pod: PodRules) -> list[str]:
+        made: list[str] = []
+        with self._session() as places:
+            self._missing_places(places, pod)
+            for place in places:
+                want = self._pod_want(place, pod)
+                if want is None:
+                    continue
+                with place.access.transaction():
+                    state = self._read(place)
+                    if state is None and not place.create:
+                        continue
+                    ops, names = plan_ensure(place, want, state)
+                    self._apply(place, ops, f"add rules of {pod.container_id} {pod.ifname}")
+                made += names
+        return made
+
+    def add_pod(self, pod: PodRules) -> None:
+        self.restore_pod(pod)
+
+    def del_pod(self, network: str, container_id: str, ifname: str) -> None:
+        chain = pod_chain(network, container_id, ifname)
+        with self._session() as places:
+            for place in places:
+                with place.access.transaction():
+                    state = self._read(place)
+                    ops = plan_remove_pod(place, chain, state)
+                    self._apply(place, ops, f"remove rules of {container_id} {ifname}")
+
+    def check_pod(self, pod: PodRules) -> list[str]:
+        missing: list[str] = []
+        with self._session() as places:
+            try:
+                self._missing_places(places, pod)
+            except CNIError as exc:
+                missing.append(exc.msg)
+            for place in places:
+                want = self._pod_want(place, pod)
+                if want is None:
+                    continue
+                with place.access.transaction():
+                    state = self._read(place)
+                if state is None and not place.create:
+                    continue
+                missing += plan_check(place, want, state)
+        return missing
+
+    def pods(self, network: str) -> set[tuple[str, str]]:
+        found: set[tuple[str, str]] = set()
+        with self._session() as places:
+            for place in places:
+                with place.access.transaction():
+                    state = self._read(place)
+                found |= pods_in(place, network, state)
+        return found
+
+    def gc(self, network: str, keep: set[tuple[str, str]]) -> list[tuple[str, str]]:
+        stale = sorted(self.pods(network) - keep)
+        for cid, ifname in stale:
+            self.del_pod(network, cid, ifname)
+            log.info("%s: removed stale rules of %s %s %s", self.name, network, cid, ifname)
+        return stale

@@ -1,0 +1,197 @@
+"""The ``nftables`` backend: hosts on iptables-nft and/or native nftables.
+
+Every base chain on the forward hook is evaluated, and a drop in any of them wins, so an
+accept in a table of our own would not help. We therefore open the forward path *inside*
+each table that filters it:
+
+- iptables-nft's ``ip filter``/``ip6 filter``: written through ``ip(6)tables-nft-restore
+  --noflush`` (rules in iptables' own encoding). Native nftables expressions in that table
+  would make it "incompatible" and break ``iptables-nft-save`` for kube-proxy, Docker and
+  the admin, so we never write them there.
+- any other table with a forward filter base chain (a native ruleset, firewalld, ...):
+  a ``CBD-FORWARD`` chain of ours in that table and a jump to it at the top of each of its
+  forward base chains, through libnftables JSON.
+
+ipMasq lives in ``table inet cni-bridge-dhcp`` and macspoofchk in
+``table bridge cni-bridge-dhcp``; both tables are deleted once they hold nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from typing import Any
+
+from .base import PlacesBackend
+from .libnft import JsonObj, Nft, ensure_process_netns
+from .libnft import shared as shared_nft
+from .model import CHAIN_PREFIX, OWN_TABLE
+from .plan import Op, Place, TableState, mutex
+from .restore import INCOMPATIBLE, RestoreTable
+from .rules import from_nft_rule, to_nft_expr
+
+log = logging.getLogger(__name__)
+
+FAMILIES = {"ip": frozenset({4}), "ip6": frozenset({6}), "inet": frozenset({4, 6})}
+# iptables-nft tables we leave alone: filtering belongs in `filter`.
+_IPTABLES_NFT_OTHER = frozenset({"mangle", "raw", "security", "nat"})
+NAT_BASE = {"name": "postrouting", "type": "nat", "hook": "postrouting", "prio": 100}
+BRIDGE_BASE = {"name": "prerouting", "type": "filter", "hook": "prerouting", "prio": -300}
+
+
+class NftTable:
+    """A native nftables table, read from a ruleset snapshot, written with JSON batches."""
+
+    def __init__(
+        self,
+        nft: Nft,
+        family: str,
+        table: str,
+        snapshot: list[JsonObj],
+        hooks: tuple[str, ...],
+        own: bool = False,
+        base: dict[str, Any] | None = None,
+    ) -> None:
+        self._nft = nft
+        self.family = family
+        self.table = table
+        self.hooks = hooks
+        self.own = own
+        self.base = base
+        self.label = f"nft {family} {table}"
+        self._snapshot = snapshot
+
+    def transaction(self) -> AbstractContextManager[object]:
+        return nullcontext()
+
+    def read(self) -> TableState | None:
+        if not any(_is(item, "table", self.family, self.table) for item in self._snapshot):
+            return None
+        state = TableState()
+        for item in self._snapshot:
+            if _is(item, "chain", self.family, self.table):
+                name = str(item["chain"].get("name"))
+                if self.own or name in self.hooks or name.startswith(CHAIN_PREFIX):
+                    state.chains.setdefault(name, [])
+        for item in self._snapshot:
+            if _is(item, "rule", self.family, self.table):
+                rules = state.chains.get(str(item["rule"].get("chain")))
+                if rules is not None:
+                    rules.append(from_nft_rule(item["rule"]))
+        return state
+
+    def _ref(self, chain: str | None = None) -> JsonObj:
+        ref: JsonObj = {"family": self.family, "table": self.table}
+        if chain is not None:
+            ref["chain"] = chain
+        return ref
+
+    def apply(self, ops: Sequence[Op]) -> None:
+        cmds: list[JsonObj] = []
+        for op in ops:
+            if op.verb == "ensure_base" and self.base is not None:
+                cmds.append({"add": {"table": {"family": self.family, "name": self.table}}})
+                chain = {
+                    "family": self.family,
+                    "table": self.table,
+                    **self.base,
+                    "policy": "accept",
+                }
+                cmds.append({"add": {"chain": chain}})
+            elif op.verb == "new_chain":
+                cmds.append({"add": {"chain": {**self._ref(), "name": op.chain}}})
+            elif op.verb == "flush":
+                cmds.append({"flush": {"chain": {**self._ref(), "name": op.chain}}})
+            elif op.verb == "delete_chain":
+                cmds.append({"delete": {"chain": {**self._ref(), "name": op.chain}}})
+            elif op.verb in ("insert", "append") and op.rule is not None:
+                rule: JsonObj = {**self._ref(op.chain), "expr": to_nft_expr(op.rule)}
+                if op.rule.comment:
+                    rule["comment"] = op.rule.comment
+                cmds.append({"insert" if op.verb == "insert" else "add": {"rule": rule}})
+            elif op.verb == "delete" and op.rule is not None:
+                if op.rule.handle is None:
+                    raise LookupError(f"no handle for rule {op.rule.comment!r} in {op.chain}")
+                ref = {**self._ref(op.chain), "handle": op.rule.handle}
+                cmds.append({"delete": {"rule": ref}})
+            elif op.verb == "drop_table" and self.own:
+                cmds.append({"delete": {"table": {"family": self.family, "name": self.table}}})
+        if cmds:
+            self._nft.run(cmds)
+
+
+def _is(item: JsonObj, kind: str, family: str, table: str) -> bool:
+    obj = item.get(kind)
+    if not isinstance(obj, dict) or obj.get("family") != family:
+        return False
+    return obj.get("name" if kind == "table" else "table") == table
+
+
+def forward_chains(snapshot: list[JsonObj]) -> dict[tuple[str, str], list[str]]:
+    """(family, table) -> names of its forward filter base chains, ours excluded."""
+    out: dict[tuple[str, str], list[str]] = {}
+    for item in snapshot:
+        chain = item.get("chain")
+        if not isinstance(chain, dict):
+            continue
+        family, table = str(chain.get("family")), str(chain.get("table"))
+        if family not in FAMILIES or table == OWN_TABLE:
+            continue
+        if chain.get("hook") != "forward" or chain.get("type") != "filter":
+            continue
+        if family in ("ip", "ip6") and table in _IPTABLES_NFT_OTHER:
+            continue
+        out.setdefault((family, table), []).append(str(chain.get("name")))
+    return out
+
+
+def own_places(nft: Nft, snapshot: list[JsonObj]) -> list[Place]:
+    nat = NftTable(nft, "inet", OWN_TABLE, snapshot, ("postrouting",), own=True, base=NAT_BASE)
+    return [
+        Place(nat, "nat", nat.hooks, FAMILIES["inet"], create=True, drop_when_empty=True),
+        bridge_place(nft, snapshot),
+    ]
+
+
+def bridge_place(nft: Nft, snapshot: list[JsonObj]) -> Place:
+    table = NftTable(
+        nft, "bridge", OWN_TABLE, snapshot, ("prerouting",), own=True, base=BRIDGE_BASE
+    )
+    return Place(table, "bridge", table.hooks, frozenset({4, 6}), create=True, drop_when_empty=True)
+
+
+def discover(nft: Nft, snapshot: list[JsonObj]) -> list[Place]:
+    places: list[Place] = []
+    for (family, table), hooks in sorted(forward_chains(snapshot).items()):
+        if family in ("ip", "ip6") and table == "filter" and "FORWARD" in hooks:
+            compat = RestoreTable(
+                "iptables-nft" if family == "ip" else "ip6tables-nft", table, "FORWARD"
+            )
+            if compat.load() != INCOMPATIBLE:
+                places.append(Place(compat, "filter", ("FORWARD",), FAMILIES[family]))
+                continue
+            log.warning("%s %s is not iptables-nft compatible: writing native rules", family, table)
+        access = NftTable(nft, family, table, snapshot, tuple(hooks))
+        places.append(Place(access, "filter", access.hooks, FAMILIES[family]))
+    return places + own_places(nft, snapshot)
+
+
+class NftablesBackend(PlacesBackend):
+    name = "nftables"
+
+    def __init__(self, nft: Nft | None = None) -> None:
+        self._nft = nft or shared_nft()
+
+    @contextmanager
+    def _session(self) -> Iterator[list[Place]]:
+        ensure_process_netns()
+        with mutex:
+            yield discover(self._nft, self._nft.list_ruleset())
+
+
+def legacy_bridge_place(nft: Nft | None) -> Place | None:
+    """macspoofchk's place for the iptables backend (None without libnftables)."""
+    if nft is None:
+        return None
+    return bridge_place(nft, nft.list_ruleset())
