@@ -153,6 +153,7 @@ class Pod:
 _live: set[Sandbox] = set()
 _live_lock = threading.Lock()
 _build_lock = threading.Lock()
+_cnitool_checked = False
 
 
 def _teardown_leftovers() -> None:
@@ -486,7 +487,10 @@ subnet 192.168.77.0 netmask 255.255.255.0 {{
         self.netconf_dir.mkdir(parents=True, exist_ok=True)
         conf = {"name": net, **conflist}
         path = self.netconf_dir / f"{net}.conflist"
-        path.write_text(json.dumps(conf, indent=2))
+        # Atomic: concurrent cnitool runs read this file while others rewrite it.
+        tmp = path.with_name(f".{path.name}.{threading.get_ident()}")
+        tmp.write_text(json.dumps(conf, indent=2))
+        tmp.replace(path)
         return path
 
     def cnitool(
@@ -518,11 +522,12 @@ subnet 192.168.77.0 netmask 255.255.255.0 {{
 
 
 def ensure_cnitool() -> Path:
-    """Build build/cnitool with `make cnitool` if it is missing."""
+    """Build build/cnitool with `make cnitool` (once per process; make skips it if fresh)."""
+    global _cnitool_checked
     with _build_lock:
-        if not CNITOOL.exists():
+        if not _cnitool_checked:
             proc = subprocess.run(
-                ["make", "-C", str(REPO_ROOT), "cnitool"],
+                ["make", "-s", "-C", str(REPO_ROOT), "cnitool"],
                 capture_output=True,
                 text=True,
                 timeout=300,
@@ -530,6 +535,7 @@ def ensure_cnitool() -> Path:
             )
             if proc.returncode != 0 or not CNITOOL.exists():
                 raise SandboxError(f"make cnitool failed:\n{proc.stdout}\n{proc.stderr}")
+            _cnitool_checked = True
     return CNITOOL
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 from pathlib import Path
@@ -183,9 +182,6 @@ def test_cnitool_rejects_unknown_operations(sandbox: Sandbox) -> None:
     assert proc.returncode == 2 and "usage" in proc.stderr
 
 
-@pytest.mark.skipif(
-    importlib.util.find_spec("cni_bridge_dhcp.agent.server") is None, reason="agent not built yet"
-)
 def test_agent_starts_in_the_node_and_answers_status(sandbox: Sandbox) -> None:
     agent = sandbox.start_agent()
     assert agent.alive()
