@@ -8,9 +8,9 @@ import os
 from pathlib import Path
 
 import pytest
-from test_dhcp_lease import sample_lease
 
 from cni_bridge_dhcp.agent.dhcp.journal import Journal
+from tests.unit.test_dhcp_lease import sample_lease
 
 
 def test_write_load_remove(tmp_path: Path) -> None:

@@ -199,12 +199,12 @@ class DhcpClient:
         *,
         prefer: IPv4Address | None = None,
         reboot: IPv4Address | None = None,
-        max_size: int = 1472,
     ) -> Bound:
         """A new lease, or DhcpTimeout / DhcpNaked. ``reboot`` tries INIT-REBOOT first."""
         self._started = self.clock.monotonic()
         deadline = self._started + timeout
         stats = self.last_stats = _Stats()
+        max_size = _max_size(tr)
         if reboot is not None:
             got = await self._init_reboot(tr, reboot, deadline, stats, max_size)
             if isinstance(got, Bound):
@@ -412,12 +412,11 @@ class DhcpClient:
         server_mac: str | None,
         rebinding: bool,
         until: float,
-        max_size: int = 1472,
     ) -> Bound | Nak | None:
         """Send one RENEWING (unicast) or REBINDING (broadcast) REQUEST, wait until
         monotonic ``until`` for its answer."""
         self._started = self.clock.monotonic()
-        payload = self._message(MessageType.REQUEST, xid, ciaddr=address, max_size=max_size)
+        payload = self._message(MessageType.REQUEST, xid, ciaddr=address, max_size=_max_size(tr))
         sent_at = self.clock.time()
         if rebinding:
             await tr.send_broadcast(payload, src=address)
