@@ -57,6 +57,9 @@ def setup_logging(level: str, log_file: str | None) -> None:
     err = logging.StreamHandler(sys.stderr)
     err.setFormatter(fmt)
     root.addHandler(err)
+    # pyroute2 logs every netlink message at debug level: far too much for an operator log.
+    for noisy in ("pyroute2", "asyncio"):
+        logging.getLogger(noisy).setLevel(max(logging.INFO, root.level))
     if log_file:
         Path(log_file).parent.mkdir(parents=True, exist_ok=True)
         fh = logging.handlers.WatchedFileHandler(log_file)
@@ -230,9 +233,10 @@ class Server:
                 os.close(extra)
             fds.clear()
             started = time.monotonic()
+            # From here the agent owns the fd and closes it, whatever happens.
+            owned, netns_fd = netns_fd, None
             try:
-                result = await self.agent.handle(req, netns_fd)
-                netns_fd = None  # the agent owns it now
+                result = await self.agent.handle(req, owned)
             finally:
                 env = req.get("env", {})
                 log.debug(

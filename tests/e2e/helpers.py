@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from tests.netnslib import Pod, Sandbox, run
+from tests.netnslib import Pod, Sandbox, ping, run
+
+__all__ = ["ping"]
 
 NET = "lan"
 
@@ -34,14 +36,9 @@ def ip_json(args: list[str], netns: str) -> list[dict[str, Any]]:
 
 
 def pod_routes(pod: Pod) -> list[str]:
-    return [line.strip() for line in run(["ip", "route"], netns=pod.name).stdout.splitlines()]
-
-
-def ping(netns: str, address: str, count: int = 1) -> bool:
-    return (
-        run(["ping", "-c", str(count), "-W", "2", address], netns=netns, check=False).returncode
-        == 0
-    )
+    """`ip route` lines of the pod, without the `proto static` that pyroute2 adds."""
+    lines = run(["ip", "route"], netns=pod.name).stdout.splitlines()
+    return [line.replace(" proto static", "").strip() for line in lines]
 
 
 def links(netns: str) -> list[str]:
