@@ -221,7 +221,11 @@ HOST_DROP = {
         ]
     ],
 }
-EXPECTED_BACKEND = {"iptables-legacy": "iptables", "iptables-nft": "nftables", "native-nft": "nftables"}
+EXPECTED_BACKEND = {
+    "iptables-legacy": "iptables",
+    "iptables-nft": "nftables",
+    "native-nft": "nftables",
+}
 # the same chain, emptied behind the plugin's back, in each host firewall
 FLUSH_POD_CHAIN = {
     "iptables-legacy": ["iptables-legacy", "-F", pod_chain(NET, P1["container_id"], "eth0")],
@@ -281,8 +285,12 @@ def test_pods_work_under_a_drop_policy_and_leave_no_trace(net: Net, host: str) -
 
     # every pod deleted, bridge rules removed: the host firewall is exactly as before
     out = net.fw(
-        [["del_pod", NET, P1["container_id"], "eth0"], ["del_pod", NET, P2["container_id"], "eth0"]]
-        + [["remove_bridge", "br0"], ["pods", NET]]
+        [
+            ["del_pod", NET, P1["container_id"], "eth0"],
+            ["del_pod", NET, P2["container_id"], "eth0"],
+            ["remove_bridge", "br0"],
+            ["pods", NET],
+        ]
     )
     assert out["results"][3] == []
     assert net.firewall_state() == before
@@ -329,9 +337,16 @@ def test_gc_removes_only_attachments_not_kept(net: Net) -> None:
     net.node("iptables-legacy", "-t", "nat", "-S")
     other = {**P2, "network": "othernet"}
     out = net.fw(
-        [["enable_forwarding", False], ["ensure_bridge", "br0"]]
-        + [["add_pod", P1], ["add_pod", P2], ["add_pod", other]]
-        + [["gc", NET, [[P2["container_id"], "eth0"]]], ["pods", NET], ["pods", "othernet"]]
+        [
+            ["enable_forwarding", False],
+            ["ensure_bridge", "br0"],
+            ["add_pod", P1],
+            ["add_pod", P2],
+            ["add_pod", other],
+            ["gc", NET, [[P2["container_id"], "eth0"]]],
+            ["pods", NET],
+            ["pods", "othernet"],
+        ]
     )
     assert out["results"][5] == [[P1["container_id"], "eth0"]]
     assert out["results"][6] == [[P2["container_id"], "eth0"]]

@@ -240,7 +240,7 @@ def plan_remove_pod(place: Place, chain: str, state: TableState | None) -> list[
                 ops.append(Op("delete", parent, rule))
     if chain in state.chains:
         ops += [Op("flush", chain), Op("delete_chain", chain)]
-    return ops + _plan_tidy(place, state, ops)
+    return _plan_tidy(place, state, ops)
 
 
 def plan_remove_bridge(place: Place, bridge: str, state: TableState | None) -> list[Op]:
@@ -251,11 +251,13 @@ def plan_remove_bridge(place: Place, bridge: str, state: TableState | None) -> l
         for r in state.chains.get(FORWARD_CHAIN, [])
         if r.comment == bridge_comment(bridge)
     ]
-    return ops + _plan_tidy(place, state, ops)
+    return _plan_tidy(place, state, ops)
 
 
 def _plan_tidy(place: Place, state: TableState, ops: list[Op]) -> list[Op]:
-    """After ``ops``: drop the shared chain once empty, and our own table once empty."""
+    """``ops``, then drop the shared chain once empty; our own table goes once empty."""
+    if not ops:
+        return []
     after = simulate(state, ops)
     more: list[Op] = []
     if place.kind == "filter" and FORWARD_CHAIN in after.chains and not after.chains[FORWARD_CHAIN]:
@@ -267,7 +269,7 @@ def _plan_tidy(place: Place, state: TableState, ops: list[Op]) -> list[Op]:
         after = simulate(after, more)
     if place.drop_when_empty and _only_empty_hooks(place, after):
         return [Op("drop_table")]
-    return more
+    return ops + more
 
 
 def _only_empty_hooks(place: Place, state: TableState) -> bool:
