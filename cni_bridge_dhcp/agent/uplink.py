@@ -66,6 +66,7 @@ from .routeplan import (
     bridge_label,
     default_gateway,
     is_kernel_generated,
+    is_kernel_ll,
     primary_ipv4,
     replay_plan,
     select_uplink,
@@ -510,8 +511,7 @@ def _return_to_snapshot(ipr: Any, journal: uj.Journal, *, delete_any_bridge: boo
                 )
         if _link(ipr, up_index).get_attr("IFLA_MASTER") == br_index:
             ipr.link("set", index=up_index, master=0)
-    for addr in moved:
-        _addr_add(ipr, up_index, addr, addr.label, snap.taken_at)
+    _restore_addresses(ipr, up_index, snap, moved)
     if br_index is not None:
         for addr in reversed(moved):
             _addr_del(ipr, br_index, addr)
@@ -528,6 +528,38 @@ def _return_to_snapshot(ipr: Any, journal: uj.Journal, *, delete_any_bridge: boo
     if br_index is not None:
         _settle_bridge(ipr, br_index, brname, uplink, snap.bridge_pre, delete_any_bridge)
     return snapshot_differences(snap, capture(ipr, uplink, None))
+
+
+def _restore_addresses(ipr: Any, index: int, snap: UplinkSnapshot, moved: list[AddrSnap]) -> None:
+    """Put the addresses back on the uplink in their snapshotted order.
+
+    Order matters: the first IPv4 address is the source the kernel picks for destinations
+    outside every local subnet (e.g. a /32 host route without src). An interrupted
+    takeover can leave some addresses on the uplink and, once others are re-added, a
+    different order (IPv4 appends, IPv6 prepends); then every movable address is removed
+    and all are re-added in order. The routes that removal flushes are replayed after.
+    """
+
+    def key(a: AddrSnap) -> tuple[str, int]:
+        return (a.address, a.prefixlen)
+
+    live = [
+        a
+        for a in (_addr_from_msg(m) for m in ipr.addr("dump") if m["index"] == index)
+        if not is_kernel_ll(a, snap.mac)
+    ]
+    for family in (AF_INET, AF_INET6):
+        have = [a for a in live if a.family == family]
+        want = [a for a in snap.addresses if a.family == family and not is_kernel_ll(a, snap.mac)]
+        if [key(a) for a in have] == [key(a) for a in want]:
+            continue
+        if have:
+            log.info("re-adding the addresses of %s in their snapshotted order", snap.uplink)
+            for a in reversed(have):
+                _addr_del(ipr, index, a)
+        for addr in moved:
+            if addr.family == family:
+                _addr_add(ipr, index, addr, addr.label, snap.taken_at)
 
 
 def _settle_bridge(
