@@ -97,12 +97,12 @@ def netns_pids(name: str) -> list[int]:
     return [int(tok) for tok in proc.stdout.split() if tok.isdigit()]
 
 
-def _read_text(path: Path, limit: int = 20000) -> str:
+def _read_text(path: Path, limit: int | None = 20000) -> str:
     try:
         data = path.read_text(errors="replace")
     except OSError as exc:
         return f"<cannot read {path}: {exc.strerror}>"
-    return data[-limit:]
+    return data if limit is None else data[-limit:]
 
 
 @dataclass
@@ -452,7 +452,13 @@ subnet 192.168.77.0 netmask 255.255.255.0 {{
         return daemon
 
     def agent_logs(self) -> str:
-        return _read_text(self.agent_log) + _read_text(self.tmp / "agent.stderr")
+        """The agent's whole --log-file (its stderr carries the same lines, plus crashes)."""
+        if self.agent_log.exists():
+            return _read_text(self.agent_log, limit=None)
+        return self.agent_stderr()
+
+    def agent_stderr(self) -> str:
+        return _read_text(self.tmp / "agent.stderr", limit=None)
 
     # -- CNI -------------------------------------------------------------------------------
 
