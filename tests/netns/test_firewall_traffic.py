@@ -362,3 +362,56 @@ def test_del_reaches_rules_left_in_a_backend_no_longer_selected(net: Net) -> Non
     assert out["backends"] == ["nftables"]  # nothing in use: the default
     assert "CBD-" not in net.node("iptables-legacy-save")
     assert "cni-bridge-dhcp" not in net.node("nft", "list", "ruleset")
+
+
+def ping6(netns: str, address: str) -> bool:
+    cmd = ["busybox", "ping6", "-c", "1", "-W", "2", address]
+    return run(cmd, netns=netns, check=False, timeout=15).returncode == 0
+
+
+HOST_DROP6 = {
+    # legacy: both families' FORWARD policies DROP; nat tables pre-exist (see HOST_DROP)
+    "iptables-legacy": [
+        ["iptables-legacy", "-P", "FORWARD", "DROP"],
+        ["ip6tables-legacy", "-P", "FORWARD", "DROP"],
+        ["iptables-legacy", "-t", "nat", "-S"],
+        ["ip6tables-legacy", "-t", "nat", "-S"],
+    ],
+    "iptables-nft": [
+        ["iptables-nft", "-P", "FORWARD", "DROP"],
+        ["ip6tables-nft", "-P", "FORWARD", "DROP"],
+    ],
+}
+
+
+@pytest.mark.parametrize("host", sorted(HOST_DROP6))
+def test_dual_stack_pods_get_ipv6_rules_too(net: Net, host: str) -> None:
+    for pod, index in ((net.p1, 1), (net.p2, 2)):
+        run(["ip", "-n", pod.name, "addr", "add", f"fd00:77::{index}/64", "dev", "eth0", "nodad"])
+    p1 = {**P1, "ips": [*P1["ips"], "fd00:77::1/64"]}
+    p2 = {**P2, "ips": [*P2["ips"], "fd00:77::2/64"]}
+    for cmd in HOST_DROP6[host]:
+        net.node(*cmd)
+    before = net.firewall_state()
+    assert not ping6(net.p1.name, "fd00:77::2")  # bridged IPv6, NDP included, dies too
+
+    out = net.fw([["ensure_bridge", "br0"], ["add_pod", p1], ["add_pod", p2], ["check_pod", p1]])
+    assert out["backends"] == [EXPECTED_BACKEND[host]]
+    assert out["results"][3] == []
+    # forget the neighbour resolution that failed under DROP, so the next ping re-resolves
+    run(["ip", "-n", net.p1.name, "-6", "neigh", "flush", "dev", "eth0"])
+    assert ping6(net.p1.name, "fd00:77::2")
+    assert ping(net.p1.name, "192.168.77.102")
+    tool = "ip6tables-legacy" if host == "iptables-legacy" else "ip6tables-nft"
+    saved6 = net.node(f"{tool}-save")
+    assert "-s fd00:77::1/128 -i br0" in saved6
+    assert "MASQUERADE" in saved6 if host == "iptables-legacy" else "MASQUERADE" not in saved6
+
+    net.fw(
+        [
+            ["del_pod", NET, P1["container_id"], "eth0"],
+            ["del_pod", NET, P2["container_id"], "eth0"],
+            ["remove_bridge", "br0"],
+        ]
+    )
+    assert net.firewall_state() == before
