@@ -12,8 +12,8 @@ Differences from the reference plugin's ``ensureBridge``, and why:
   once the node's uplink has been taken over into the bridge, the bridge *is* the node's
   LAN interface and carries the uplink's accept_ra; resetting it on every ADD would make
   the node lose its RA-learned IPv6 default route.
-- An MTU we set is pinned (the kernel then stops lowering the bridge MTU to the smallest
-  port's MTU whenever a port joins), so a pod veth can never shrink the node's uplink MTU.
+- A configured MTU is pinned (the kernel then stops lowering the bridge MTU to the
+  smallest port's whenever a port joins), so a pod veth cannot shrink the node's MTU.
 """
 
 from __future__ import annotations
@@ -119,7 +119,7 @@ def _apply(
     if spec.vlan_filtering and not data.get("IFLA_BR_VLAN_FILTERING"):
         ipr.link("set", index=index, kind="bridge", br_vlan_filtering=1)
     if spec.mtu is not None:
-        pin_mtu(ipr, index, int(link.get_attr("IFLA_MTU")), spec.mtu)
+        pin_mtu(ipr, index, int(link.get_attr("IFLA_MTU")), spec.mtu, fresh=created)
     flags = int(link["flags"])
     if spec.promisc and not flags & IFF_PROMISC:
         ipr.link("set", index=index, flags=IFF_PROMISC, change=IFF_PROMISC)
@@ -127,16 +127,20 @@ def _apply(
         ipr.link("set", index=index, state="up")
 
 
-def pin_mtu(ipr: Any, index: int, current: int, mtu: int) -> None:
+def pin_mtu(ipr: Any, index: int, current: int, mtu: int, *, fresh: bool) -> None:
     """Set the bridge MTU so the kernel keeps it (BROPT_MTU_SET_BY_USER).
 
-    The kernel skips a no-op MTU change, and only an actual change marks the MTU as
-    user-set; without that mark it re-derives the bridge MTU from the smallest port on
-    every enslave. So an MTU equal to the current one is set via a one-off neighbour value.
+    Only an actual MTU change marks it as user-set (the kernel skips a no-op change);
+    without that mark the kernel re-derives the bridge MTU from its smallest port on every
+    enslave. A bridge created with the wanted MTU is therefore nudged through a one-off
+    neighbour value. Never done to a bridge in use: an MTU change on a live interface is
+    visible to its traffic (and below 1280 would drop its IPv6 addresses).
     """
-    if current == mtu:
-        ipr.link("set", index=index, mtu=mtu - 1 if mtu > 68 else mtu + 1)
-    ipr.link("set", index=index, mtu=mtu)
+    if current != mtu:
+        ipr.link("set", index=index, mtu=mtu)
+    elif fresh:
+        ipr.link("set", index=index, mtu=mtu + 1 if mtu < 65535 else mtu - 1)
+        ipr.link("set", index=index, mtu=mtu)
 
 
 def link_kind(link: Any) -> tuple[str | None, dict[str, Any]]:

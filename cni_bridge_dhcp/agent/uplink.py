@@ -574,7 +574,7 @@ def _settle_bridge(
         link = _link(ipr, index)
         if link.get_attr("IFLA_ADDRESS") != pre.mac:
             ipr.link("set", index=index, address=pre.mac)
-        pin_mtu(ipr, index, int(link.get_attr("IFLA_MTU")), pre.mtu)
+        pin_mtu(ipr, index, int(link.get_attr("IFLA_MTU")), pre.mtu, fresh=False)
         if pre.accept_ra is not None:
             write_sysctl(f"net/ipv6/conf/{name}/accept_ra", pre.accept_ra)
     else:

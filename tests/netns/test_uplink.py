@@ -434,7 +434,12 @@ def test_restore_refused_while_pods_present(sandbox: Sandbox) -> None:
     err = error(sb, "restore", "pods")
     assert err["code"] == 7 and "cni0" in err["msg"] and "--force" in err["msg"]
     # a pod's host veth on the bridge also blocks a plain restore
-    sh(sb, "ip link add vethpod type veth peer name vethpodp", "ip link set vethpod master cni0")
+    sh(
+        sb,
+        "ip link add vethpod mtu 1300 type veth peer name vethpodp",
+        "ip link set vethpod master cni0 up",
+    )
+    assert ip_json(sb, "link", "show", "cni0")[0]["mtu"] == 1500  # a pod never shrinks it
     err = error(sb, "restore")
     assert err["code"] == 7 and "vethpod" in err["details"]
     assert reachable(sb, ROUTER_IP)
