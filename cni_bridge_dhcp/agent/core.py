@@ -192,9 +192,16 @@ class Agent:
             state = current_state(self.state_dir)
             with netns_ipr(None) as ipr:
                 if state is None:
-                    if before_takeover_ok:
-                        return None
-                    return f"uplink {conf.uplink_interface} has not been taken over"
+                    if not before_takeover_ok:
+                        return f"uplink {conf.uplink_interface} has not been taken over"
+                    from .routeplan import select_uplink
+
+                    links = [(link["index"], link.get("ifname")) for link in ipr.get_links()]
+                    try:
+                        select_uplink(conf.uplink_interface or "", links, exclude=[conf.bridge])
+                    except CNIError as exc:
+                        return exc.msg
+                    return None
                 found = ipr.link_lookup(ifname=state.uplink)
                 if not found:
                     return f"uplink {state.uplink} is missing"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from typing import Any
 
 from tests.netnslib import Pod, Sandbox, ping, run
@@ -43,3 +44,27 @@ def pod_routes(pod: Pod) -> list[str]:
 
 def links(netns: str) -> list[str]:
     return [link["ifname"] for link in ip_json(["link"], netns)]
+
+
+def container_id(pod: Pod) -> str:
+    """The container id tests/cnitool derives from a netns path."""
+    import hashlib
+
+    return "cnitool-" + hashlib.sha512(pod.path.encode()).hexdigest()[:20]
+
+
+def agent_report(sb: Sandbox) -> dict[str, Any]:
+    proc = run(
+        [
+            sys.executable,
+            "-m",
+            "cni_bridge_dhcp",
+            "status",
+            "--json",
+            "--socket",
+            str(sb.agent_socket),
+        ],
+        netns=sb.node,
+    )
+    out: dict[str, Any] = json.loads(proc.stdout)
+    return out
