@@ -463,3 +463,22 @@ def test_recover_archives_journal_of_another_namespace(sandbox: Sandbox, tmp_pat
     assert "another boot or network namespace" in ok(sb, "recover")
     assert node_state(sb) == before  # never "rolled back" onto a world it does not describe
     assert not (sb.state_dir / "uplink.json").exists()
+
+
+def test_ipv6_only_gateway_is_verified_by_neighbour_discovery(sandbox: Sandbox) -> None:
+    sb = sandbox
+    sh(sb, "ip addr add 2001:db8:77::1/64 dev lan0 nodad", netns=sb.lan)
+    sh(
+        sb,
+        f"ip route del default via {ROUTER_IP}",
+        "ip -6 addr add 2001:db8:77::10/64 dev eth0 nodad",
+        "ip -6 route add default via 2001:db8:77::1",
+    )
+    before = node_state(sb)
+    state = ok(sb, "ensure", "cni0", "eth0")
+    assert state["gateway4"] is None
+    # resolved through the bridge by the verification step (no traffic since)
+    neigh = run(["ip", "-6", "neigh", "show", "2001:db8:77::1"], netns=sb.node).stdout
+    assert "dev cni0" in neigh and "REACHABLE" in neigh
+    moved_to_bridge(before, node_state(sb))
+    assert reachable(sb, "2001:db8:77::1")
