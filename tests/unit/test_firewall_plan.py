@@ -36,7 +36,7 @@ class StrictTable:
     def transaction(self) -> AbstractContextManager[object]:
         return nullcontext()
 
-    def read(self) -> TableState | None:
+    def read(self, focus: str | None = None) -> TableState | None:
         return None if self.chains is None else TableState(copy.deepcopy(self.chains))
 
     def _referenced(self, chain: str) -> bool:

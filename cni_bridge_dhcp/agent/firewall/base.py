@@ -45,9 +45,9 @@ class PlacesBackend:
             type(exc).__name__,
         )
 
-    def _read(self, place: Place) -> TableState | None:
+    def _read(self, place: Place, focus: str | None = None) -> TableState | None:
         try:
-            return place.access.read()
+            return place.access.read(focus)
         except Exception as exc:
             raise self._fail(place, "cannot read", exc) from exc
 
@@ -123,7 +123,7 @@ class PlacesBackend:
                 if want is None:
                     continue
                 with place.access.transaction():
-                    state = self._read(place)
+                    state = self._read(place, pod.chain)
                     if state is None and not place.create:
                         continue
                     ops, names = plan_ensure(place, want, state)
@@ -139,7 +139,7 @@ class PlacesBackend:
         with self._session() as places:
             for place in places:
                 with place.access.transaction():
-                    state = self._read(place)
+                    state = self._read(place, chain)
                     ops = plan_remove_pod(place, chain, state)
                     self._apply(place, ops, f"remove rules of {container_id} {ifname}")
 
@@ -155,7 +155,7 @@ class PlacesBackend:
                 if want is None:
                     continue
                 with place.access.transaction():
-                    state = self._read(place)
+                    state = self._read(place, pod.chain)
                 if state is None and not place.create:
                     continue
                 missing += plan_check(place, want, state)

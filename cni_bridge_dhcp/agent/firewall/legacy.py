@@ -26,7 +26,7 @@ from typing import Any
 
 from .base import PlacesBackend
 from .libnft import ensure_process_netns
-from .model import CHAIN_PREFIX
+from .model import FORWARD_CHAIN
 from .plan import Op, Place, TableAccess, TableState, mutex
 from .restore import RestoreTable
 from .rules import XRule, norm_ctstate, norm_net
@@ -66,7 +66,7 @@ class LegacyTable:
         # libiptc commits replace the whole table: hold the lock from refresh to commit.
         return xtables_lock()
 
-    def read(self) -> TableState | None:
+    def read(self, focus: str | None = None) -> TableState | None:
         if self.table not in existing_tables(self.family):
             return None
         handle = self._handle()
@@ -75,7 +75,8 @@ class LegacyTable:
         state = TableState()
         self._raw = {}
         for chain in handle.chains:
-            if chain.name != self.hook and not chain.name.startswith(CHAIN_PREFIX):
+            # decoding rules is python-iptables' slow part: only the chains a plan looks at
+            if chain.name not in (self.hook, FORWARD_CHAIN, focus):
                 continue
             pairs = [(_decode(r), r) for r in chain.rules]
             self._raw[chain.name] = pairs

@@ -65,7 +65,7 @@ class NftTable:
     def transaction(self) -> AbstractContextManager[object]:
         return nullcontext()
 
-    def read(self) -> TableState | None:
+    def read(self, focus: str | None = None) -> TableState | None:
         if not any(_is(item, "table", self.family, self.table) for item in self._snapshot):
             return None
         state = TableState()

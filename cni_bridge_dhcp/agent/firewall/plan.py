@@ -84,7 +84,9 @@ class TableAccess(Protocol):
     label: str  # for names and errors, e.g. "iptables-legacy filter"
 
     def transaction(self) -> AbstractContextManager[object]: ...  # held from read to apply
-    def read(self) -> TableState | None: ...  # None: the table does not exist
+    # None: the table does not exist. ``focus``: the one pod chain the caller needs besides the
+    # hook and shared chains (accessors may skip decoding other CBD-* chains).
+    def read(self, focus: str | None = None) -> TableState | None: ...
     def apply(self, ops: Sequence[Op]) -> None: ...
 
 

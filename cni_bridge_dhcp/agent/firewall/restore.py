@@ -72,7 +72,7 @@ class RestoreTable:
     def transaction(self) -> AbstractContextManager[object]:
         return nullcontext()
 
-    def read(self) -> TableState | None:
+    def read(self, focus: str | None = None) -> TableState | None:
         if not self._loaded:
             self.load()
         self._loaded = False  # the next read in a later step re-reads
