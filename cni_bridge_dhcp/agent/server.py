@@ -11,6 +11,7 @@ import argparse
 import array
 import asyncio
 import contextlib
+import fcntl
 import logging
 import logging.handlers
 import os
@@ -85,9 +86,9 @@ def activated_socket(env: dict[str, str] | os._Environ[str]) -> socket.socket | 
     return sock
 
 
-def bind_socket(path: str) -> socket.socket:
+def ensure_socket_free(path: str) -> None:
+    """Refuse a live socket or a non-socket file at ``path``; remove a dead agent's socket."""
     sock_path = Path(path)
-    sock_path.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
     if sock_path.exists() or sock_path.is_symlink():
         if not stat.S_ISSOCK(sock_path.lstat().st_mode):
             raise SystemExit(f"{path} exists and is not a socket; refusing to replace it")
@@ -100,6 +101,11 @@ def bind_socket(path: str) -> socket.socket:
             raise SystemExit(f"another agent is already listening on {path}")
         finally:
             probe.close()
+
+
+def bind_socket(path: str) -> socket.socket:
+    ensure_socket_free(path)
+    Path(path).parent.mkdir(parents=True, exist_ok=True, mode=0o755)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
     old = os.umask(0o177)
     try:
@@ -263,8 +269,15 @@ class Server:
 async def run(args: argparse.Namespace) -> int:
     state_dir = Path(args.state_dir)
     state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    # One agent per state dir: two would both re-adopt leases and tear down "interrupted" ADDs.
+    lock_fd = os.open(state_dir / "agent.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise SystemExit(f"another agent is running with state dir {state_dir}") from None
     activated = activated_socket(os.environ)
-    sock = activated or bind_socket(args.socket)
+    if activated is None:
+        ensure_socket_free(args.socket)
     if args.pidfile:
         Path(args.pidfile).write_text(f"{os.getpid()}\n")
     agent = Agent(state_dir, firewall_interval=args.firewall_interval)
@@ -272,8 +285,12 @@ async def run(args: argparse.Namespace) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    sock: socket.socket | None = activated
     try:
         await agent.start()
+        # Bound only once recovery is done: an existing socket means the agent is ready.
+        if sock is None:
+            sock = bind_socket(args.socket)
         log.info(
             "agent ready on %s (state %s, pid %d%s)",
             args.socket if activated is None else "systemd socket",
@@ -285,8 +302,9 @@ async def run(args: argparse.Namespace) -> int:
     finally:
         log.info("agent stopping: leases stay bound, pods keep running")
         await agent.close()
-        sock.close()
-        if activated is None:
+        if sock is not None:
+            sock.close()
+        if activated is None and sock is not None:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(args.socket)
         if args.pidfile:
