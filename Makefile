@@ -37,7 +37,7 @@ unit: venv
 netns: venv cnitool
 	$(PY) -m pytest -q tests/netns tests/e2e $(PYTEST_ARGS)
 
-test: lint typecheck cnitool
+test: deps venv lint typecheck cnitool
 	$(PY) -m pytest -q tests $(PYTEST_ARGS)
 
 cnitool: $(BUILD)/cnitool
@@ -53,10 +53,10 @@ binary: venv
 install: binary
 	install -D -m 0755 $(BUILD)/cni-bridge-dhcp $(DESTDIR)$(CNI_BIN_DIR)/cni-bridge-dhcp
 
-demo: venv cnitool
+demo: deps venv cnitool
 	$(PY) scripts/demo.py
 
-bench: venv cnitool
+bench: deps venv cnitool
 	$(PY) scripts/bench.py
 
 clean:
