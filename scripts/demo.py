@@ -84,7 +84,7 @@ def main() -> int:
         show(["ip", "route"], sb.node)
 
         section("4. the pods: LAN addresses from the LAN's DHCP server, default route via the node")
-        for name, (pod, _) in pods.items():
+        for pod, _ in pods.values():
             show(["ip", "-br", "addr", "show", "eth0"], pod.name)
             show(["ip", "route"], pod.name)
         say("$ cni-bridge-dhcp status")
@@ -96,7 +96,7 @@ def main() -> int:
             say(f"    {line}")
 
         section("5. proof: pings")
-        (web, web_ip), (db, db_ip) = pods["web"], pods["db"]
+        web, db_ip = pods["web"][0], pods["db"][1]
         # A host "beyond the LAN", reachable only through the router: inside the lan namespace.
         beyond = "198.51.100.1"
         run(["ip", "addr", "add", f"{beyond}/32", "dev", "lo"], netns=sb.lan)
@@ -116,7 +116,7 @@ def main() -> int:
             say(f"  {'ok  ' if good else 'FAIL'} {label}")
 
         section("6. cleanup: DEL releases each lease at the DHCP server")
-        for name, (pod, _) in pods.items():
+        for pod, _ in pods.values():
             sb.cnitool("del", NET, pod, conflist=conf)
             say(f"cnitool del {NET} {pod.path}")
         leases = sb.dnsmasq_leases_path.read_text().strip()
