@@ -261,7 +261,13 @@ def test_dhcpd_renews_at_t1_and_release_frees(sandbox: Sandbox, pods: Pods, tmp_
                 5,
                 "dhcpd to mark the lease released",
             )
-            assert "DHCPRELEASE of " + ip in (sandbox.tmp / "dhcpd.log").read_text()
+            await wait_for(
+                lambda: (
+                    f"DHCPRELEASE of {ip} from {req.mac}" in (sandbox.tmp / "dhcpd.log").read_text()
+                ),
+                5,
+                "dhcpd to log the release",
+            )
         finally:
             await m.close()
 

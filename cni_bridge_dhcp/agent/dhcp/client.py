@@ -49,7 +49,11 @@ class Timing:
     # REQUEST/ACK round trip), keeps ADD close to the bare exchange. 0 disables probing.
     arp_probe_wait: float = 0.1
     arp_probes: int = 2
-    max_naks: int = 3  # NAKs within one obtain() before giving up
+    # NAKs within one obtain() before giving up. Servers that do not reserve offered
+    # addresses (dnsmasq) NAK the losers when many pods start at once, so a few NAKs are
+    # normal; each restart waits a jittered, doubling pause to break the collision.
+    max_naks: int = 6
+    nak_pause: float = 0.05
     decline_pause: float = 0.2  # RFC 2131 says 10 s; we pause briefly and back off
     renew_min_retransmit: float = 1.0
     renew_max_retransmit: float = 60.0
@@ -228,6 +232,9 @@ class DhcpClient:
                         f"NAKed {stats.naks} times, last by {result.server}: {result.message}"
                     )
                 prefer = None
+                pause = min(self.timing.nak_pause * 2 ** (stats.naks - 1), 1.0)
+                pause *= self.rng.uniform(0.5, 1.5)
+                await self.clock.sleep(min(pause, max(0.0, deadline - self.clock.monotonic())))
                 continue
             if isinstance(result, IPv4Address):  # declined
                 stats.declines += 1

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -100,7 +101,9 @@ class LeaseManager:
         self.reacquire_max_backoff = reacquire_max_backoff
         self.rng = rng or random.SystemRandom()
         self._entries: dict[str, _Entry] = {}
-        self._locks: dict[str, asyncio.Lock] = {}
+        # Weak: a key's lock lives while someone holds or awaits it, so keys of long-gone
+        # pods do not accumulate.
+        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
 
     # -- public API ----------------------------------------------------------------------
 
@@ -258,7 +261,8 @@ class LeaseManager:
     def _lock(self, key: str) -> asyncio.Lock:
         lock = self._locks.get(key)
         if lock is None:
-            lock = self._locks[key] = asyncio.Lock()
+            lock = asyncio.Lock()
+            self._locks[key] = lock
         return lock
 
     def _client(self, lease: Lease) -> DhcpClient:
