@@ -398,7 +398,7 @@ def _take_over(
 
         def move(addr: AddrSnap = addr) -> None:
             label = bridge_label(addr.label, uplink, brname)
-            _addr_add(ipr, br_index, addr, label, snap.taken_at)
+            _addr_add(ipr, br_index, addr, label)
             _addr_del(ipr, up_index, addr)
 
         step(f"addr:{n}", move)
@@ -559,7 +559,7 @@ def _restore_addresses(ipr: Any, index: int, snap: UplinkSnapshot, moved: list[A
                 _addr_del(ipr, index, a)
         for addr in moved:
             if addr.family == family:
-                _addr_add(ipr, index, addr, addr.label, snap.taken_at)
+                _addr_add(ipr, index, addr, addr.label)
 
 
 def _settle_bridge(
@@ -730,7 +730,7 @@ def _all_routes(ipr: Any, names: dict[int, str] | None = None) -> list[RouteSnap
 # --------------------------------------------------------------------------- netlink verbs
 
 
-def _addr_add(ipr: Any, index: int, a: AddrSnap, label: str | None, taken_at: float) -> None:
+def _addr_add(ipr: Any, index: int, a: AddrSnap, label: str | None) -> None:
     kwargs: dict[str, Any] = {
         "index": index,
         "family": a.family,
