@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -161,3 +162,39 @@ def test_ten_concurrent_adds_one_takeover_ten_leases(sandbox: Sandbox) -> None:
         list(pool.map(lambda p: sb.cnitool("del", NET, p, conflist=conf), pods))
     assert not [n for n in links(sb.node) if n.startswith("veth")]
     assert parse_dnsmasq_leases(sb.dnsmasq_leases_path) == []
+
+
+def test_uplink_restore_returns_the_node_to_its_snapshot(sandbox: Sandbox) -> None:
+    from tests.netnslib import run
+
+    sb = sandbox
+    sb.start_dnsmasq()
+    before_addr = ip_json(["addr", "show", "eth0"], sb.node)[0]
+    v4_routes = ["-4", "route", "show", "table", "all"]
+    before_routes = sorted(map(json.dumps, ip_json(v4_routes, sb.node)))
+    sb.start_agent()
+    conf = conflist(sb)
+    pod = sb.add_pod("rest")
+    add(sb, pod, conf)
+    cli = [
+        sys.executable,
+        "-m",
+        "cni_bridge_dhcp",
+        "uplink",
+        "restore",
+        "--state-dir",
+        str(sb.state_dir),
+    ]
+    refused = run(cli, netns=sb.node, check=False)
+    assert refused.returncode == 1 and "pods" in refused.stderr.lower()
+    sb.cnitool("del", NET, pod, conflist=conf)
+    done = run(cli, netns=sb.node, check=False)
+    assert done.returncode == 0, done.stderr
+    after_addr = ip_json(["addr", "show", "eth0"], sb.node)[0]
+    assert after_addr["address"] == before_addr["address"]
+    assert [a["local"] for a in after_addr["addr_info"]] == [
+        a["local"] for a in before_addr["addr_info"]
+    ]
+    assert "cni0" not in links(sb.node)
+    assert sorted(map(json.dumps, ip_json(v4_routes, sb.node))) == before_routes
+    assert ping(sb.node, ROUTER_IP)
