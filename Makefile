@@ -42,9 +42,9 @@ test: deps venv lint typecheck cnitool
 
 cnitool: $(BUILD)/cnitool
 
-$(BUILD)/cnitool: tests/cnitool/main.go
+$(BUILD)/cnitool: $(wildcard tests/cnitool/*.go)
 	mkdir -p $(BUILD)
-	cd tests/cnitool && GO111MODULE=off GOPATH=/usr/share/gocode GOFLAGS=-mod=mod GOCACHE=$(CURDIR)/$(BUILD)/gocache \
+	cd tests/cnitool && CGO_ENABLED=0 GO111MODULE=off GOPATH=/usr/share/gocode GOCACHE=$(CURDIR)/$(BUILD)/gocache \
 		go build -o $(CURDIR)/$(BUILD)/cnitool .
 
 binary: venv
