@@ -221,15 +221,18 @@ HOST_DROP = {
         ]
     ],
 }
-EXPECTED_BACKEND = {
-    "iptables-legacy": "iptables",
-    "iptables-nft": "nftables",
-    "native-nft": "nftables",
+HOST_DROP["legacy-and-native"] = HOST_DROP["iptables-legacy"] + HOST_DROP["native-nft"]
+EXPECTED_BACKENDS = {
+    "iptables-legacy": ["iptables"],
+    "iptables-nft": ["nftables"],
+    "native-nft": ["nftables"],
+    "legacy-and-native": ["nftables", "iptables"],  # both evaluated: both get rules
 }
 # the same chain, emptied behind the plugin's back, in each host firewall
 FLUSH_POD_CHAIN = {
     "iptables-legacy": ["iptables-legacy", "-F", pod_chain(NET, P1["container_id"], "eth0")],
     "iptables-nft": ["iptables-nft", "-F", pod_chain(NET, P1["container_id"], "eth0")],
+    "legacy-and-native": ["iptables-legacy", "-F", pod_chain(NET, P1["container_id"], "eth0")],
     "native-nft": [
         "nft",
         "flush",
@@ -257,7 +260,7 @@ def test_pods_work_under_a_drop_policy_and_leave_no_trace(net: Net, host: str) -
     assert net.ask(net.p2, EXT_IP) == "timeout"
 
     out = net.fw([["ensure_bridge", "br0"], ["add_pod", P1], ["add_pod", P2], ["check_pod", P1]])
-    assert out["backends"] == [EXPECTED_BACKEND[host]]
+    assert out["backends"] == EXPECTED_BACKENDS[host]
     assert out["results"][3] == []
 
     assert ping(net.p1.name, "192.168.77.102")  # pod <-> pod, bridged
@@ -396,7 +399,7 @@ def test_dual_stack_pods_get_ipv6_rules_too(net: Net, host: str) -> None:
     assert not ping6(net.p1.name, "fd00:77::2")  # bridged IPv6, NDP included, dies too
 
     out = net.fw([["ensure_bridge", "br0"], ["add_pod", p1], ["add_pod", p2], ["check_pod", p1]])
-    assert out["backends"] == [EXPECTED_BACKEND[host]]
+    assert out["backends"] == EXPECTED_BACKENDS[host]
     assert out["results"][3] == []
     # forget the neighbour resolution that failed under DROP, so the next ping re-resolves
     run(["ip", "-n", net.p1.name, "-6", "neigh", "flush", "dev", "eth0"])
