@@ -172,6 +172,37 @@ def test_dnsmasq_lease_release_and_same_address_again(
     run_async(go())
 
 
+def test_release_without_a_known_server_mac_goes_through_the_pod_stack(
+    sandbox: Sandbox, pods: Pods, tmp_path: Path
+) -> None:
+    """A journaled lease without the server's MAC (e.g. a relayed lease whose relay was
+    replaced): RELEASE is sent by a UDP socket in the pod, routed by the pod's kernel."""
+    sandbox.start_dnsmasq()
+    pod = pods.add("u")
+    req = pods.request(pod)
+    state = tmp_path / "state"
+
+    async def go() -> None:
+        m = LeaseManager(state)
+        lease = await m.acquire(req)
+        configure(pod, lease)
+        await m.close()
+        Journal(state).write(replace(lease, server_mac=None))
+        m2 = LeaseManager(state)
+        await m2.start()
+        try:
+            assert await m2.release(req.key)
+            await wait_for(
+                lambda: parse_dnsmasq_leases(sandbox.dnsmasq_leases_path) == [],
+                5,
+                "dnsmasq to drop the released lease",
+            )
+        finally:
+            await m2.close()
+
+    run_async(go())
+
+
 def test_dnsmasq_with_its_ping_check(sandbox: Sandbox, pods: Pods, tmp_path: Path) -> None:
     """dnsmasq's default ~3 s ping before an OFFER: our retransmissions must not upset it."""
     sandbox.start_dnsmasq(no_ping=False)

@@ -176,6 +176,8 @@ def sample_lease(**kw: object) -> Lease:
 def test_record_round_trip() -> None:
     lease = sample_lease()
     assert from_record(to_record(lease)) == lease
+    flagged = sample_lease(broadcast_flag=True)
+    assert from_record(to_record(flagged)) == flagged
     assert from_record(
         to_record(sample_lease(router=None, mtu=None, domain=None, hostname=None, server_mac=None))
     )

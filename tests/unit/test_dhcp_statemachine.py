@@ -335,6 +335,27 @@ def test_extra_request_and_provide_are_sent(rig: Rig) -> None:
     run(go())
 
 
+def test_broadcast_flag_only_when_asked_and_only_before_bound(rig: Rig) -> None:
+    async def go() -> None:
+        m = rig.manager()
+        await m.acquire(rig.request())
+        assert all(s.msg.flags == 0 for s in rig.server.seen)
+        await m.release("lan/c1/eth0")
+        rig.server.seen.clear()
+        lease = await m.acquire(rig.request(broadcast_flag=True))
+        assert lease.broadcast_flag
+        for s in rig.server.seen:
+            assert s.msg.flags == (
+                codec.FLAG_BROADCAST if s.msg.message_type != MessageType.DECLINE else 0
+            )
+        await until(lambda: lease_of(m).bound_at > lease.bound_at)
+        renew = rig.server.seen[-1].msg
+        assert renew.ciaddr == lease.address.ip and renew.flags == 0
+        await m.close()
+
+    run(go())
+
+
 def test_foreign_and_malformed_replies_are_ignored(rig: Rig) -> None:
     other = Message(
         op=BOOTREPLY,

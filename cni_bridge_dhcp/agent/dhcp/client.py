@@ -66,6 +66,7 @@ class Identity:
     hostname: str | None
     extra_request: tuple[int, ...] = ()
     provide: tuple[tuple[int, bytes], ...] = ()
+    broadcast_flag: bool = False
 
 
 @dataclass(frozen=True)
@@ -166,6 +167,9 @@ class DhcpClient:
                 xid=xid,
                 chaddr=self._chaddr,
                 secs=self._secs() if mtype in (MessageType.DISCOVER, MessageType.REQUEST) else 0,
+                flags=codec.FLAG_BROADCAST
+                if self.ident.broadcast_flag and ciaddr == codec.ZERO and full
+                else 0,
                 ciaddr=ciaddr,
                 options=opts,
             )

@@ -52,6 +52,9 @@ class LeaseRequest:
     timeout: float = 30.0
     meta: Mapping[str, str] = field(default_factory=dict)
     prefer_address: IPv4Address | None = None  # option 50 in DISCOVER (a hint to the server)
+    # BOOTP broadcast flag: for interfaces that cannot receive a unicast to an address they
+    # do not have yet (ipvlan slaves share their parent's MAC and demux by IP).
+    broadcast_flag: bool = False
 
 
 @dataclass(frozen=True)
@@ -84,6 +87,7 @@ class Lease:
     extra_request: tuple[int, ...] = ()
     provide: tuple[tuple[int, bytes], ...] = ()
     options: Mapping[int, bytes] = field(default_factory=dict)  # the ACK's options, raw
+    broadcast_flag: bool = False
 
     def with_state(self, state: str) -> Lease:
         return replace(self, state=state)
@@ -231,6 +235,7 @@ def to_record(lease: Lease) -> dict[str, Any]:
         "extra_request": list(lease.extra_request),
         "provide": [[code, value.hex()] for code, value in lease.provide],
         "options": {str(code): value.hex() for code, value in sorted(lease.options.items())},
+        "broadcast_flag": lease.broadcast_flag,
     }
 
 
@@ -297,4 +302,5 @@ def from_record(record: Mapping[str, Any]) -> Lease:
             (int(code), bytes.fromhex(value)) for code, value in _typed(record, "provide", list)
         ),
         options={int(k): bytes.fromhex(v) for k, v in _typed(record, "options", dict).items()},
+        broadcast_flag=bool(record.get("broadcast_flag", False)),
     )

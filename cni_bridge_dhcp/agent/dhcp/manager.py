@@ -63,6 +63,7 @@ def _identity(lease: Lease | LeaseRequest) -> Identity:
         hostname=lease.hostname,
         extra_request=tuple(lease.extra_request),
         provide=tuple(lease.provide),
+        broadcast_flag=lease.broadcast_flag,
     )
 
 
@@ -303,6 +304,7 @@ class LeaseManager:
             meta=dict(where.meta),
             extra_request=tuple(where.extra_request),
             provide=tuple(where.provide),
+            broadcast_flag=where.broadcast_flag,
             address=info.address,
             server_id=info.server_id,
             server_mac=bound.server_mac,
