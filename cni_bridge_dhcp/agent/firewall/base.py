@@ -7,6 +7,7 @@ yield the places it writes to. Each verb then reads every place, plans, and appl
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from contextlib import AbstractContextManager
 
 from ...errors import CNIError, ErrorCode
@@ -28,6 +29,14 @@ from .plan import (
 log = logging.getLogger(__name__)
 
 
+def describe(op: Op) -> str:
+    """``append CBD-FORWARD "cni-bridge-dhcp: bridge br0"`` for error details."""
+    text = f"{op.verb} {op.chain}".strip()
+    if op.rule is not None:
+        text += f" {op.rule.comment or op.rule.target!r}"
+    return text
+
+
 class PlacesBackend:
     name = "base"
 
@@ -36,13 +45,16 @@ class PlacesBackend:
 
     # ------------------------------------------------------------------ helpers
 
-    def _fail(self, place: Place, what: str, exc: Exception) -> CNIError:
+    def _fail(self, place: Place, what: str, exc: Exception, ops: Sequence[Op] = ()) -> CNIError:
+        planned = "; ".join(describe(op) for op in ops)
+        details = f"planned: {planned}" if planned else ""
         if isinstance(exc, CNIError):
-            return CNIError(exc.code, f"{self.name}: {place.label}: {what}: {exc.msg}", exc.details)
+            details = "\n".join(d for d in (details, exc.details) if d)
+            return CNIError(exc.code, f"{self.name}: {place.label}: {what}: {exc.msg}", details)
         return CNIError(
             ErrorCode.FIREWALL_FAILED,
             f"{self.name}: {place.label}: {what}: {exc}",
-            type(exc).__name__,
+            details or type(exc).__name__,
         )
 
     def _read(self, place: Place, focus: str | None = None) -> TableState | None:
@@ -57,7 +69,7 @@ class PlacesBackend:
         try:
             place.access.apply(ops)
         except Exception as exc:
-            raise self._fail(place, what, exc) from exc
+            raise self._fail(place, what, exc, ops) from exc
         log.debug("%s: %s: %s (%d edits)", self.name, place.label, what, len(ops))
 
     def _pod_want(self, place: Place, pod: PodRules) -> Desired | None:
