@@ -1,7 +1,7 @@
 """The RFC 2131 client exchanges, on a Transport and a Clock.
 
-``DhcpClient.obtain`` runs INIT-REBOOT (optional), INIT, SELECTING, REQUESTING, the ARP
-probe and DECLINE until it holds a lease or its deadline passes. ``renew`` runs one
+``DhcpClient.obtain`` runs INIT, SELECTING, REQUESTING, the ARP probe and DECLINE until it
+holds a lease or its deadline passes; ``reboot`` runs INIT-REBOOT. ``renew`` runs one
 RENEWING or REBINDING attempt. ``release`` sends DHCPRELEASE. Keeping time (when to renew,
 what to do on loss) is the LeaseManager's job.
 
@@ -206,18 +206,13 @@ class DhcpClient:
         timeout: float,
         *,
         prefer: IPv4Address | None = None,
-        reboot: IPv4Address | None = None,
     ) -> Bound:
-        """A new lease, or DhcpTimeout / DhcpNaked. ``reboot`` tries INIT-REBOOT first."""
+        """A new lease (INIT .. BOUND), or DhcpTimeout / DhcpNaked. ``prefer`` goes into
+        DISCOVER as option 50, a hint the server may ignore."""
         self._started = self.clock.monotonic()
         deadline = self._started + timeout
         stats = self.last_stats = _Stats()
         max_size = _max_size(tr)
-        if reboot is not None:
-            got = await self._init_reboot(tr, reboot, deadline, stats, max_size)
-            if isinstance(got, Bound):
-                return got
-            prefer = prefer or reboot
         declines = 0
         while self.clock.monotonic() < deadline:
             result = await self._init_select_request(tr, deadline, stats, prefer, max_size)

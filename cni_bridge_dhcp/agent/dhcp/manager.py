@@ -117,10 +117,9 @@ class LeaseManager:
             present = await self.transports.exists(_target(lease))
             if not present:
                 log.info(
-                    "%s: %s state=DROPPED address=%s server=%s (netns %s or %s is gone; "
-                    "no RELEASE possible)",
+                    "%s: state=DROPPED address=%s server=%s (pod vanished: netns %s or its "
+                    "%s is gone; no RELEASE possible)",
                     lease.key,
-                    "pod vanished:",
                     lease.address.ip,
                     lease.server_id,
                     lease.netns_path,
@@ -199,6 +198,9 @@ class LeaseManager:
         async with self._lock(key):
             entry = self._entries.pop(key, None)
             if entry is None:
+                # A record can exist without an entry only if an acquire() was cancelled
+                # between journaling and returning: never let it be re-adopted later.
+                await _durably(self.journal.remove, key)
                 return False
             await _cancel(entry.task)
             lease = entry.lease
