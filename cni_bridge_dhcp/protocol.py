@@ -11,7 +11,8 @@ Request::
      "env": {"containerId": str, "netns": str, "ifname": str, "path": str,
              "args": {str: str}},
      "config": {...network config as given on stdin...},
-     "netnsFd": bool}
+     "netnsFd": bool,
+     "role": "main"|"ipam"}      # optional; "ipam" when run as another plugin's IPAM
 
 Response::
 
@@ -35,7 +36,8 @@ MAX_MESSAGE = 1 << 20
 HEADER = struct.Struct(">I")
 
 OPS = ("ADD", "DEL", "CHECK", "GC", "STATUS", "PING", "REPORT")
-_REQUEST_KEYS = {"v", "op", "cniVersion", "env", "config", "netnsFd"}
+_REQUEST_KEYS = {"v", "op", "cniVersion", "env", "config", "netnsFd", "role"}
+ROLES = ("main", "ipam")
 _ENV_KEYS = {"containerId", "netns", "ifname", "path", "args"}
 _RESPONSE_KEYS = {"v", "ok", "result", "error"}
 
@@ -72,8 +74,9 @@ def make_request(
     env: dict[str, Any],
     config: dict[str, Any],
     netns_fd: bool,
+    role: str = "main",
 ) -> dict[str, Any]:
-    return {
+    req = {
         "v": PROTOCOL_VERSION,
         "op": op,
         "cniVersion": cni_version,
@@ -81,6 +84,9 @@ def make_request(
         "config": config,
         "netnsFd": netns_fd,
     }
+    if role != "main":
+        req["role"] = role
+    return req
 
 
 def parse_request(body: bytes) -> dict[str, Any]:
@@ -115,6 +121,8 @@ def parse_request(body: bytes) -> dict[str, Any]:
         raise CNIError(ErrorCode.DECODE_FAILURE, "request: config must be an object")
     if not isinstance(req.get("cniVersion", ""), str):
         raise CNIError(ErrorCode.DECODE_FAILURE, "request: cniVersion must be a string")
+    if req.get("role", "main") not in ROLES:
+        raise CNIError(ErrorCode.DECODE_FAILURE, f"request: unknown role {req.get('role')!r}")
     if not isinstance(req.get("netnsFd", False), bool):
         raise CNIError(ErrorCode.DECODE_FAILURE, "request: netnsFd must be a boolean")
     return req

@@ -146,8 +146,31 @@ def _validate_name(conf: Mapping[str, Any]) -> None:
         raise CNIError(ErrorCode.INVALID_CONFIG, f"name {name!r} is not a valid network name")
 
 
+DEFAULT_NAME = "cni-bridge-dhcp"
+
+
+def executable_name(argv0: str) -> str:
+    """The name the runtime exec'd us by (what a config's type or ipam.type refers to)."""
+    name = os.path.basename(argv0)
+    if not name or name.endswith(".py") or name.startswith("python"):
+        return DEFAULT_NAME
+    return name
+
+
+def role_for(conf: Mapping[str, Any], name: str) -> str:
+    """ "ipam" when exec'd as another plugin's IPAM (macvlan, ipvlan...), else "main"."""
+    ipam = conf.get("ipam")
+    if conf.get("type") != name and isinstance(ipam, dict) and ipam.get("type") == name:
+        return "ipam"
+    return "main"
+
+
 def dispatch(
-    env: Mapping[str, str], stdin: bytes, *, call: Caller = client.call
+    env: Mapping[str, str],
+    stdin: bytes,
+    *,
+    call: Caller = client.call,
+    name: str = DEFAULT_NAME,
 ) -> dict[str, Any] | None:
     """Run one CNI command; return the JSON to print (None: print nothing)."""
     command = env.get("CNI_COMMAND", "")
@@ -173,9 +196,16 @@ def dispatch(
     _validate_name(conf)
     req_env = _build_env(command, env)
     socket_path = _agent_socket(conf)
+    role = role_for(conf, name)
+    if role == "ipam" and "agentSocket" not in conf:
+        # As an IPAM plugin our settings live in the ipam section; the reference dhcp
+        # plugin's daemonSocketPath keeps its meaning there.
+        ipam = conf["ipam"]
+        key = "agentSocket" if "agentSocket" in ipam else "daemonSocketPath"
+        socket_path = _agent_socket({"agentSocket": ipam[key]} if key in ipam else {})
     netns_fd = client.open_netns_path(req_env.get("netns", ""))
     try:
-        request = make_request(command, version, req_env, conf, netns_fd is not None)
+        request = make_request(command, version, req_env, conf, netns_fd is not None, role)
         try:
             result = call(socket_path, request, netns_fd=netns_fd)
         except client.AgentUnavailable as exc:
@@ -204,10 +234,11 @@ def main(
     stdout: TextIO,
     *,
     call: Caller = client.call,
+    name: str = DEFAULT_NAME,
 ) -> int:
     """The error funnel: every outcome becomes JSON on stdout and an exit code."""
     try:
-        out = dispatch(env, stdin, call=call)
+        out = dispatch(env, stdin, call=call, name=name)
     except CNIError as err:
         json.dump(err.to_dict(_error_version(stdin)), stdout)
         stdout.write("\n")
@@ -232,4 +263,4 @@ def main(
 
 def plugin_main() -> int:
     data = sys.stdin.buffer.read(MAX_STDIN + 1)
-    return main(os.environ, data, sys.stdout)
+    return main(os.environ, data, sys.stdout, name=executable_name(sys.argv[0]))

@@ -80,6 +80,7 @@ class IPAMConf(_Model):
     server_allow_list: list[ipaddress.IPv4Address] = Field([], alias="serverAllowList")
     routes: list[RouteConf] = []
     daemon_socket_path: str | None = Field(None, alias="daemonSocketPath")
+    agent_socket: str | None = Field(None, alias="agentSocket")
 
     @property
     def is_ours(self) -> bool:

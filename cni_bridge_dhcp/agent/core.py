@@ -36,6 +36,9 @@ _HANDLERS = {
 }
 
 
+_IPAM_HANDLERS: dict[str, Any] = {}
+
+
 class Agent:
     def __init__(self, state_dir: Path, *, firewall_interval: float = 60.0) -> None:
         self.state_dir = state_dir
@@ -112,14 +115,19 @@ class Agent:
             args=dict(env.get("args", {})),
             raw=conf,
             netns_fd=netns_fd,
+            role=req.get("role", "main"),
         )
         try:
             if op in ("ADD", "DEL", "CHECK"):
                 _validate_ids(r)
                 key = attachment_key(str(conf.get("name", "")), r.container_id, r.ifname)
+                from . import ipam_role
+
+                _IPAM_HANDLERS.update(ipam_role.HANDLERS)
                 lock = self._locks.setdefault(key, asyncio.Lock())
+                handler = _IPAM_HANDLERS[op] if r.role == "ipam" else _HANDLERS[op]
                 async with lock:
-                    result: dict[str, Any] = await _HANDLERS[op](self, r)
+                    result: dict[str, Any] = await handler(self, r)
                 if not lock.locked():
                     self._locks.pop(key, None)
                 return result

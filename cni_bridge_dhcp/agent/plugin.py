@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import CNIError, ErrorCode
 from . import identity
 from .attachments import Attachment, attachment_key
-from .config import NetConf, parse_netconf
+from .config import IPAMConf, NetConf, parse_netconf
 from .faults import maybe_crash
 from .netns import netns_inode, open_netns, validate_netns_fd
 from .podroutes import PodAddressing, PodRoute, configure_pod, plan_routes, pod_state
@@ -46,6 +46,7 @@ class Request:
     args: dict[str, str]
     raw: dict[str, Any]
     netns_fd: int | None = None
+    role: str = "main"
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -232,36 +233,8 @@ async def _ipam_add(
         for r in conf.ipam.routes
     )
     if conf.ipam.is_ours:
-        from .dhcp import LeaseRequest, client_id_for
-
         ipam = conf.ipam
-        pod_ns, pod_name = att.pod_namespace or None, att.pod_name or None
-        provide: list[tuple[int, bytes]] = []
-        for p in ipam.provide:
-            code = identity.option_code(p.option, "ipam.provide")
-            value = req.args.get(p.from_arg, "") if p.from_arg else (p.value or "")
-            if value:
-                provide.append((code, value.encode()))
-        lease_req = LeaseRequest(
-            key=att.key,
-            netns_path=req.netns,
-            netns_fd=netns_fd,
-            ifname=req.ifname,
-            mac=pod_mac,
-            client_id=client_id_for(pod_ns, pod_name, req.container_id, conf.name, req.ifname),
-            hostname=identity.dns_label(pod_name),
-            extra_request=tuple(
-                identity.option_code(r.option, "ipam.request") for r in ipam.request
-            ),
-            provide=tuple(provide),
-            timeout=ipam.timeout,
-            meta={
-                "network": conf.name,
-                "containerId": req.container_id,
-                "podNamespace": att.pod_namespace,
-                "podName": att.pod_name,
-            },
-        )
+        lease_req = lease_request(ipam, req, conf.name, att.key, netns_fd, pod_mac)
         lease = await agent.leases.acquire(lease_req)
 
         async def release() -> None:
@@ -404,6 +377,40 @@ def _result(
     return result
 
 
+def lease_request(
+    ipam: IPAMConf, req: Request, network: str, key: str, netns_fd: int, mac: str
+) -> Any:
+    """The DHCP client's request for one attachment, identity derived from the pod."""
+    from .dhcp import LeaseRequest, client_id_for
+
+    pod_ns = req.args.get("K8S_POD_NAMESPACE") or None
+    pod_name = req.args.get("K8S_POD_NAME") or None
+    provide: list[tuple[int, bytes]] = []
+    for p in ipam.provide:
+        code = identity.option_code(p.option, "ipam.provide")
+        value = req.args.get(p.from_arg, "") if p.from_arg else (p.value or "")
+        if value:
+            provide.append((code, value.encode()))
+    return LeaseRequest(
+        key=key,
+        netns_path=req.netns,
+        netns_fd=netns_fd,
+        ifname=req.ifname,
+        mac=mac,
+        client_id=client_id_for(pod_ns, pod_name, req.container_id, network, req.ifname),
+        hostname=identity.dns_label(pod_name),
+        extra_request=tuple(identity.option_code(r.option, "ipam.request") for r in ipam.request),
+        provide=tuple(provide),
+        timeout=ipam.timeout,
+        meta={
+            "network": network,
+            "containerId": req.container_id,
+            "podNamespace": pod_ns or "",
+            "podName": pod_name or "",
+        },
+    )
+
+
 # ---------------------------------------------------------------- DEL / teardown
 
 
@@ -449,23 +456,25 @@ async def teardown(
                     )
                 except CNIError as exc:
                     errors.append(exc.msg)
-        try:
-            await _thread(delete_pod_link, fd, att.ifname, att.host_veth)
-        except Exception as exc:
-            log.exception("DEL %s: deleting the veth failed", att.key)
-            errors.append(f"veth: {exc}")
-        try:
-            await agent.remove_pod_rules(att.network, att.container_id, att.ifname)
-        except Exception as exc:
-            log.exception("DEL %s: removing firewall rules failed", att.key)
-            errors.append(f"firewall: {exc}")
+        if att.result.get("role") != "ipam":  # as IPAM, the link and rules are not ours
+            try:
+                await _thread(delete_pod_link, fd, att.ifname, att.host_veth)
+            except Exception as exc:
+                log.exception("DEL %s: deleting the veth failed", att.key)
+                errors.append(f"veth: {exc}")
+            try:
+                await agent.remove_pod_rules(att.network, att.container_id, att.ifname)
+            except Exception as exc:
+                log.exception("DEL %s: removing firewall rules failed", att.key)
+                errors.append(f"firewall: {exc}")
     finally:
         if opened and fd is not None:
             os.close(fd)
     if errors:
         raise CNIError(ErrorCode.IO_FAILURE, f"DEL of {att.key} incomplete: {'; '.join(errors)}")
     await _thread(agent.store.remove, att.key)
-    await agent.after_pod_removed(att.bridge)
+    if att.bridge:
+        await agent.after_pod_removed(att.bridge)
 
 
 async def cmd_del(agent: Agent, req: Request) -> dict[str, Any]:

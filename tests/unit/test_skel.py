@@ -202,3 +202,35 @@ def test_cni_args_parsing() -> None:
     with pytest.raises(CNIError) as exc:
         parse_cni_args("A=1;oops")
     assert exc.value.code == 4 and "oops" in exc.value.msg
+
+
+def test_role_follows_the_name_the_runtime_execd() -> None:
+    from cni_bridge_dhcp.skel import executable_name, role_for
+
+    assert executable_name("/opt/cni/bin/cni-bridge-dhcp") == "cni-bridge-dhcp"
+    assert executable_name("/opt/cni/bin/dhcp") == "dhcp"
+    assert executable_name("/x/cni_bridge_dhcp/__main__.py") == "cni-bridge-dhcp"
+    macvlan = {"type": "macvlan", "ipam": {"type": "cni-bridge-dhcp"}}
+    assert role_for(macvlan, "cni-bridge-dhcp") == "ipam"
+    assert (
+        role_for({"type": "cni-bridge-dhcp", "ipam": {"type": "dhcp"}}, "cni-bridge-dhcp") == "main"
+    )
+    # Installed as `dhcp` to replace the reference IPAM daemon's client.
+    assert role_for({"type": "macvlan", "ipam": {"type": "dhcp"}}, "dhcp") == "ipam"
+
+
+def test_ipam_role_uses_the_ipam_sections_socket() -> None:
+    agent = FakeAgent(result={"cniVersion": "1.1.0", "ips": [{"address": "192.168.77.150/24"}]})
+    conf_ipam = json.dumps(
+        {
+            "cniVersion": "1.0.0",
+            "name": "lan",
+            "type": "macvlan",
+            "master": "eth0",
+            "ipam": {"type": "cni-bridge-dhcp", "daemonSocketPath": "/run/x/dhcp.sock"},
+        }
+    ).encode()
+    rc, out = run(BASE_ENV, conf_ipam, agent)
+    assert rc == 0 and out is not None and out["ips"][0]["address"] == "192.168.77.150/24"
+    socket_path, request = agent.calls[0]
+    assert socket_path == "/run/x/dhcp.sock" and request["role"] == "ipam"
