@@ -8,7 +8,7 @@ CNI_BIN_DIR ?= /opt/cni/bin
 BUILD := build
 PYTEST_ARGS ?=
 
-.PHONY: all venv deps lint typecheck unit netns e2e test cnitool demo bench binary install clean
+.PHONY: all venv deps lint typecheck unit netns e2e test test-reliability cnitool demo bench binary install clean
 
 all: venv cnitool
 
@@ -38,7 +38,11 @@ netns: venv cnitool
 	$(PY) -m pytest -q tests/netns tests/e2e $(PYTEST_ARGS)
 
 test: deps venv lint typecheck cnitool
-	$(PY) -m pytest -q tests $(PYTEST_ARGS)
+	$(PY) -m pytest -q tests --ignore=tests/reliability $(PYTEST_ARGS)
+
+# Faults, load and hostile input (issue 8); writes a report under results/.
+test-reliability: deps venv cnitool
+	$(PY) -m pytest -q tests/reliability $(PYTEST_ARGS)
 
 cnitool: $(BUILD)/cnitool
 
