@@ -174,9 +174,6 @@ def net(sandbox: Sandbox) -> Iterator[Net]:
     run([*node, "route", "replace", "default", "via", ROUTER_IP])
     for key in ("net.bridge.bridge-nf-call-iptables=1", "net.bridge.bridge-nf-call-ip6tables=1"):
         run(["sysctl", "-qw", key], netns=box.node)
-    # the node routes pod traffic back out of br0: no ICMP redirects teaching pods a shortcut
-    for key in ("all", "default", "br0"):
-        run(["sysctl", "-qw", f"net.ipv4.conf.{key}.send_redirects=0"], netns=box.node)
     # "the internet", behind the LAN router
     run([*lan, "addr", "add", f"{INTERNET_IP}/32", "dev", "lo"])
     # a network reached only through the node's routing
