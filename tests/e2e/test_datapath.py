@@ -10,7 +10,15 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from tests.e2e.helpers import NET, add, conflist, ip_json, links, ping, pod_routes
-from tests.netnslib import NODE_IP, POOL_END, POOL_START, ROUTER_IP, Sandbox, parse_dnsmasq_leases
+from tests.netnslib import (
+    NODE_IP,
+    POOL_END,
+    POOL_START,
+    ROUTER_IP,
+    Sandbox,
+    parse_dnsmasq_leases,
+    run,
+)
 
 pytestmark = [pytest.mark.netns, pytest.mark.e2e]
 
@@ -162,6 +170,8 @@ def test_ten_concurrent_adds_one_takeover_ten_leases(sandbox: Sandbox) -> None:
         list(pool.map(lambda p: sb.cnitool("del", NET, p, conflist=conf), pods))
     assert not [n for n in links(sb.node) if n.startswith("veth")]
     assert parse_dnsmasq_leases(sb.dnsmasq_leases_path) == []
+    # No FORWARD filter on this node, so no rules were needed (see test_firewall_drop.py).
+    assert "cni-bridge-dhcp: lan" not in run(["nft", "list", "ruleset"], netns=sb.node).stdout
 
 
 def test_uplink_restore_returns_the_node_to_its_snapshot(sandbox: Sandbox) -> None:
