@@ -12,6 +12,7 @@ import contextlib
 import ipaddress
 import logging
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -117,6 +118,19 @@ class Agent:
             netns_fd=netns_fd,
             role=req.get("role", "main"),
         )
+        started = time.monotonic()
+        try:
+            result = await self._dispatch(op, r, conf)
+        except CNIError as err:
+            _log_op(r, started, f"failed: code {err.code}: {err.msg}", logging.WARNING)
+            raise
+        except Exception as exc:
+            _log_op(r, started, f"failed: internal error {type(exc).__name__}", logging.ERROR)
+            raise
+        _log_op(r, started, _outcome(result))
+        return result
+
+    async def _dispatch(self, op: str, r: plugin.Request, conf: dict[str, Any]) -> dict[str, Any]:
         try:
             if op in ("ADD", "DEL", "CHECK"):
                 _validate_ids(r)
@@ -351,6 +365,27 @@ class Agent:
             "firewall": {k: [b.name for b in fw.backends] for k, fw in self._firewalls.items()},
             "pods": pods,
         }
+
+
+def _outcome(result: dict[str, Any]) -> str:
+    ips = [ip.get("address", "?") for ip in result.get("ips", [])]
+    return "ok" + (f": {', '.join(ips)}" if ips else "")
+
+
+def _log_op(r: plugin.Request, started: float, outcome: str, level: int = logging.INFO) -> None:
+    """One line per operation: what, which pod, how long, how it ended (kubelet hides stderr)."""
+    log.log(
+        level,
+        "%s%s %s pod=%s/%s if=%s %s in %.3f s",
+        r.op,
+        " (ipam)" if r.role == "ipam" else "",
+        r.container_id or "-",
+        r.args.get("K8S_POD_NAMESPACE", "-"),
+        r.args.get("K8S_POD_NAME", "-"),
+        r.ifname or "-",
+        outcome,
+        time.monotonic() - started,
+    )
 
 
 def _validate_ids(r: plugin.Request) -> None:

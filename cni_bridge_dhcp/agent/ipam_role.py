@@ -45,7 +45,6 @@ def _ipam_conf(req: Request) -> tuple[str, IPAMConf]:
 
 async def ipam_add(agent: Agent, req: Request) -> dict[str, Any]:
     network, ipam = _ipam_conf(req)
-    started = time.monotonic()
     netns_fd = _open_pod_netns(req, required=True)
     assert netns_fd is not None
     key = attachment_key(network, req.container_id, req.ifname)
@@ -107,13 +106,6 @@ async def ipam_add(agent: Agent, req: Request) -> dict[str, Any]:
     att.ips = [str(lease.address)]
     att.result = {"role": "ipam", "cni": result}
     await _thread(agent.store.put, att)
-    log.info(
-        "IPAM ADD %s if=%s ok in %.3f s: %s",
-        req.container_id,
-        req.ifname,
-        time.monotonic() - started,
-        lease.address,
-    )
     return result
 
 
@@ -130,7 +122,6 @@ async def ipam_del(agent: Agent, req: Request) -> dict[str, Any]:
         await teardown(agent, att, None, None)
     elif agent.leases.get(key) is not None:
         await agent.leases.release(key)
-    log.info("IPAM DEL %s if=%s ok", req.container_id, req.ifname)
     return {}
 
 

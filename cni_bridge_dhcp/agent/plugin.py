@@ -83,22 +83,12 @@ async def _thread(fn: Callable[..., Any], *args: Any) -> Any:
 async def cmd_add(agent: Agent, req: Request) -> dict[str, Any]:
     conf = parse_netconf(req.raw)
     identity.check_args(conf, req.args)
-    started = time.monotonic()
     netns_fd = _open_pod_netns(req, required=True)
     assert netns_fd is not None
     try:
         result = await _add(agent, req, conf, netns_fd)
     finally:
         os.close(netns_fd)
-    log.info(
-        "ADD %s pod=%s/%s if=%s ok in %.3f s: %s",
-        req.container_id,
-        req.args.get("K8S_POD_NAMESPACE", "-"),
-        req.args.get("K8S_POD_NAME", "-"),
-        req.ifname,
-        time.monotonic() - started,
-        ", ".join(ip["address"] for ip in result.get("ips", [])) or "no address",
-    )
     return result
 
 
@@ -180,7 +170,8 @@ async def _add(agent: Agent, req: Request, conf: NetConf, netns_fd: int) -> dict
             await _thread(configure_pod, netns_fd, req.ifname, addressing)
         maybe_crash("add:routes")
 
-        rules = _pod_rules(conf, att, addressing)
+        att.ips = [str(a) for a in addressing.addresses] if addressing else []
+        rules = agent.pod_rules(att)
         await agent.in_firewall(fw.add_pod, rules)
 
         async def drop_rules() -> None:
@@ -326,22 +317,6 @@ async def _ipam_add(
     )
 
 
-def _pod_rules(conf: NetConf, att: Attachment, addressing: PodAddressing | None) -> Any:
-    from .firewall import PodRules
-
-    return PodRules(
-        network=conf.name,
-        container_id=att.container_id,
-        ifname=att.ifname,
-        bridge=conf.bridge,
-        host_veth=att.host_veth,
-        mac=att.mac,
-        ips=tuple(addressing.addresses) if addressing else (),
-        ip_masq=conf.ip_masq,
-        macspoofchk=conf.macspoofchk,
-    )
-
-
 def _result(
     conf: NetConf,
     datapath: Datapath,
@@ -402,6 +377,7 @@ def lease_request(
         extra_request=tuple(identity.option_code(r.option, "ipam.request") for r in ipam.request),
         provide=tuple(provide),
         timeout=ipam.timeout,
+        server_allow_list=tuple(ipam.server_allow_list),
         meta={
             "network": network,
             "containerId": req.container_id,
@@ -479,7 +455,6 @@ async def teardown(
 
 async def cmd_del(agent: Agent, req: Request) -> dict[str, Any]:
     conf = parse_netconf(req.raw, check_unimplemented=False)
-    started = time.monotonic()
     key = attachment_key(conf.name, req.container_id, req.ifname)
     netns_fd = _open_pod_netns(req, required=False)
     try:
@@ -494,15 +469,6 @@ async def cmd_del(agent: Agent, req: Request) -> dict[str, Any]:
     finally:
         if netns_fd is not None:
             os.close(netns_fd)
-    log.info(
-        "DEL %s pod=%s/%s if=%s ok in %.3f s%s",
-        req.container_id,
-        req.args.get("K8S_POD_NAMESPACE", "-"),
-        req.args.get("K8S_POD_NAME", "-"),
-        req.ifname,
-        time.monotonic() - started,
-        "" if att is not None else " (nothing recorded)",
-    )
     return {}
 
 
@@ -583,10 +549,7 @@ async def cmd_check(agent: Agent, req: Request) -> dict[str, Any]:
         if lease is None or lease.state == "EXPIRED":
             drift.append(f"no bound DHCP lease for {key}")
     fw = await agent.firewall_for(conf.firewall_backend)
-    addressing_ips = tuple(ipaddress.ip_interface(a) for a in att.ips)
-    rules = _pod_rules(
-        conf, att, PodAddressing(addresses=addressing_ips) if addressing_ips else None
-    )
+    rules = agent.pod_rules(att)
     missing = await agent.in_firewall(fw.check_pod, rules)
     if missing:
         restored = await agent.in_firewall(fw.reassert, [rules])
