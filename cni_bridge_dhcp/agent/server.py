@@ -19,7 +19,6 @@ import signal
 import socket
 import stat
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -238,19 +237,9 @@ class Server:
             for extra in fds:
                 os.close(extra)
             fds.clear()
-            started = time.monotonic()
             # From here the agent owns the fd and closes it, whatever happens.
             owned, netns_fd = netns_fd, None
-            try:
-                result = await self.agent.handle(req, owned)
-            finally:
-                env = req.get("env", {})
-                log.debug(
-                    "%s %s took %.3f s",
-                    req["op"],
-                    env.get("containerId", "-"),
-                    time.monotonic() - started,
-                )
+            result = await self.agent.handle(req, owned)
             return ok_response(result)
         except CNIError as err:
             return error_response(err)
