@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import re
 import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tests.e2e.helpers import NET, add, conflist, ip_json, links, ping, pod_routes
+from tests.e2e.helpers import NET, add, conflist, container_id, ip_json, links, ping, pod_routes
 from tests.netnslib import (
     NODE_IP,
     POOL_END,
@@ -40,6 +41,10 @@ def test_pods_get_lan_addresses_and_node_pointing_routes(sandbox: Sandbox) -> No
     r2 = add(sb, p2, conf, cni_args="IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=web-b")
 
     a1, a2 = r1["ips"][0]["address"], r2["ips"][0]["address"]
+    log = sb.agent_log.read_text()
+    assert re.search(
+        rf"ADD {container_id(p1)} pod=default/web-a if=eth0 ok: {a1} in \d+\.\d+ s", log
+    )
     assert in_pool(a1) and in_pool(a2) and a1 != a2
     assert r1["ips"][0]["gateway"] == NODE_IP
     assert {"dst": "0.0.0.0/0", "gw": NODE_IP} in r1["routes"]
@@ -136,6 +141,10 @@ def test_add_fails_cleanly_when_the_interface_exists(sandbox: Sandbox) -> None:
     run(["ip", "link", "add", "eth0", "type", "veth", "peer", "name", "other0"], netns=pod.name)
     proc = sb.cnitool("add", NET, pod, conflist=conf, check=False)
     assert proc.returncode != 0 and "already exists" in proc.stderr + proc.stdout
+    assert re.search(
+        rf"ADD {container_id(pod)} pod=-/- if=eth0 failed: code 4: .*already exists",
+        sb.agent_log.read_text(),
+    )
     assert not [n for n in links(sb.node) if n.startswith("veth")]
     assert parse_dnsmasq_leases(sb.dnsmasq_leases_path) == []
 
