@@ -67,6 +67,7 @@ class Identity:
     extra_request: tuple[int, ...] = ()
     provide: tuple[tuple[int, bytes], ...] = ()
     broadcast_flag: bool = False
+    server_allow_list: tuple[IPv4Address, ...] = ()  # empty: any server
 
 
 @dataclass(frozen=True)
@@ -125,6 +126,7 @@ class DhcpClient:
         self._chaddr = codec.mac_bytes(ident.mac)
         self._started = 0.0
         self.last_stats = _Stats()
+        self._refused: set[IPv4Address] = set()  # servers already logged as not allowed
 
     # -- messages ------------------------------------------------------------------------
 
@@ -196,7 +198,23 @@ class DhcpClient:
             if msg is None:
                 log.debug("%s: ignoring a packet that is not a reply to xid %#x", self.label, xid)
                 continue
+            if not self._allowed(self._server_of(msg, rx)):
+                continue
             return msg, rx
+
+    def _allowed(self, server: IPv4Address) -> bool:
+        allow = self.ident.server_allow_list
+        if not allow or server in allow:
+            return True
+        if server not in self._refused:
+            self._refused.add(server)
+            log.warning(
+                "%s: ignoring DHCP replies from %s: not in ipam.serverAllowList (%s)",
+                self.label,
+                server,
+                ", ".join(map(str, allow)),
+            )
+        return False
 
     # -- acquisition ---------------------------------------------------------------------
 

@@ -55,6 +55,9 @@ class LeaseRequest:
     # BOOTP broadcast flag: for interfaces that cannot receive a unicast to an address they
     # do not have yet (ipvlan slaves share their parent's MAC and demux by IP).
     broadcast_flag: bool = False
+    # ipam.serverAllowList: OFFERs, ACKs and NAKs from any other server id are ignored, so a
+    # rogue server that answers first cannot hand out (or take away) an address.
+    server_allow_list: tuple[IPv4Address, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -88,6 +91,7 @@ class Lease:
     provide: tuple[tuple[int, bytes], ...] = ()
     options: Mapping[int, bytes] = field(default_factory=dict)  # the ACK's options, raw
     broadcast_flag: bool = False
+    server_allow_list: tuple[IPv4Address, ...] = ()
 
     def with_state(self, state: str) -> Lease:
         return replace(self, state=state)
@@ -236,6 +240,7 @@ def to_record(lease: Lease) -> dict[str, Any]:
         "provide": [[code, value.hex()] for code, value in lease.provide],
         "options": {str(code): value.hex() for code, value in sorted(lease.options.items())},
         "broadcast_flag": lease.broadcast_flag,
+        "server_allow_list": [str(a) for a in lease.server_allow_list],
     }
 
 
@@ -303,4 +308,13 @@ def from_record(record: Mapping[str, Any]) -> Lease:
         ),
         options={int(k): bytes.fromhex(v) for k, v in _typed(record, "options", dict).items()},
         broadcast_flag=bool(record.get("broadcast_flag", False)),
+        server_allow_list=_allow_list(record),
     )
+
+
+def _allow_list(record: Mapping[str, Any]) -> tuple[IPv4Address, ...]:
+    # absent in records written before the allow list existed
+    raw = record.get("server_allow_list", [])
+    if not isinstance(raw, list) or not all(isinstance(a, str) for a in raw):
+        raise ValueError("field 'server_allow_list' is not a list of strings")
+    return tuple(IPv4Address(a) for a in raw)

@@ -64,6 +64,7 @@ def _identity(lease: Lease | LeaseRequest) -> Identity:
         extra_request=tuple(lease.extra_request),
         provide=tuple(lease.provide),
         broadcast_flag=lease.broadcast_flag,
+        server_allow_list=tuple(lease.server_allow_list),
     )
 
 
@@ -307,6 +308,7 @@ class LeaseManager:
             extra_request=tuple(where.extra_request),
             provide=tuple(where.provide),
             broadcast_flag=where.broadcast_flag,
+            server_allow_list=tuple(where.server_allow_list),
             address=info.address,
             server_id=info.server_id,
             server_mac=bound.server_mac,
