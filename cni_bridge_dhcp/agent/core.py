@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 
 from ..errors import CNIError, ErrorCode
 from . import plugin
+from .addressbook import AddressBook
 from .attachments import Attachment, AttachmentStore, attachment_key
 from .config import NetConf
 from .netlink import netns_ipr
@@ -44,6 +45,7 @@ class Agent:
     def __init__(self, state_dir: Path, *, firewall_interval: float = 60.0) -> None:
         self.state_dir = state_dir
         self.store = AttachmentStore(state_dir)
+        self.addressbook = AddressBook(state_dir)
         self.firewall_interval = firewall_interval
         self._leases: Any = None
         self._locks: dict[str, asyncio.Lock] = {}

@@ -17,7 +17,7 @@ from ..errors import CNIError, ErrorCode
 from .attachments import Attachment, attachment_key
 from .config import IPAMConf
 from .netns import netns_inode
-from .plugin import Request, _open_pod_netns, _thread, lease_request, teardown
+from .plugin import Request, _open_pod_netns, _thread, acquire, teardown
 from .podroutes import PodRoute, plan_routes, pod_state
 
 if TYPE_CHECKING:
@@ -74,9 +74,7 @@ async def ipam_add(agent: Agent, req: Request) -> dict[str, Any]:
         )
         await _thread(agent.store.put, att)
         try:
-            lease = await agent.leases.acquire(
-                lease_request(ipam, req, network, key, netns_fd, mac)
-            )
+            lease = await acquire(agent, ipam, req, network, key, netns_fd, mac)
         except BaseException:
             await _thread(agent.store.remove, key)
             raise

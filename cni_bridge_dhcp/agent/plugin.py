@@ -225,8 +225,7 @@ async def _ipam_add(
     )
     if conf.ipam.is_ours:
         ipam = conf.ipam
-        lease_req = lease_request(ipam, req, conf.name, att.key, netns_fd, pod_mac)
-        lease = await agent.leases.acquire(lease_req)
+        lease = await acquire(agent, ipam, req, conf.name, att.key, netns_fd, pod_mac)
 
         async def release() -> None:
             await agent.leases.release(att.key)
@@ -353,7 +352,13 @@ def _result(
 
 
 def lease_request(
-    ipam: IPAMConf, req: Request, network: str, key: str, netns_fd: int, mac: str
+    ipam: IPAMConf,
+    req: Request,
+    network: str,
+    key: str,
+    netns_fd: int,
+    mac: str,
+    prefer: ipaddress.IPv4Address | None = None,
 ) -> Any:
     """The DHCP client's request for one attachment, identity derived from the pod."""
     from .dhcp import LeaseRequest, client_id_for
@@ -373,6 +378,7 @@ def lease_request(
         ifname=req.ifname,
         mac=mac,
         client_id=client_id_for(pod_ns, pod_name, req.container_id, network, req.ifname),
+        prefer_address=prefer,
         hostname=identity.dns_label(pod_name),
         extra_request=tuple(identity.option_code(r.option, "ipam.request") for r in ipam.request),
         provide=tuple(provide),
@@ -385,6 +391,33 @@ def lease_request(
             "podName": pod_name or "",
         },
     )
+
+
+async def acquire(
+    agent: Agent,
+    ipam: IPAMConf,
+    req: Request,
+    network: str,
+    key: str,
+    netns_fd: int,
+    mac: str,
+) -> Any:
+    """Lease an address, asking for the one this pod identity held last time."""
+    from .dhcp import client_id_for
+
+    client_id = client_id_for(
+        req.args.get("K8S_POD_NAMESPACE") or None,
+        req.args.get("K8S_POD_NAME") or None,
+        req.container_id,
+        network,
+        req.ifname,
+    )
+    prefer = agent.addressbook.get(client_id)
+    lease = await agent.leases.acquire(
+        lease_request(ipam, req, network, key, netns_fd, mac, prefer)
+    )
+    await _thread(agent.addressbook.remember, client_id, lease.address.ip)
+    return lease
 
 
 # ---------------------------------------------------------------- DEL / teardown
