@@ -43,10 +43,10 @@ _MAX_SLEEP = 60.0  # re-read the wall clock at least this often (suspend, clock 
 async def default_on_change(key: str, old: Lease | None, new: Lease | None) -> None:
     if new is None and old is not None:
         await podif.remove_address(old)
-    elif new is not None and (old is None or old.address != new.address):
-        if old is not None:
-            await podif.remove_address(old)
+    elif new is not None and old is None:
         await podif.add_address(new)
+    elif new is not None and old is not None and old.address != new.address:
+        await podif.change_address(old, new)
 
 
 @dataclass
@@ -239,6 +239,7 @@ class LeaseManager:
                         lease.server_id,
                     )
             await _durably(self.journal.remove, key)
+            podif.forget(key)
             return True
 
     def get(self, key: str) -> Lease | None:
@@ -279,6 +280,7 @@ class LeaseManager:
         if entry is not None:
             await _cancel(entry.task)
         await _durably(self.journal.remove, key)
+        podif.forget(key)
 
     def _lease_from(
         self,
