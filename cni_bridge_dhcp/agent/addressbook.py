@@ -48,5 +48,7 @@ class AddressBook:
                 oldest = sorted(self._entries.items(), key=lambda kv: kv[1][1])
                 for k, _ in oldest[: len(self._entries) - MAX_ENTRIES]:
                     del self._entries[k]
-            snapshot = {k: list(v) for k, v in self._entries.items()}
-        statefile.write_json(self.path, {"entries": snapshot})
+            # Written under the lock so the file never goes back to an older snapshot.
+            statefile.write_json(
+                self.path, {"entries": {k: list(v) for k, v in self._entries.items()}}
+            )

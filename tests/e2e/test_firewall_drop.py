@@ -3,6 +3,7 @@ node's rulesets are exactly as before once every pod is gone and the uplink rest
 
 from __future__ import annotations
 
+import re
 import sys
 
 import pytest
@@ -28,7 +29,8 @@ def rulesets(sb: Sandbox) -> dict[str, str]:
     out = {}
     for cmd in (["iptables-legacy-save"], ["iptables-nft-save"], ["nft", "list", "ruleset"]):
         text = run(cmd, netns=sb.node).stdout
-        out[cmd[0]] = "\n".join(line for line in text.splitlines() if not line.startswith("#"))
+        lines = (re.sub(r"\[\d+:\d+\]", "", line) for line in text.splitlines())
+        out[cmd[0]] = "\n".join(line for line in lines if not line.startswith("#"))
     return out
 
 
