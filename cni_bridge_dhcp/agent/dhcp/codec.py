@@ -244,6 +244,12 @@ def accept_reply(
     mtype = msg.message_type
     if mtype is None or mtype not in set(types):
         return None
+    # A garbled server id or lease time is a garbled reply, not a missing option: taking
+    # it would mean guessing who answered or how long the address is ours.
+    for code in (Opt.SERVER_ID, Opt.LEASE_TIME):
+        raw = msg.options.get(code)
+        if raw is not None and len(raw) != 4:
+            return None
     return msg
 
 
