@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 DEFAULT_STATE_DIR = "/var/lib/cni-bridge-dhcp"
 DEFAULT_CONF_DIR = "/etc/cni/net.d"
 CLONE_NEWNET = 0x40000000
+HELD_STATES = ("bound", "renewing", "rebinding")  # lease states in which a pod uses its address
 PROBE_PREFIX = "cbdprobe"  # host end of the probe veth: cbdprobe<6 hex>, 14 characters
 
 
@@ -561,7 +562,7 @@ def server_leases_check(ctx: Context) -> list[dc.Finding]:
     pods = []
     for pod in (ctx.report or {}).get("pods", []):
         lease = pod.get("lease")
-        if not lease or lease.get("state") not in ("bound", "renewing", "rebinding"):
+        if not lease or str(lease.get("state", "")).lower() not in HELD_STATES:
             continue
         label = (
             f"pod {pod['podNamespace']}/{pod['podName']}"

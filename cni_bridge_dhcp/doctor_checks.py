@@ -771,6 +771,8 @@ def _parse_block(lines: list[tuple[int, str]], pos: int, indent: int) -> tuple[A
 
 
 def _split_key(text: str) -> tuple[str, str] | None:
+    if text.startswith("- "):
+        return None
     m = re.match(r"""^("[^"]*"|'[^']*'|[^\s:"'{}\[\]][^:]*?)\s*:(?:\s+(.*)|$)""", text)
     if m is None:
         return None
@@ -779,6 +781,10 @@ def _split_key(text: str) -> tuple[str, str] | None:
 
 def _scalar(text: str) -> Any:
     text = text.strip()
+    if text[:1] in ("&", "*", "!", "|", ">", "%", "@", "`"):
+        raise ValueError(f"unsupported YAML feature in {text!r}")
+    if text.count("[") != text.count("]") or text.count("{") != text.count("}"):
+        raise ValueError(f"unbalanced flow collection in {text!r}")
     if text.startswith("[") and text.endswith("]"):
         inner = text[1:-1].strip()
         return [_scalar(part) for part in _split_flow(inner)] if inner else []
