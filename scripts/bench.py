@@ -1,0 +1,582 @@
+#!/usr/bin/env python3
+"""`make bench`: cni-bridge-dhcp against the reference bridge + dhcp plugins, one run.
+
+Builds two identical sandboxes (a LAN namespace with dnsmasq, a node namespace whose eth0
+is bridged into cni0), one per plugin, and alternates operations between them; then a third
+sandbox with isc-dhcp-server and short leases for the agent's resource use. Writes
+results/bench-<time>.md and .json; a full run also copies the markdown to docs/BENCH.md.
+Needs root; touches nothing outside the namespaces it creates.
+
+Usage: bench.py [--quick] [--results-dir DIR] [--docs PATH | --no-docs]
+       bench.py --render RESULTS.json      (re-render the markdown of a stored run)
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import partial
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench_fixture import (  # noqa: E402
+    NODE_PATH,
+    REF_DIR,
+    BareClient,
+    BenchPod,
+    Op,
+    Side,
+    cpu_ms,
+    cpu_percent,
+    in_batches,
+    install_zipapp,
+    sample_proc,
+    start_ours,
+    start_reference,
+    start_wide_dhcpd,
+    timed,
+    together,
+    wall_ms,
+)
+from bench_stats import (  # noqa: E402
+    parse_agent_add_steps,
+    parse_agent_del_steps,
+    parse_dhcp_wire,
+    parse_reference_retries,
+    render_report,
+)
+
+from tests.netnslib import (  # noqa: E402
+    NETNS_DIR,
+    Daemon,
+    Sandbox,
+    diff_snapshots,
+    ensure_cnitool,
+    snapshot_root,
+)
+
+# dnsmasq's default pool (.100-.199) is 100 addresses and the reference never gets a lease
+# released, so both LANs get a second range: 180 addresses, identical flags on both sides.
+EXTRA_RANGE = "--dhcp-range=192.168.77.20,192.168.77.99,255.255.255.0,2m"
+REF_SOCKET_DEFAULT = Path("/run/cni/dhcp.sock")
+
+
+@dataclass(frozen=True)
+class Plan:
+    sequential: int
+    concurrent: tuple[int, ...]
+    exec_runs: int
+    ping_adds: int
+    levels: tuple[int, ...]
+    lease_seconds: int
+    batch: int = 10
+
+    @property
+    def window_s(self) -> int:
+        # one renewal period: every held lease renews about once in the window
+        return self.lease_seconds // 2
+
+
+FULL = Plan(20, (10, 50), 50, 5, (0, 50, 250), 120)
+QUICK = Plan(3, (3, 5), 5, 1, (0, 5, 10), 30)
+
+
+def say(text: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {text}", flush=True)
+
+
+# -- machine and versions ---------------------------------------------------------------------
+
+
+def _out(cmd: list[str]) -> str:
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=30, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"<{exc}>"
+    return (proc.stdout or proc.stderr).strip()
+
+
+def _dpkg(pkg: str) -> str:
+    return _out(["dpkg-query", "-W", "-f", "${Version}", pkg]) or "not installed"
+
+
+def machine_info() -> dict[str, str]:
+    cpu = "?"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    mem_kb = 0
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemTotal:"):
+            mem_kb = int(line.split()[1])
+    return {
+        "CPUs (nproc)": str(len(os.sched_getaffinity(0))),
+        "CPU model": cpu,
+        "memory": f"{mem_kb / 1024 / 1024:.1f} GiB",
+        "kernel": platform.release(),
+    }
+
+
+def versions() -> dict[str, str]:
+    from importlib.metadata import version
+
+    git = _out(["git", "-C", str(ROOT), "describe", "--always", "--dirty"])
+    return {
+        "cni-bridge-dhcp (git)": git,
+        "python (agent, venv)": platform.python_version(),
+        "python3 running the zipapp": _out(["/usr/bin/python3", "--version"]),
+        "pyroute2": version("pyroute2"),
+        "dnsmasq": _out(["dnsmasq", "--version"]).splitlines()[0],
+        "isc-dhcp-server": _dpkg("isc-dhcp-server"),
+        "containernetworking-plugins": _dpkg("containernetworking-plugins"),
+        "libcni (cnitool)": _dpkg("golang-github-appc-cni-dev"),
+        "busybox": _dpkg("busybox"),
+    }
+
+
+def loadavg() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+def other_sandboxes(mine: set[str]) -> int:
+    if not NETNS_DIR.is_dir():
+        return 0
+    return sum(1 for p in NETNS_DIR.iterdir() if p.name.startswith("cbd-") and p.name not in mine)
+
+
+# -- phases -----------------------------------------------------------------------------------
+
+
+def seq_op(side: Side, op: str, bp: BenchPod) -> dict[str, Any]:
+    result = side.cni(op, bp)
+    rec = result.record(container=bp.container_id)
+    if op == "add":
+        rec["address"] = bp.address
+    if not result.ok:
+        say(f"  {side.name} {op} {bp.name} FAILED: {result.error()}")
+    return rec
+
+
+def leases_left(sb: Sandbox, addresses: list[str]) -> dict[str, int]:
+    from tests.netnslib import parse_dnsmasq_leases
+
+    time.sleep(1.0)  # dnsmasq rewrites its lease file right after a RELEASE; let it land
+    held = {row["ip"] for row in parse_dnsmasq_leases(sb.dnsmasq_leases_path)}
+    return {"added": len(addresses), "left": len(set(addresses) & held)}
+
+
+def phase_warmup(sides: list[Side]) -> dict[str, Any]:
+    out = {}
+    for side in sides:
+        bp = side.new_pod("warm")
+        add, delete = side.cni("add", bp), None
+        if add.ok:
+            delete = side.cni("del", bp)
+        side.drop_pod(bp)
+        if not add.ok or delete is None or not delete.ok:
+            raise RuntimeError(
+                f"{side.name}: warm-up failed: {add.error() if not add.ok else delete}"
+            )
+        out[side.name] = {"add_ms": round(add.ms, 3), "del_ms": round(delete.ms, 3)}
+        say(f"  warm-up {side.name}: first ADD {add.ms:.0f} ms, DEL {delete.ms:.0f} ms")
+    return out
+
+
+def phase_exec(ref: Side, ours: Side, runs: int) -> dict[str, list[float]]:
+    zipapp = str(ours.sb.cni_bin_dir / "cni-bridge-dhcp")
+    ours_conf = {"cniVersion": "1.0.0", "name": "benchnet", **ours.plugin}
+    status_conf = {**ours_conf, "cniVersion": "1.1.0"}
+    ref_conf = {"cniVersion": "1.0.0", "name": "benchnet", **ref.plugin}
+    cases: dict[str, Any] = {
+        "nsenter true (wrapper baseline)": lambda i: ours_true(ours),
+        "ours VERSION": lambda i: ours.exec_plugin(zipapp, "VERSION", None),
+        "reference bridge VERSION": lambda i: ref.exec_plugin(
+            str(REF_DIR / "bridge"), "VERSION", None
+        ),
+        "reference dhcp VERSION": lambda i: ref.exec_plugin(str(REF_DIR / "dhcp"), "VERSION", None),
+        "ours STATUS (agent round trip)": lambda i: ours.exec_plugin(zipapp, "STATUS", status_conf),
+        "ours DEL, unknown container (agent round trip)": lambda i: ours.exec_plugin(
+            zipapp, "DEL", ours_conf, f"bench-unknown-{i}"
+        ),
+        "reference dhcp DEL, unknown container (daemon round trip)": lambda i: ref.exec_plugin(
+            str(REF_DIR / "dhcp"), "DEL", ref_conf, f"bench-unknown-{i}"
+        ),
+    }
+    samples: dict[str, list[float]] = {name: [] for name in cases}
+    errors: dict[str, str] = {}
+    for i in range(runs):
+        for name, case in cases.items():
+            op: Op = case(i)
+            if op.ok:
+                samples[name].append(round(op.ms, 3))
+            else:
+                errors[name] = op.error()
+    for name, err in errors.items():
+        say(f"  exec {name} failed at least once: {err}")
+    return samples
+
+
+def ours_true(side: Side) -> Op:
+    return timed(["true"], netns_path=side.node_path, env={"PATH": NODE_PATH})
+
+
+def phase_sequential(
+    ref: Side, ours: Side, bare: dict[str, BareClient], n: int, data: dict[str, Any]
+) -> None:
+    seq: dict[str, Any] = {"iterations": n, "add": {"reference": [], "ours": []}}
+    seq["del"] = {"reference": [], "ours": []}
+    udhcpc: list[float] = []
+    udhcpc_arp: list[float] = []
+    bare_fail: list[str] = []
+    pods: dict[str, list[BenchPod]] = {"reference": [], "ours": []}
+    for client in bare.values():
+        client.start_capture()
+    for i in range(n):
+        order = (ref, ours) if i % 2 == 0 else (ours, ref)
+        for side in order:
+            bp = side.new_pod(f"s{i}")
+            pods[side.name].append(bp)
+            seq["add"][side.name].append(seq_op(side, "add", bp))
+        for side in order:
+            client = bare[side.name]
+            for extra, into in (((), udhcpc), (("-a100",), udhcpc_arp)):
+                got = client.udhcpc(*extra)
+                if got.ok:
+                    into.append(round(got.ms, 3))
+                else:
+                    bare_fail.append(got.error())
+        if i % 5 == 4:
+            say(f"  {i + 1}/{n} ADD pairs")
+    wire_text = "\n".join(client.stop_capture() for client in bare.values())
+    for i in range(n):
+        order = (ref, ours) if i % 2 == 0 else (ours, ref)
+        for side in order:
+            bp = pods[side.name][i]
+            seq["del"][side.name].append(seq_op(side, "del", bp))
+            side.drop_pod(bp)
+    seq["leases_left"] = {
+        side.name: leases_left(side.sb, [bp.address for bp in pods[side.name] if bp.address])
+        for side in (ref, ours)
+    }
+    data["sequential"] = seq
+    data["bare_dhcp"] = {
+        "udhcpc": udhcpc,
+        "udhcpc_arp100": udhcpc_arp,
+        "failures": bare_fail,
+        "wire": parse_dhcp_wire(wire_text),
+    }
+    # where our time went, from the agent's own log
+    log_text = ours.sb.agent_logs()
+    data["agent_steps"] = {}
+    for op, parse in (("add", parse_agent_add_steps), ("del", parse_agent_del_steps)):
+        walls = {r["container"]: r["ms"] for r in seq[op]["ours"] if r["ok"]}
+        steps = parse(log_text, walls)
+        for cid, st in steps.items():
+            st["wall"] = walls[cid]
+            st["outside_agent"] = walls[cid] - st["total"]
+        data["agent_steps"][op] = {
+            cid: {k: round(v, 3) for k, v in st.items()} for cid, st in steps.items()
+        }
+    assert ref.daemon is not None
+    data["reference_retries"] = {
+        "adds": n + 1,  # the warm-up ADD is in the same daemon log
+        "waits_ms": parse_reference_retries(ref.daemon.log()),
+    }
+
+
+def phase_concurrent(ref: Side, ours: Side, sizes: tuple[int, ...], data: dict[str, Any]) -> None:
+    runs: list[dict[str, Any]] = []
+    context: dict[str, Any] = {}
+    for k, n in enumerate(sizes):
+        order = (ref, ours) if k % 2 == 0 else (ours, ref)
+        for side in order:
+            pods = [side.new_pod(f"c{n}") for _ in range(n)]
+            adds = together([partial(side.cni, "add", bp) for bp in pods])
+            if n == max(sizes) and side.daemon_pid is not None:
+                s = sample_proc(side.daemon_pid)
+                label = "our agent" if side.name == "ours" else "reference dhcp daemon"
+                context[f"{label}, {n} leases"] = {
+                    "rss_kb": s.rss_kb,
+                    "fds": s.fds,
+                    "threads": s.threads,
+                }
+            dels = together([partial(side.cni, "del", bp) for bp in pods])
+            for bp in pods:
+                side.drop_pod(bp)
+            run = {
+                "n": n,
+                "side": side.name,
+                "add": {
+                    "ops": [op.record() for op in adds],
+                    "wall_ms": round(wall_ms(adds), 3),
+                },
+                "del": {
+                    "ops": [op.record() for op in dels],
+                    "wall_ms": round(wall_ms(dels), 3),
+                },
+            }
+            fails = sum(1 for op in adds if not op.ok) + sum(1 for op in dels if not op.ok)
+            say(
+                f"  {n} concurrent, {side.name}: ADD wall {wall_ms(adds):.0f} ms, "
+                f"DEL wall {wall_ms(dels):.0f} ms, {fails} failures"
+            )
+            runs.append(run)
+    data["concurrent"] = runs
+    data["rss_context"] = context
+
+
+def restart_dnsmasq(sb: Sandbox, old: Daemon, *, no_ping: bool) -> Daemon:
+    old.stop()
+    return sb.start_dnsmasq(no_ping=no_ping, extra=[EXTRA_RANGE])
+
+
+def phase_ping(ref: Side, ours: Side, n: int, data: dict[str, Any]) -> None:
+    ping: dict[str, Any] = {
+        "add": {"reference": [], "ours": []},
+        "del": {"reference": [], "ours": []},
+    }
+    for i in range(n):
+        order = (ref, ours) if i % 2 == 0 else (ours, ref)
+        for side in order:
+            bp = side.new_pod(f"p{i}")
+            ping["add"][side.name].append(seq_op(side, "add", bp))
+            ping["del"][side.name].append(seq_op(side, "del", bp))
+            side.drop_pod(bp)
+    data["ping_check"] = ping
+
+
+def phase_resources(zipapp: Path, plan: Plan, tmp: Path, data: dict[str, Any]) -> None:
+    res: dict[str, Any] = {
+        "lease_seconds": plan.lease_seconds,
+        "log_level": "info",
+        "levels": [],
+        "batches": [],
+    }
+    data["resources"] = res
+    sb = Sandbox(tmp / "res")
+    try:
+        sb.setup()
+        _dhcpd, dhcpd_log = start_wide_dhcpd(sb, plan.lease_seconds)
+        # info, as an operator would run it (debug logs every DHCP packet)
+        ours = start_ours(sb, zipapp, log_level="info")
+        assert ours.daemon_pid is not None
+        pid = ours.daemon_pid
+        warm = ours.new_pod("warm")
+        for op in ("add", "del"):
+            got = ours.cni(op, warm)
+            if not got.ok:
+                raise RuntimeError(f"resource sandbox warm-up {op} failed: {got.error()}")
+        ours.drop_pod(warm)
+        held: list[BenchPod] = []
+        for level in plan.levels:
+            missing = level - len(held)
+            if missing > 0:
+                pods = [ours.new_pod(f"r{level}") for _ in range(missing)]
+                ops = in_batches([partial(ours.cni, "add", bp) for bp in pods], plan.batch)
+                res["batches"].append(
+                    {
+                        "op": f"ADD to {level}",
+                        "count": missing,
+                        "failures": sum(1 for o in ops if not o.ok),
+                        "wall_ms": round(wall_ms(ops), 3),
+                        "ms": [round(o.ms, 3) for o in ops if o.ok],
+                        "errors": sorted({o.error() for o in ops if not o.ok}),
+                    }
+                )
+                held += [bp for bp, o in zip(pods, ops, strict=True) if o.ok]
+                # The resource figures are about leases held: retry what failed (the
+                # failures above stay counted).
+                failed = [bp for bp, o in zip(pods, ops, strict=True) if not o.ok]
+                for _ in range(2):
+                    if not failed:
+                        break
+                    again = in_batches([partial(ours.cni, "add", bp) for bp in failed], plan.batch)
+                    held += [bp for bp, o in zip(failed, again, strict=True) if o.ok]
+                    failed = [bp for bp, o in zip(failed, again, strict=True) if not o.ok]
+                res["batches"][-1]["failed_after_retries"] = len(failed)
+            time.sleep(2)
+            acks_before = dhcpd_log.read_text(errors="replace").count("DHCPACK")
+            before = sample_proc(pid)
+            say(f"  {len(held)} leases held: measuring {plan.window_s} s")
+            time.sleep(plan.window_s)
+            after = sample_proc(pid)
+            acks = dhcpd_log.read_text(errors="replace").count("DHCPACK") - acks_before
+            res["levels"].append(
+                {
+                    "leases": len(held),
+                    "target_leases": level,
+                    "rss_kb": after.rss_kb,
+                    "hwm_kb": after.hwm_kb,
+                    "cpu_pct": round(cpu_percent(before, after), 3),
+                    "cpu_ms": round(cpu_ms(before, after), 1),
+                    "renewals": acks,
+                    "fds": after.fds,
+                    "threads": after.threads,
+                    "window_s": round(after.at - before.at, 1),
+                }
+            )
+        if held:
+            ops = in_batches([partial(ours.cni, "del", bp) for bp in held], plan.batch)
+            res["batches"].append(
+                {
+                    "op": "DEL all",
+                    "count": len(held),
+                    "failures": sum(1 for o in ops if not o.ok),
+                    "wall_ms": round(wall_ms(ops), 3),
+                    "ms": [round(o.ms, 3) for o in ops if o.ok],
+                    "errors": sorted({o.error() for o in ops if not o.ok}),
+                }
+            )
+            after_del = sample_proc(pid)
+            res["after_del"] = {"rss_kb": after_del.rss_kb, "fds": after_del.fds}
+    finally:
+        sb.teardown()
+
+
+# -- main -------------------------------------------------------------------------------------
+
+
+def write_results(data: dict[str, Any], results_dir: Path, docs: Path | None) -> Path:
+    results_dir.mkdir(parents=True, exist_ok=True)
+    stamp = data["meta"]["started"].replace(":", "").replace("-", "")[:15]
+    base = results_dir / f"bench-{stamp}{'-quick' if data['meta'].get('quick') else ''}"
+    base.with_suffix(".json").write_text(json.dumps(data, indent=1, sort_keys=False) + "\n")
+    report = render_report(data)
+    base.with_suffix(".md").write_text(report)
+    if docs is not None:
+        docs.parent.mkdir(parents=True, exist_ok=True)
+        docs.write_text(report)
+    return base.with_suffix(".md")
+
+
+def _terminate(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(128 + signum)  # so every finally (teardown) still runs
+
+
+def bench(plan: Plan, quick: bool, argv: list[str]) -> dict[str, Any]:
+    started = time.time()
+    mine: set[str] = set()
+    data: dict[str, Any] = {
+        "meta": {
+            "started": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "quick": quick,
+            "command": "make bench" if not argv else "scripts/bench.py " + " ".join(argv),
+            "plan": plan.__dict__,
+            "machine": machine_info(),
+            "versions": versions(),
+            "load": {"start": loadavg()},
+            "dnsmasq_flags": f"--no-ping (headline) / default ping check; lease 2m; pool "
+            f".100-.199 plus {EXTRA_RANGE}",
+        },
+        "notes": [],
+    }
+    notes: list[str] = data["notes"]
+    ref_socket_existed = REF_SOCKET_DEFAULT.exists()
+    root_before = snapshot_root()
+    ensure_cnitool()
+    tmp = Path(tempfile.mkdtemp(prefix="cbd-bench-"))
+    sandboxes: list[Sandbox] = []
+    try:
+        zipapp = install_zipapp(sys.executable, ROOT, tmp / "artefact")
+        sb_ref, sb_ours = Sandbox(tmp / "ref"), Sandbox(tmp / "ours")
+        sandboxes += [sb_ref, sb_ours]
+        for sb in sandboxes:
+            sb.setup()
+            mine |= {sb.lan, sb.node}
+        data["meta"]["other_sandboxes"] = {"start": other_sandboxes(mine)}
+        dnsmasq = {
+            "reference": sb_ref.start_dnsmasq(no_ping=True, extra=[EXTRA_RANGE]),
+            "ours": sb_ours.start_dnsmasq(no_ping=True, extra=[EXTRA_RANGE]),
+        }
+        ref = start_reference(sb_ref)
+        ours = start_ours(sb_ours, zipapp)
+        bare = {"reference": BareClient(sb_ref), "ours": BareClient(sb_ours)}
+        say("warm-up (first ADD/DEL per node)")
+        data["warmup"] = phase_warmup([ref, ours])
+        say(f"plugin exec cost, {plan.exec_runs} rounds")
+        data["exec"] = phase_exec(ref, ours, plan.exec_runs)
+        say(f"sequential ADD/DEL, {plan.sequential} per plugin, with udhcpc")
+        phase_sequential(ref, ours, bare, plan.sequential, data)
+        say(f"concurrent ADD/DEL {plan.concurrent}")
+        phase_concurrent(ref, ours, plan.concurrent, data)
+        say(f"dnsmasq ping check: {plan.ping_adds} ADD/DEL per plugin")
+        for side in (ref, ours):
+            dnsmasq[side.name] = restart_dnsmasq(side.sb, dnsmasq[side.name], no_ping=False)
+        phase_ping(ref, ours, plan.ping_adds, data)
+        data["meta"]["other_sandboxes"]["end"] = other_sandboxes(mine)
+        for sb in sandboxes:
+            sb.teardown()
+        say(f"agent resources with {plan.levels} leases on isc-dhcp-server")
+        phase_resources(zipapp, plan, tmp, data)
+    finally:
+        for sb in sandboxes:
+            with contextlib.suppress(Exception):
+                sb.teardown()
+        shutil.rmtree(tmp, ignore_errors=True)
+    problems = diff_snapshots(root_before, snapshot_root())
+    data["meta"]["root_namespace"] = (
+        "unchanged (links, addresses, routes, rules, iptables/nft, sysctls compared)"
+        if not problems
+        else "CHANGED: " + "; ".join(problems)
+    )
+    if not ref_socket_existed and REF_SOCKET_DEFAULT.exists():
+        notes.append(f"{REF_SOCKET_DEFAULT} appeared during the run (not created by the bench)")
+    data["meta"]["load"]["end"] = loadavg()
+    data["meta"]["duration_s"] = round(time.time() - started)
+    notes += [
+        "Latencies are wall times of one exec as a runtime sees them; `nsenter --net` adds "
+        "about the `nsenter true` row to every one of them, for both plugins.",
+        "dnsmasq pool: the default .100-.199 plus .20-.99 in both LANs (180 addresses), "
+        "because the reference leaves every lease held at the server after DEL.",
+        "The 250-lease case runs on isc-dhcp-server started by the bench with a pool of the "
+        "whole /24 (252 addresses): netnslib's start_dhcpd serves .100-.199 only.",
+        "Other sessions' test runs may share the machine: see the load averages and the "
+        "count of other cbd-* namespaces.",
+    ]
+    return data
+
+
+def main(argv: list[str] | None = None) -> int:
+    args_list = sys.argv[1:] if argv is None else argv
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="few iterations: a smoke run (~3 min)")
+    p.add_argument("--results-dir", type=Path, default=ROOT / "results")
+    p.add_argument("--docs", type=Path, default=None, help="also write the markdown here")
+    p.add_argument("--no-docs", action="store_true", help="do not refresh docs/BENCH.md")
+    p.add_argument("--render", type=Path, help="re-render the markdown of a stored JSON")
+    args = p.parse_args(args_list)
+    if args.render:
+        data = json.loads(args.render.read_text())
+        sys.stdout.write(render_report(data))
+        return 0
+    if os.geteuid() != 0:
+        print("make bench needs root (it creates network namespaces).", file=sys.stderr)
+        return 1
+    docs = args.docs
+    if docs is None and not args.quick and not args.no_docs:
+        docs = ROOT / "docs" / "BENCH.md"
+    signal.signal(signal.SIGTERM, _terminate)
+    data = bench(QUICK if args.quick else FULL, args.quick, args_list)
+    path = write_results(data, args.results_dir, docs)
+    say(f"report: {path}" + (f" (and {docs})" if docs else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
