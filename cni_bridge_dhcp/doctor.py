@@ -529,7 +529,9 @@ def read_server_leases(path: str) -> dict[str, dc.ServerLease]:
     from dhcp_leases import DhcpLeases
 
     leases = []
-    for lease in DhcpLeases(path).get():
+    # include_backups: entries without a hardware address (abandoned, some frees) supersede
+    # earlier ones for the same address too
+    for lease in DhcpLeases(path).get(include_backups=True):
         uid = lease.data.get("uid")
         leases.append(
             dc.ServerLease(

@@ -338,3 +338,17 @@ def test_cli_options() -> None:
     assert (
         defaults.state_dir == "/var/lib/cni-bridge-dhcp" and defaults.conf_dir == "/etc/cni/net.d"
     )
+
+
+def test_an_abandoned_entry_without_hardware_supersedes(tmp_path: Path) -> None:
+    abandoned = """lease 192.168.77.100 {
+  starts 6 2026/11/28 06:09:40;
+  ends 0 2026/11/29 06:09:40;
+  binding state abandoned;
+  next binding state free;
+}
+"""
+    leases = server(tmp_path, abandoned)
+    assert leases["192.168.77.100"].state == "abandoned"
+    (finding,) = dc.check_server_leases("f", leases, [WEB_A], NOW, True)
+    assert "the server has it as abandoned" in finding.problem
