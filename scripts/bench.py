@@ -56,6 +56,7 @@ from bench_fixture import (  # noqa: E402
 from bench_stats import (  # noqa: E402
     parse_agent_add_steps,
     parse_agent_del_steps,
+    parse_agent_totals,
     parse_dhcp_wire,
     parse_reference_retries,
     render_report,
@@ -319,7 +320,7 @@ def phase_concurrent(ref: Side, ours: Side, sizes: tuple[int, ...], data: dict[s
             dels = together([partial(side.cni, "del", bp) for bp in pods])
             for bp in pods:
                 side.drop_pod(bp)
-            run = {
+            run: dict[str, Any] = {
                 "n": n,
                 "side": side.name,
                 "add": {
@@ -331,6 +332,12 @@ def phase_concurrent(ref: Side, ours: Side, sizes: tuple[int, ...], data: dict[s
                     "wall_ms": round(wall_ms(dels), 3),
                 },
             }
+            if side is ours:
+                log_text = ours.sb.agent_logs()
+                cids = [bp.container_id for bp in pods]
+                for op_name, key in (("ADD", "add"), ("DEL", "del")):
+                    totals = parse_agent_totals(log_text, op_name, cids)
+                    run[key]["agent_ms"] = [round(v, 3) for v in totals.values()]
             fails = sum(1 for op in adds if not op.ok) + sum(1 for op in dels if not op.ok)
             say(
                 f"  {n} concurrent, {side.name}: ADD wall {wall_ms(adds):.0f} ms, "

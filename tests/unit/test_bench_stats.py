@@ -74,7 +74,7 @@ AGENT_LOG = """\
 2026-11-28 05:58:22,667 DEBUG cni_bridge_dhcp.agent.dhcp.client: net/c1/eth0: OFFER 192.168.77.148 from 192.168.77.1
 2026-11-28 05:58:22,669 DEBUG cni_bridge_dhcp.agent.dhcp.client: net/c1/eth0: ACK 192.168.77.148/24 from 192.168.77.1
 2026-11-28 05:58:22,769 DEBUG cni_bridge_dhcp.agent.dhcp.client: net/c1/eth0: ARP probe of 192.168.77.148: free
-2026-11-28 05:58:22,777 INFO cni_bridge_dhcp.agent.plugin: ADD c1 pod=b/p0 if=eth0 ok in 0.137 s: 192.168.77.148/24
+2026-11-28 05:58:22,777 INFO cni_bridge_dhcp.agent.plugin: ADD c1 pod=b/p0 if=eth0 ok: 192.168.77.148/24 in 0.137 s
 2026-11-28 05:58:22,800 DEBUG cni_bridge_dhcp.agent.dhcp.client: net/c2/eth0: OFFER 192.168.77.149 from 192.168.77.1
 2026-11-28 05:58:22,900 DEBUG cni_bridge_dhcp.agent.dhcp.client: net/other/eth0: OFFER 192.168.77.150 from 192.168.77.1
 2026-11-28 05:58:23,707 INFO cni_bridge_dhcp.agent.dhcp.manager: net/c1/eth0: state=RELEASED address=192.168.77.148 server=192.168.77.1
@@ -93,6 +93,20 @@ def test_agent_add_steps_from_the_log() -> None:
     assert c1["after_arp"] == pytest.approx(8)
     parts = ("to_offer", "offer_to_ack", "arp_probe", "after_arp")
     assert sum(c1[k] for k in parts) == pytest.approx(c1["total"])
+
+
+def test_agent_add_line_of_older_agents_and_failures() -> None:
+    old = AGENT_LOG.replace("ok: 192.168.77.148/24 in 0.137 s", "ok in 0.137 s: 192.168.77.148/24")
+    assert bs.parse_agent_add_steps(old, ["c1"])["c1"]["total"] == pytest.approx(137)
+    failed = AGENT_LOG.replace(
+        "ok: 192.168.77.148/24 in 0.137 s", "failed: code 100: no lease in 0.137 s"
+    )
+    assert bs.parse_agent_add_steps(failed, ["c1"]) == {}
+
+
+def test_agent_totals_per_op() -> None:
+    assert bs.parse_agent_totals(AGENT_LOG, "ADD", ["c1", "c2"]) == {"c1": pytest.approx(137)}
+    assert bs.parse_agent_totals(AGENT_LOG, "DEL", ["c1"]) == {"c1": pytest.approx(25)}
 
 
 def test_agent_del_steps_from_the_log() -> None:
