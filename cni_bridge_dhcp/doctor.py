@@ -759,14 +759,16 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--socket", default=None, help="agent socket (default: from the conflist)")
     p.add_argument("--state-dir", default=DEFAULT_STATE_DIR)
-    p.add_argument("--conf-dir", default=DEFAULT_CONF_DIR)
+    p.add_argument(
+        "--conf-dir", default=None, help=f"CNI network configs (default: <root>{DEFAULT_CONF_DIR})"
+    )
     p.add_argument("--bridge", default=None, help="default: the agent's journal or the conflist")
     p.add_argument("--uplink", default=None, help="default: the agent's journal or the conflist")
     p.add_argument(
         "--root",
         default="/",
-        help="where to look for netplan/networkd/NetworkManager/ifupdown files "
-        "(e.g. /host inside the DaemonSet's container)",
+        help="the host's root directory: netplan/networkd/NetworkManager/ifupdown files and "
+        "the CNI configs are read below it (/host inside the DaemonSet's container)",
     )
     p.add_argument("--server-leases", default=None, metavar="FILE", help="ISC dhcpd lease file")
     p.add_argument(
@@ -798,8 +800,15 @@ def run_checks(args: argparse.Namespace) -> list[dc.Finding]:
     return findings
 
 
-def doctor_main(argv: Sequence[str]) -> int:
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     args = parser().parse_args(list(argv))
+    if args.conf_dir is None:
+        args.conf_dir = str(Path(args.root) / DEFAULT_CONF_DIR.lstrip("/"))
+    return args
+
+
+def doctor_main(argv: Sequence[str]) -> int:
+    args = parse_args(argv)
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="doctor: %(message)s")
     findings = run_checks(args)

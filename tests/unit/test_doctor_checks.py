@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from cni_bridge_dhcp import doctor_checks as dc
-from cni_bridge_dhcp.doctor import parser, read_server_leases
+from cni_bridge_dhcp.doctor import parse_args, read_server_leases
 
 NODE = "192.168.77.10"
 ROUTER = "192.168.77.1"
@@ -330,14 +330,13 @@ def test_output_contract() -> None:
 
 
 def test_cli_options() -> None:
-    args = parser().parse_args(
-        ["--json", "--probe-dhcp", "--root", "/host", "--server-leases", "f"]
-    )
+    args = parse_args(["--json", "--probe-dhcp", "--root", "/host", "--server-leases", "f"])
     assert args.json and args.probe_dhcp and args.root == "/host" and args.server_leases == "f"
-    defaults = parser().parse_args([])
-    assert (
-        defaults.state_dir == "/var/lib/cni-bridge-dhcp" and defaults.conf_dir == "/etc/cni/net.d"
-    )
+    assert args.conf_dir == "/host/etc/cni/net.d"  # inside the DaemonSet's container
+    defaults = parse_args([])
+    assert defaults.state_dir == "/var/lib/cni-bridge-dhcp"
+    assert defaults.conf_dir == "/etc/cni/net.d"
+    assert parse_args(["--root", "/host", "--conf-dir", "/x"]).conf_dir == "/x"
 
 
 def test_an_abandoned_entry_without_hardware_supersedes(tmp_path: Path) -> None:
