@@ -302,3 +302,17 @@ def test_server_leases_disagree_with_the_agent(sandbox: Sandbox) -> None:
     assert "active for pod identity 'k8s:default/ghost/lan/eth0'" in problems
     shared = doctor(node, "--server-leases", str(leases), "--shared-lan")
     assert "pod identity" not in shared.problems("server-leases")
+
+
+def test_probe_before_the_first_pod_uses_a_macvlan_on_the_uplink(sandbox: Sandbox) -> None:
+    sandbox.start_dnsmasq()
+    sandbox.start_agent()
+    root = sandbox.tmp / "root"
+    root.mkdir()
+    sandbox.write_conflist(NET, conflist(sandbox))
+    node = Node(sandbox, Pod("none", "/nonexistent"), {}, root)
+    report = doctor(node, "--probe-dhcp")
+    assert report.code == 0, json.dumps(report.failing(), indent=1)
+    detail = next(c["detail"] for c in report.data["checks"] if c["check"] == "dhcp-server")
+    assert "through a macvlan on eth0" in detail and "offered" in detail
+    assert [link["ifname"] for link in ip_json(["link"], sandbox.node)] == ["lo", "eth0"]
