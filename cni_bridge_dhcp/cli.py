@@ -15,6 +15,8 @@ usage: cni-bridge-dhcp                       run as a CNI plugin (CNI_COMMAND in
        cni-bridge-dhcp daemon [options]      run the agent (see `daemon --help`)
        cni-bridge-dhcp status [--socket P]   show uplink, bridge, firewall and pod leases
        cni-bridge-dhcp uplink restore [--force] [--state-dir D] [--socket P]
+       cni-bridge-dhcp doctor [--json] [--probe-dhcp] [--server-leases FILE] [--root DIR]
+                                             diagnose this node (exit 1 on problems)
        cni-bridge-dhcp version
 """
 
@@ -37,6 +39,17 @@ def main(argv: Sequence[str], env: Mapping[str, str]) -> int:
 
         code: int = admin_main(command, rest)
         return code
+    if command == "doctor":
+        try:
+            from .doctor import doctor_main
+        except ImportError:
+            sys.stderr.write(
+                "cni-bridge-dhcp doctor needs the installed package (pip/venv or the "
+                "DaemonSet image); the single-file plugin carries only the CNI plugin\n"
+            )
+            return 2
+        result: int = doctor_main(rest)
+        return result
     if command in ("version", "--version"):
         from . import __version__
         from .result import SUPPORTED_VERSIONS
