@@ -54,6 +54,7 @@ from bench_fixture import (  # noqa: E402
     wall_ms,
 )
 from bench_stats import (  # noqa: E402
+    count_server_events,
     parse_agent_add_steps,
     parse_agent_del_steps,
     parse_agent_totals,
@@ -161,6 +162,23 @@ def other_sandboxes(mine: set[str]) -> int:
     return sum(1 for p in NETNS_DIR.iterdir() if p.name.startswith("cbd-") and p.name not in mine)
 
 
+class LogTail:
+    """The text a log file gained since the last call (or since creation)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.offset = path.stat().st_size if path.exists() else 0
+
+    def new_text(self) -> str:
+        if not self.path.exists():
+            return ""
+        with self.path.open("rb") as fh:
+            fh.seek(self.offset)
+            data = fh.read()
+        self.offset += len(data)
+        return data.decode(errors="replace")
+
+
 # -- phases -----------------------------------------------------------------------------------
 
 
@@ -244,7 +262,7 @@ def phase_sequential(
     seq["del"] = {"reference": [], "ours": []}
     udhcpc: list[float] = []
     udhcpc_arp: list[float] = []
-    bare_fail: list[str] = []
+    bare_fail: dict[str, list[str]] = {"udhcpc": [], "udhcpc_arp100": []}
     pods: dict[str, list[BenchPod]] = {"reference": [], "ours": []}
     for client in bare.values():
         client.start_capture()
@@ -256,12 +274,15 @@ def phase_sequential(
             seq["add"][side.name].append(seq_op(side, "add", bp))
         for side in order:
             client = bare[side.name]
-            for extra, into in (((), udhcpc), (("-a100",), udhcpc_arp)):
+            for extra, into, kind in (
+                ((), udhcpc, "udhcpc"),
+                (("-a100",), udhcpc_arp, "udhcpc_arp100"),
+            ):
                 got = client.udhcpc(*extra)
                 if got.ok:
                     into.append(round(got.ms, 3))
                 else:
-                    bare_fail.append(got.error())
+                    bare_fail[kind].append(got.error())
         if i % 5 == 4:
             say(f"  {i + 1}/{n} ADD pairs")
     wire_text = "\n".join(client.stop_capture() for client in bare.values())
@@ -308,7 +329,9 @@ def phase_concurrent(ref: Side, ours: Side, sizes: tuple[int, ...], data: dict[s
         order = (ref, ours) if k % 2 == 0 else (ours, ref)
         for side in order:
             pods = [side.new_pod(f"c{n}") for _ in range(n)]
+            server_log = LogTail(side.sb.tmp / "dnsmasq.log")
             adds = together([partial(side.cni, "add", bp) for bp in pods])
+            add_events = count_server_events(server_log.new_text())
             if n == max(sizes) and side.daemon_pid is not None:
                 s = sample_proc(side.daemon_pid)
                 label = "our agent" if side.name == "ours" else "reference dhcp daemon"
@@ -318,6 +341,7 @@ def phase_concurrent(ref: Side, ours: Side, sizes: tuple[int, ...], data: dict[s
                     "threads": s.threads,
                 }
             dels = together([partial(side.cni, "del", bp) for bp in pods])
+            del_events = count_server_events(server_log.new_text())
             for bp in pods:
                 side.drop_pod(bp)
             run: dict[str, Any] = {
@@ -326,10 +350,12 @@ def phase_concurrent(ref: Side, ours: Side, sizes: tuple[int, ...], data: dict[s
                 "add": {
                     "ops": [op.record() for op in adds],
                     "wall_ms": round(wall_ms(adds), 3),
+                    "server": add_events,
                 },
                 "del": {
                     "ops": [op.record() for op in dels],
                     "wall_ms": round(wall_ms(dels), 3),
+                    "server": del_events,
                 },
             }
             if side is ours:
@@ -436,6 +462,7 @@ def phase_resources(zipapp: Path, plan: Plan, tmp: Path, data: dict[str, Any]) -
                     "fds": after.fds,
                     "threads": after.threads,
                     "window_s": round(after.at - before.at, 1),
+                    "load_after": loadavg(),
                 }
             )
         if held:

@@ -215,6 +215,14 @@ def parse_reference_retries(log_text: str) -> list[float]:
     return [float(m["secs"]) * 1000 for m in _REF_RETRY.finditer(log_text)]
 
 
+def count_server_events(dnsmasq_log: str) -> dict[str, int]:
+    """NAKs and DECLINEs in a stretch of dnsmasq's --log-dhcp output (both mean a retry)."""
+    return {
+        "naks": dnsmasq_log.count("DHCPNAK("),
+        "declines": dnsmasq_log.count("DHCPDECLINE("),
+    }
+
+
 _TCPDUMP = re.compile(
     r"^(?P<t>\d+\.\d+) IP \S+ > \S+: BOOTP/DHCP, (?P<kind>Request|Reply)"
     r"(?: from (?P<mac>[0-9a-f:]{17}))?"
@@ -482,12 +490,13 @@ def _section_sequential(data: Mapping[str, Any]) -> str:
             _summary_row(f"ours {op.upper()}", ours, [str(fails_ours), _ratio_cell(ours, ref)])
         )
     bare = data.get("bare_dhcp", {})
-    rows.append(_summary_row("udhcpc, bare DHCP exchange", bare.get("udhcpc", []), ["", ""]))
-    rows.append(
-        _summary_row(
-            "udhcpc -a100 (+100 ms ARP check, like ours)", bare.get("udhcpc_arp100", []), ["", ""]
-        )
-    )
+    bare_fail = bare.get("failures", {})
+    for key, label in (
+        ("udhcpc", "udhcpc, bare DHCP exchange"),
+        ("udhcpc_arp100", "udhcpc -a100 (+100 ms ARP check, like ours)"),
+    ):
+        fails = bare_fail.get(key, []) if isinstance(bare_fail, dict) else []
+        rows.append(_summary_row(label, bare.get(key, []), [str(len(fails)), ""]))
     text = (
         f"## Sequential ADD and DEL, dnsmasq `--no-ping` (headline)\n\n"
         f"{n} of each per plugin, alternating reference/ours (order flipped every pair), each "
@@ -610,14 +619,19 @@ def _section_concurrent(data: Mapping[str, Any]) -> str:
                     fmt_ms(s.max if s else None),
                     fmt_ms(rec.get("wall_ms")),
                     fmt_ms(_median(rec.get("agent_ms", []))),
+                    _server_cell(rec.get("server")),
                 ]
             )
     text = (
         "## Concurrent ADDs then DELs, dnsmasq `--no-ping`\n\nAll N cnitool execs released "
         "together (a barrier), per-op latency from its own start; wall = first start to last "
         "end. p99 of few samples is close to the max. `in agent`: median of the agent's own 'in X s' "
-        "figure for those operations (ours only).\n\n"
-        + md_table(("N", "plugin", "op", "ok", "median", "p99", "max", "wall", "in agent"), rows)
+        "figure for those operations (ours only). NAK/DECLINE: what the LAN's dnsmasq logged "
+        "during the batch (a DECLINE follows an ARP probe that saw the address in use).\n\n"
+        + md_table(
+            ("N", "plugin", "op", "ok", "median", "p99", "max", "wall", "in agent", "NAK/DECLINE"),
+            rows,
+        )
     )
     errors = [
         f"- {run.get('side')} {op.upper()} x{run.get('n')}: {e}"
@@ -640,6 +654,10 @@ def _section_concurrent(data: Mapping[str, Any]) -> str:
             + md_table(("daemon", "RSS", "open fds", "threads"), crow)
         )
     return text
+
+
+def _server_cell(server: Mapping[str, int] | None) -> str:
+    return "" if not server else f"{server.get('naks', 0)}/{server.get('declines', 0)}"
 
 
 def _section_exec(data: Mapping[str, Any]) -> str:
@@ -700,6 +718,7 @@ def _section_resources(data: Mapping[str, Any]) -> str:
                 str(lv.get("fds", "n/a")),
                 str(lv.get("threads", "n/a")),
                 f"{lv.get('window_s', '?')} s",
+                str(lv.get("load_after", "?")).split(" ")[0],
             ]
         )
     text = (
@@ -719,6 +738,7 @@ def _section_resources(data: Mapping[str, Any]) -> str:
                 "open fds",
                 "threads",
                 "window",
+                "load (1 min) after",
             ),
             rows,
         )

@@ -126,6 +126,15 @@ def test_reference_retries() -> None:
     assert bs.parse_reference_retries(log) == pytest.approx([2881.018, 1500.0])
 
 
+def test_server_events() -> None:
+    log = (
+        "Nov 28 06:23:43 dnsmasq-dhcp[1]: 1 DHCPNAK(lan0) 192.168.77.166 0a:97 address in use\n"
+        "Nov 28 06:23:43 dnsmasq-dhcp[1]: 2 DHCPDECLINE(lan0) 192.168.77.166 de:6b\n"
+        "Nov 28 06:23:43 dnsmasq-dhcp[1]: 3 DHCPACK(lan0) 192.168.77.167 de:6c\n"
+    )
+    assert bs.count_server_events(log) == {"naks": 1, "declines": 1}
+
+
 TCPDUMP = """\
 1795845700.429497 IP 0.0.0.0.68 > 255.255.255.255.67: BOOTP/DHCP, Request from 02:be:00:00:02:00, length 300
 1795845700.429968 IP 192.168.77.1.67 > 192.168.77.170.68: BOOTP/DHCP, Reply, length 302
