@@ -54,6 +54,7 @@ class Agent:
         self._firewalls: dict[str, Any] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._forwarding_done = False
+        self._datapaths: dict[tuple[Any, str | None], plugin.Datapath] = {}
 
     # ------------------------------------------------------------ lifecycle
 
@@ -169,6 +170,10 @@ class Agent:
             vlan_filtering=bool(conf.vlan or conf.vlan_trunk),
             preserve_default_vlan=conf.preserve_default_vlan,
         )
+        key = (spec, conf.uplink_interface)
+        cached = self._datapaths.get(key)
+        if cached is not None and self._still_valid(cached, conf.bridge):
+            return cached
         with self._setup_lock:
             node_ip: ipaddress.IPv4Address | None = None
             uplink: str | None = None
@@ -191,13 +196,30 @@ class Agent:
                 for addr in ipr.get_addr(index=index, family=2):
                     node_ip = ipaddress.IPv4Address(addr.get("address"))
                     break
-            return plugin.Datapath(
+            datapath = plugin.Datapath(
                 bridge_index=index,
                 bridge_mac=link.get("address"),
                 node_ip=node_ip,
                 uplink=uplink,
                 mtu=int(link.get("mtu")),
             )
+        self._datapaths[key] = datapath
+        return datapath
+
+    def _still_valid(self, datapath: plugin.Datapath, bridge: str) -> bool:
+        """Cheap re-check of a datapath set up earlier: same bridge, uplink still its port.
+
+        The full ensure (journal, lock, snapshot comparison) costs tens of ms and is
+        serialised node-wide; a burst of ADDs would queue behind it for nothing.
+        """
+        with netns_ipr(None) as ipr:
+            found = ipr.link_lookup(ifname=bridge)
+            if found != [datapath.bridge_index]:
+                return False
+            if datapath.uplink is None:
+                return True
+            port = ipr.link_lookup(ifname=datapath.uplink)
+            return bool(port) and ipr.get_links(port[0])[0].get("master") == datapath.bridge_index
 
     async def bridge_index(self, name: str) -> int | None:
         def lookup() -> int | None:
