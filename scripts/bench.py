@@ -49,6 +49,7 @@ from bench_fixture import (  # noqa: E402
     start_ours,
     start_reference,
     start_wide_dhcpd,
+    ticks_ms,
     timed,
     together,
     wall_ms,
@@ -182,9 +183,15 @@ class LogTail:
 # -- phases -----------------------------------------------------------------------------------
 
 
+def daemon_ticks(side: Side) -> int:
+    return sample_proc(side.daemon_pid).cpu_ticks if side.daemon_pid is not None else 0
+
+
 def seq_op(side: Side, op: str, bp: BenchPod) -> dict[str, Any]:
+    ticks = daemon_ticks(side)
     result = side.cni(op, bp)
-    rec = result.record(container=bp.container_id)
+    ticks = daemon_ticks(side) - ticks
+    rec = result.record(container=bp.container_id, daemon_cpu_ms=ticks_ms(ticks))
     if op == "add":
         rec["address"] = bp.address
     if not result.ok:
@@ -330,7 +337,9 @@ def phase_concurrent(ref: Side, ours: Side, sizes: tuple[int, ...], data: dict[s
         for side in order:
             pods = [side.new_pod(f"c{n}") for _ in range(n)]
             server_log = LogTail(side.sb.tmp / "dnsmasq.log")
+            ticks = daemon_ticks(side)
             adds = together([partial(side.cni, "add", bp) for bp in pods])
+            add_cpu, ticks = ticks_ms(daemon_ticks(side) - ticks), daemon_ticks(side)
             add_events = count_server_events(server_log.new_text())
             if n == max(sizes) and side.daemon_pid is not None:
                 s = sample_proc(side.daemon_pid)
@@ -341,6 +350,7 @@ def phase_concurrent(ref: Side, ours: Side, sizes: tuple[int, ...], data: dict[s
                     "threads": s.threads,
                 }
             dels = together([partial(side.cni, "del", bp) for bp in pods])
+            del_cpu = ticks_ms(daemon_ticks(side) - ticks)
             del_events = count_server_events(server_log.new_text())
             for bp in pods:
                 side.drop_pod(bp)
@@ -351,11 +361,13 @@ def phase_concurrent(ref: Side, ours: Side, sizes: tuple[int, ...], data: dict[s
                     "ops": [op.record() for op in adds],
                     "wall_ms": round(wall_ms(adds), 3),
                     "server": add_events,
+                    "daemon_cpu_ms": add_cpu,
                 },
                 "del": {
                     "ops": [op.record() for op in dels],
                     "wall_ms": round(wall_ms(dels), 3),
                     "server": del_events,
+                    "daemon_cpu_ms": del_cpu,
                 },
             }
             if side is ours:

@@ -147,8 +147,12 @@ def cpu_percent(before: ProcSample, after: ProcSample) -> float:
     return 100.0 * (after.cpu_ticks - before.cpu_ticks) / hz / elapsed if elapsed > 0 else 0.0
 
 
+def ticks_ms(ticks: int) -> float:
+    return 1000.0 * ticks / os.sysconf("SC_CLK_TCK")
+
+
 def cpu_ms(before: ProcSample, after: ProcSample) -> float:
-    return 1000.0 * (after.cpu_ticks - before.cpu_ticks) / os.sysconf("SC_CLK_TCK")
+    return ticks_ms(after.cpu_ticks - before.cpu_ticks)
 
 
 def daemon_pid(daemon: Daemon, needle: str) -> int:

@@ -565,6 +565,40 @@ DEL_LABELS = {
 }
 
 
+def _cpu_per_op(records: Sequence[Mapping[str, Any]]) -> float | None:
+    values = [float(r["daemon_cpu_ms"]) for r in records if "daemon_cpu_ms" in r]
+    return sum(values) / len(values) if values else None
+
+
+def daemon_cpu_rows(data: Mapping[str, Any]) -> list[list[str]]:
+    """Mean daemon CPU per operation, sequential and per concurrent batch."""
+    rows = []
+    seq = data.get("sequential", {})
+    for op in ("add", "del"):
+        ref = _cpu_per_op(seq.get(op, {}).get("reference", []))
+        ours = _cpu_per_op(seq.get(op, {}).get("ours", []))
+        if ref is not None or ours is not None:
+            rows.append([f"sequential {op.upper()}", fmt_ms(ref), fmt_ms(ours)])
+    by_n: dict[tuple[int, str], dict[str, float | None]] = {}
+    for run in data.get("concurrent", []):
+        for op in ("add", "del"):
+            rec = run.get(op, {})
+            total = rec.get("daemon_cpu_ms")
+            count = len(rec.get("ops", []))
+            if total is None or not count:
+                continue
+            by_n.setdefault((int(run.get("n", 0)), op), {})[str(run.get("side"))] = total / count
+    for (n, op), sides in sorted(by_n.items()):
+        rows.append(
+            [
+                f"{n} concurrent {op.upper()}",
+                fmt_ms(sides.get("reference")),
+                fmt_ms(sides.get("ours")),
+            ]
+        )
+    return rows
+
+
 def _section_breakdown(data: Mapping[str, Any]) -> str:
     steps: Mapping[str, Mapping[str, Mapping[str, float]]] = data.get("agent_steps", {})
     if not steps.get("add") and not steps.get("del"):
@@ -585,6 +619,15 @@ def _section_breakdown(data: Mapping[str, Any]) -> str:
         )
     if steps.get("del"):
         text += "\n\nDEL:\n\n" + md_table(_SUMMARY_HEAD, _step_rows(steps["del"], DEL_LABELS))
+    cpu_rows = daemon_cpu_rows(data)
+    if cpu_rows:
+        text += (
+            "\n\nDaemon CPU per operation (user+system time of the agent / reference dhcp "
+            "daemon over the operations, from /proc, 10 ms ticks; plugin and cnitool processes "
+            "not included). When the agent's CPU per op times N approaches its in-agent time, "
+            "concurrent operations queue on the agent's one core (GIL).\n\n"
+            + md_table(("operations", "reference daemon", "our agent"), cpu_rows)
+        )
     retries = data.get("reference_retries", {})
     if retries:
         waits = retries.get("waits_ms", [])
@@ -772,6 +815,34 @@ def _section_resources(data: Mapping[str, Any]) -> str:
     return text
 
 
+def busy_warning(meta: Mapping[str, Any]) -> str | None:
+    """A warning when the machine was not quiet: latencies are then inflated for both."""
+    reasons = []
+    try:
+        cpus = int(str(meta.get("machine", {}).get("CPUs (nproc)", "0")))
+    except ValueError:
+        cpus = 0
+    load = meta.get("load", {})
+    for when in ("start", "end"):
+        first = str(load.get(when, "")).split(" ")[0]
+        try:
+            value = float(first)
+        except ValueError:
+            continue
+        if cpus and value > cpus / 2:
+            reasons.append(f"load {value:g} at {when} on {cpus} CPUs")
+    others = meta.get("other_sandboxes", {})
+    busiest = max((int(v) for v in others.values() if isinstance(v, int)), default=0)
+    if busiest:
+        reasons.append(f"up to {busiest} other cbd-* namespaces (other test runs)")
+    if not reasons:
+        return None
+    return (
+        "The machine was busy during this run (" + "; ".join(reasons) + "): absolute "
+        "latencies are inflated for both plugins; the per-pair ratios suffer least."
+    )
+
+
 def render_report(data: Mapping[str, Any]) -> str:
     """The whole markdown report for one run's data (as stored in the JSON)."""
     meta = data.get("meta", {})
@@ -788,6 +859,9 @@ def render_report(data: Mapping[str, Any]) -> str:
         "`make binary` zipapp in CNI_PATH + the agent from the venv. Pod names and container "
         "ids are unique per op. Raw samples: the JSON next to this file."
     )
+    busy = busy_warning(meta)
+    if busy:
+        head += f"\n\n> **{busy}**"
     sections = [
         head,
         _section_targets(data),

@@ -241,6 +241,29 @@ def test_report_has_every_table_and_survives_json() -> None:
     assert "**not met**" not in report
 
 
+def test_daemon_cpu_rows() -> None:
+    data = sample_data()
+    data["sequential"]["add"]["ours"] = [
+        {"ms": 1, "ok": True, "daemon_cpu_ms": 10.0},
+        {"ms": 1, "ok": True, "daemon_cpu_ms": 20.0},
+    ]
+    data["concurrent"][0]["add"]["daemon_cpu_ms"] = 1000.0  # over 50 ops
+    rows = bs.daemon_cpu_rows(data)
+    assert ["sequential ADD", "n/a", "15.0 ms"] in rows
+    assert ["50 concurrent ADD", "n/a", "20.0 ms"] in rows
+
+
+def test_busy_warning() -> None:
+    quiet = {"machine": {"CPUs (nproc)": "2"}, "load": {"start": "0.3 0.2 0.1", "end": "0.9 1 1"}}
+    assert bs.busy_warning(quiet) is None
+    busy = {**quiet, "load": {"start": "3.5 1 1", "end": "0.5 1 1"}}
+    warning = bs.busy_warning(busy)
+    assert warning is not None and "load 3.5 at start" in warning
+    others = {**quiet, "other_sandboxes": {"start": 0, "end": 4}}
+    assert "4 other" in str(bs.busy_warning(others))
+    assert "busy" in bs.render_report({"meta": busy})
+
+
 def test_report_of_an_empty_run_renders() -> None:
     report = bs.render_report({})
     assert report.startswith("# Benchmark")
