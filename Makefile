@@ -54,6 +54,18 @@ $(BUILD)/cnitool: $(wildcard tests/cnitool/*.go)
 binary: venv
 	$(PY) scripts/build-zipapp.py $(BUILD)/cni-bridge-dhcp
 
+# Self-contained plugin for nodes without Python (docs/NATIVE_BUILDS.md): Nuitka standalone,
+# a directory installed behind a symlink. Its tools go into build/venv-native, not the venv.
+NATIVE_PYTHON ?= /usr/bin/python3
+
+.PHONY: binary-native install-native
+
+binary-native:
+	$(PYTHON) scripts/build-native.py --python $(NATIVE_PYTHON) --out $(BUILD)/native
+
+install-native: binary-native
+	$(PYTHON) scripts/build-native.py --python $(NATIVE_PYTHON) --out $(BUILD)/native --install-dir $(DESTDIR)$(CNI_BIN_DIR)
+
 install: binary
 	install -D -m 0755 $(BUILD)/cni-bridge-dhcp $(DESTDIR)$(CNI_BIN_DIR)/cni-bridge-dhcp
 

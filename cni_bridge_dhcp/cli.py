@@ -31,8 +31,14 @@ def main(argv: Sequence[str], env: Mapping[str, str]) -> int:
         return plugin_main()
     command, rest = argv[0], list(argv[1:])
     if command == "daemon":
-        from .agent.server import daemon_main
-
+        try:
+            from .agent.server import daemon_main
+        except ImportError as exc:
+            sys.stderr.write(
+                f"cni-bridge-dhcp daemon needs the installed package (pip/venv or the "
+                f"DaemonSet image); this build carries only the CNI plugin ({exc})\n"
+            )
+            return 2
         return daemon_main(rest)
     if command in ("status", "uplink"):
         from .admin import admin_main

@@ -31,9 +31,15 @@ MAIN = '''\
 import sys
 
 # Act as if run with -I: the runtime's environment (PYTHONPATH, user site, cwd) must not
-# change which code answers CNI requests. Only this archive and the standard library stay.
+# change which code answers CNI requests. Only this archive and the interpreter's own
+# standard library directories stay. (Modules the interpreter imports before this line,
+# such as encodings, can still be shadowed by PYTHONPATH: build with
+# --interpreter "/usr/bin/python3 -I" where the node's python path is known.)
 _archive = sys.path[0]
-sys.path[:] = [_archive] + [p for p in sys.path[1:] if "-packages" not in p and p not in ("", ".")]
+_stdlib = (sys.base_prefix, sys.base_exec_prefix)
+sys.path[:] = [_archive] + [
+    p for p in sys.path[1:] if p.startswith(_stdlib) and "-packages" not in p
+]
 
 from cni_bridge_dhcp.cli import console_main
 
