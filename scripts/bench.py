@@ -502,6 +502,10 @@ def write_results(data: dict[str, Any], results_dir: Path, docs: Path | None) ->
     results_dir.mkdir(parents=True, exist_ok=True)
     stamp = data["meta"]["started"].replace(":", "").replace("-", "")[:15]
     base = results_dir / f"bench-{stamp}{'-quick' if data['meta'].get('quick') else ''}"
+    json_path = base.with_suffix(".json")
+    with contextlib.suppress(ValueError):
+        json_path = json_path.relative_to(ROOT)
+    data["meta"]["json_file"] = str(json_path)
     base.with_suffix(".json").write_text(json.dumps(data, indent=1, sort_keys=False) + "\n")
     report = render_report(data)
     base.with_suffix(".md").write_text(report)

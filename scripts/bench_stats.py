@@ -857,7 +857,8 @@ def render_report(data: Mapping[str, Any]) -> str:
         "libcni 1.1.2, cniVersion 1.0.0). Reference: Debian's containernetworking-plugins "
         "`bridge` + `dhcp daemon` (own socket via `ipam.daemonSocketPath`). Ours: the "
         "`make binary` zipapp in CNI_PATH + the agent from the venv. Pod names and container "
-        "ids are unique per op. Raw samples: the JSON next to this file."
+        f"ids are unique per op. Raw samples: `{meta.get('json_file', 'results/bench-<time>.json')}` "
+        "(results/ is not committed)."
     )
     busy = busy_warning(meta)
     if busy:
