@@ -260,21 +260,12 @@ async def _ipam_add(
 
     from .ipam_delegate import exec_ipam
 
-    result = await exec_ipam(
-        "ADD",
-        conf.ipam.type,
-        req.raw,
-        container_id=req.container_id,
-        netns=req.netns,
-        ifname=req.ifname,
-        cni_args=req.cni_args,
-        cni_path=req.cni_path,
-    )
+    ipam_type = conf.ipam.type
 
-    async def ipam_del() -> None:
-        await exec_ipam(
-            "DEL",
-            conf.ipam.type if conf.ipam else "",
+    async def delegate(command: str) -> dict[str, Any]:
+        return await exec_ipam(
+            command,
+            ipam_type,
             req.raw,
             container_id=req.container_id,
             netns=req.netns,
@@ -282,6 +273,11 @@ async def _ipam_add(
             cni_args=req.cni_args,
             cni_path=req.cni_path,
         )
+
+    result = await delegate("ADD")
+
+    async def ipam_del() -> None:
+        await delegate("DEL")
 
     undo.append(ipam_del)
     addresses = tuple(ipaddress.ip_interface(ip["address"]) for ip in result.get("ips", []))
