@@ -227,8 +227,9 @@ def netns_snapshot(netns: str) -> Snapshot:
 
 
 def veths(netns: str) -> list[str]:
+    """Host ends of pod veths (the agent names them veth<hex>) in ``netns``."""
     out = run(["ip", "-j", "link", "show", "type", "veth"], netns=netns).stdout
-    return [link["ifname"] for link in json.loads(out or "[]")]
+    return [link["ifname"] for link in json.loads(out or "[]") if link["ifname"].startswith("veth")]
 
 
 def pod_ipv4(pod: Pod, ifname: str = "eth0") -> list[str]:
