@@ -8,11 +8,15 @@ DHCP option 50 in the DISCOVER: the server may still refuse it when the address 
 from __future__ import annotations
 
 import ipaddress
+import logging
 import threading
 import time
 from pathlib import Path
 
+from ..errors import CNIError
 from . import statefile
+
+log = logging.getLogger(__name__)
 
 MAX_ENTRIES = 4096
 
@@ -49,6 +53,11 @@ class AddressBook:
                 for k, _ in oldest[: len(self._entries) - MAX_ENTRIES]:
                     del self._entries[k]
             # Written under the lock so the file never goes back to an older snapshot.
-            statefile.write_json(
-                self.path, {"entries": {k: list(v) for k, v in self._entries.items()}}
-            )
+            try:
+                statefile.write_json(
+                    self.path, {"entries": {k: list(v) for k, v in self._entries.items()}}
+                )
+            except CNIError as exc:
+                # Only a hint for the next pod of this identity: an ADD must not fail (and
+                # leave its fresh lease behind) because the state dir is full or read-only.
+                log.warning("address book not saved: %s", exc.msg)
