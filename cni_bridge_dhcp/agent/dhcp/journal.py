@@ -8,6 +8,7 @@ All methods block on disk I/O: the manager calls them through ``asyncio.to_threa
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
 import json
@@ -37,16 +38,18 @@ class Journal:
         body = json.dumps(to_record(lease), indent=1, sort_keys=True).encode() + b"\n"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         try:
-            view = memoryview(body)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        try:
+            try:
+                view = memoryview(body)
+                while view:
+                    view = view[os.write(fd, view) :]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
             os.replace(tmp, path)
         except BaseException:
-            tmp.unlink(missing_ok=True)
+            # full or failing disk: the old record stands, and no temporary is left behind
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
             raise
         self._fsync_dir()
 
