@@ -1,9 +1,9 @@
 """Helpers for the reliability layer: extra daemons (custom dhcpd, the misbehaving server),
-the agent in a private mount namespace, state-dir readers, node snapshots, process figures.
+the agent in a mount namespace of its own, state-dir readers, node snapshots, process figures.
 
 Everything runs inside the sandbox's namespaces; mounts happen only in the agent's own
-private mount namespace (``unshare -m --propagation private``), on paths under the test's
-tmp directory.
+mount namespace (``unshare -m --propagation slave``: nothing propagates to the host), on
+paths under the test's tmp directory.
 """
 
 from __future__ import annotations
@@ -57,8 +57,13 @@ def kill_agent(sb: Sandbox) -> None:
 
 
 def start_agent_in_mount_ns(sb: Sandbox, setup: str) -> Daemon:
-    """The agent in a private mount namespace of its own, after running ``setup`` (sh)
-    there (e.g. mounting a small tmpfs on the state dir). Returns once its socket exists."""
+    """The agent in a mount namespace of its own, after running ``setup`` (sh) there (e.g.
+    mounting a small tmpfs on the state dir). Returns once its socket exists.
+
+    Propagation "slave": mounts made in there never reach the host, while the host's new
+    /run/netns/<pod> bind mounts still reach the agent (it opens pod namespaces by path
+    for renewals and RELEASE; with "private" it would find them empty).
+    """
     sb.state_dir.mkdir(parents=True, exist_ok=True)
     sb.agent_socket.unlink(missing_ok=True)
     agent = [
@@ -75,7 +80,7 @@ def start_agent_in_mount_ns(sb: Sandbox, setup: str) -> Daemon:
         "--log-level",
         "debug",
     ]
-    cmd = ["unshare", "-m", "--propagation", "private", "sh", "-ec", f'{setup}\nexec "$@"', "sh"]
+    cmd = ["unshare", "-m", "--propagation", "slave", "sh", "-ec", f'{setup}\nexec "$@"', "sh"]
     daemon = sb._spawn(
         "agent",
         [*cmd, *agent],
@@ -88,7 +93,7 @@ def start_agent_in_mount_ns(sb: Sandbox, setup: str) -> Daemon:
 
 
 def in_agent_mounts(sb: Sandbox, script: str, *, check: bool = True) -> str:
-    """Run a shell script in the agent's (private) mount namespace; returns stdout."""
+    """Run a shell script in the agent's own mount namespace; returns stdout."""
     pid = agent_daemon(sb).pid
     proc = subprocess.run(
         ["nsenter", "-t", str(pid), "-m", "--", "sh", "-ec", script],

@@ -65,13 +65,13 @@ SCENARIOS = [
     ),
     Scenario(
         "state-disk-full",
-        "State dir full (tmpfs of the agent's private mount namespace)",
+        "State dir full (a 1 MiB tmpfs in the agent's own mount namespace)",
         "ADD fails with code 105 at each write that can fail; nothing of the pod remains; "
         "ADD works again once there is space",
     ),
     Scenario(
         "state-readonly",
-        "State dir read-only (bind mount remounted ro in the agent's mount namespace)",
+        "State dir read-only (leases/ and attachments/ remounted ro in the agent's mount namespace)",
         "ADD fails with code 105, DEL reports an error and completes once writable; nothing "
         "half-made remains",
     ),
