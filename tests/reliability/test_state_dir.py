@@ -8,6 +8,7 @@ anywhere else.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -240,3 +241,77 @@ def test_torn_records_are_detected_and_ignored_at_start(
     figures["torn records"] = 2
     figures["stray temporaries / empty records"] = 2
     figures["agent crashes"] = 0
+
+
+def _sample_lease() -> Any:
+    from ipaddress import IPv4Address, IPv4Interface, IPv4Network
+
+    from cni_bridge_dhcp.agent.dhcp import Lease
+
+    now = time.time()
+    return Lease(
+        key="lan/cid-1/eth0",
+        address=IPv4Interface("192.168.77.150/24"),
+        server_id=IPv4Address(ROUTER_IP),
+        router=IPv4Address(ROUTER_IP),
+        dns_servers=(IPv4Address(ROUTER_IP),),
+        domain="lan.test",
+        search=("lan.test",),
+        mtu=1500,
+        routes=((IPv4Network("10.0.0.0/8"), IPv4Address(ROUTER_IP)),),
+        lease_time=120.0,
+        t1=60.0,
+        t2=105.0,
+        bound_at=now,
+        renew_at=now + 60,
+        rebind_at=now + 105,
+        expires_at=now + 120,
+        state="BOUND",
+        netns_path="/run/netns/x",
+        netns_inode=4026532000,
+        ifname="eth0",
+        mac="0a:58:c0:a8:4d:96",
+        client_id=b"\x00cni:x",
+        hostname="web-0",
+        meta={"podName": "web-0"},
+        server_mac="02:00:00:00:00:01",
+        options={53: b"\x05", 54: IPv4Address(ROUTER_IP).packed},
+        server_allow_list=(IPv4Address(ROUTER_IP),),
+    )
+
+
+@pytest.mark.scenario("journal-torn")
+def test_a_record_torn_at_any_byte_is_ignored_and_never_breaks_loading(
+    tmp_path: Path, figures: dict[str, Any]
+) -> None:
+    """Every possible torn write of a lease record and an attachment record (truncation
+    at each byte): loading skips it and keeps the intact neighbour."""
+    from cni_bridge_dhcp.agent.attachments import Attachment, AttachmentStore
+    from cni_bridge_dhcp.agent.dhcp.journal import Journal
+
+    state = tmp_path / "state"
+    journal = Journal(state)
+    lease = _sample_lease()
+    journal.write(lease)
+    neighbour = dataclasses.replace(lease, key="lan/cid-2/eth0")
+    journal.write(neighbour)
+    path = journal.path_for(lease.key)
+    body = path.read_bytes()
+    store = AttachmentStore(state)
+    att = Attachment("lan", "cid-1", "eth0", "/run/netns/x", 1, "cni0", "veth0", "ready")
+    store.put(att)
+    store.put(Attachment("lan", "cid-2", "eth0", "/run/netns/y", 2, "cni0", "veth1", "ready"))
+    att_path = next(p for p in store.dir.glob("*.json") if b"cid-1" in p.read_bytes())
+    att_body = att_path.read_bytes()
+    tried = 0
+    for cut in range(len(body.rstrip())):
+        path.write_bytes(body[:cut])
+        loaded = journal.load()
+        assert [x.key for x in loaded] == [neighbour.key], cut
+        Path(str(path) + ".corrupt").unlink()
+        tried += 1
+    for cut in range(len(att_body.rstrip())):
+        att_path.write_bytes(att_body[:cut])
+        assert [a.container_id for a in store.all()] == ["cid-2"], cut
+        tried += 1
+    figures["torn variants loaded (every truncation point)"] = tried
