@@ -135,10 +135,18 @@ def _build_env(command: str, env: Mapping[str, str]) -> dict[str, Any]:
     return out
 
 
-def _agent_socket(conf: Mapping[str, Any]) -> str:
-    path = conf.get("agentSocket", client.DEFAULT_SOCKET)
+def _agent_socket(conf: Mapping[str, Any], role: str) -> str:
+    """The agent socket: top-level agentSocket, else (as IPAM) the ipam section's agentSocket
+    or the reference dhcp plugin's daemonSocketPath, else the default."""
+    key, path = "agentSocket", conf.get("agentSocket")
+    if path is None and role == "ipam":
+        ipam = conf["ipam"]
+        key = "ipam.agentSocket" if "agentSocket" in ipam else "ipam.daemonSocketPath"
+        path = ipam.get("agentSocket", ipam.get("daemonSocketPath"))
+    if path is None:
+        return client.DEFAULT_SOCKET
     if not isinstance(path, str) or not os.path.isabs(path):
-        raise CNIError(ErrorCode.INVALID_CONFIG, f"agentSocket {path!r} must be an absolute path")
+        raise CNIError(ErrorCode.INVALID_CONFIG, f"{key} {path!r} must be an absolute path")
     return path
 
 
@@ -199,14 +207,8 @@ def dispatch(
         )
     _validate_name(conf)
     req_env = _build_env(command, env)
-    socket_path = _agent_socket(conf)
     role = role_for(conf, name)
-    if role == "ipam" and "agentSocket" not in conf:
-        # As an IPAM plugin our settings live in the ipam section; the reference dhcp
-        # plugin's daemonSocketPath keeps its meaning there.
-        ipam = conf["ipam"]
-        key = "agentSocket" if "agentSocket" in ipam else "daemonSocketPath"
-        socket_path = _agent_socket({"agentSocket": ipam[key]} if key in ipam else {})
+    socket_path = _agent_socket(conf, role)
     netns_fd = client.open_netns_path(req_env.get("netns", ""))
     try:
         request = make_request(command, version, req_env, conf, netns_fd is not None, role)

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ..errors import CNIError, ErrorCode
-from . import plugin
+from . import ipam_role, plugin
 from .addressbook import AddressBook
 from .attachments import Attachment, AttachmentStore, attachment_key
 from .config import NetConf
@@ -36,9 +37,6 @@ _HANDLERS = {
     "GC": plugin.cmd_gc,
     "STATUS": plugin.cmd_status,
 }
-
-
-_IPAM_HANDLERS: dict[str, Any] = {}
 
 
 class Agent:
@@ -101,8 +99,6 @@ class Agent:
         op = req["op"]
         if op == "PING":
             if netns_fd is not None:
-                import os
-
                 os.close(netns_fd)
             return {"pong": True}
         if op == "REPORT":
@@ -138,11 +134,8 @@ class Agent:
             if op in ("ADD", "DEL", "CHECK"):
                 _validate_ids(r)
                 key = attachment_key(str(conf.get("name", "")), r.container_id, r.ifname)
-                from . import ipam_role
-
-                _IPAM_HANDLERS.update(ipam_role.HANDLERS)
                 lock = self._locks.setdefault(key, asyncio.Lock())
-                handler = _IPAM_HANDLERS[op] if r.role == "ipam" else _HANDLERS[op]
+                handler = ipam_role.HANDLERS[op] if r.role == "ipam" else _HANDLERS[op]
                 async with lock:
                     result: dict[str, Any] = await handler(self, r)
                 if not lock.locked():
@@ -151,8 +144,6 @@ class Agent:
             return await _HANDLERS[op](self, r)
         finally:
             if r.netns_fd is not None:
-                import os
-
                 os.close(r.netns_fd)
 
     # ------------------------------------------------------------ datapath

@@ -15,7 +15,7 @@ import logging
 import os
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..errors import CNIError, ErrorCode
@@ -47,7 +47,6 @@ class Request:
     raw: dict[str, Any]
     netns_fd: int | None = None
     role: str = "main"
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def cni_args(self) -> str:
