@@ -49,6 +49,9 @@ class Agent:
         self._locks: dict[str, asyncio.Lock] = {}
         self._setup_lock = threading.Lock()
         self._fw_lock = threading.Lock()
+        # Held by whoever derives firewall rules from attachment records and applies them,
+        # so a re-assertion never puts back the rules of an address a pod just moved off.
+        self.pod_rules_lock = asyncio.Lock()
         self._firewalls: dict[str, Any] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._forwarding_done = False
@@ -70,9 +73,13 @@ class Agent:
         outcome = await asyncio.to_thread(recover, self.state_dir)
         if outcome:
             log.warning("uplink journal recovery: %s", outcome)
-        from .dhcp import LeaseManager
+        from .dhcp import Lease, LeaseManager
+        from .lease_follow import on_lease_change
 
-        self._leases = LeaseManager(self.state_dir)
+        async def on_change(key: str, old: Lease | None, new: Lease | None) -> None:
+            await on_lease_change(self, key, old, new)
+
+        self._leases = LeaseManager(self.state_dir, on_change=on_change)
         await self._leases.start()
         for att in self.store.all():
             if att.state != "ready":
@@ -309,6 +316,10 @@ class Agent:
         )
 
     async def reassert_firewall(self) -> list[str]:
+        async with self.pod_rules_lock:
+            return await self._reassert_firewall()
+
+    async def _reassert_firewall(self) -> list[str]:
         restored: list[str] = []
         ready = [a for a in self.store.all() if a.state == "ready"]
         by_backend: dict[str, list[Attachment]] = {}

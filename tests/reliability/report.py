@@ -200,13 +200,13 @@ FINDINGS = [
         "skel.py, protocol.py: decode error 6",
     ),
     (
-        "open",
+        "fixed",
         "After a DHCP address change (new address at renewal, or a NAK and a new lease) the "
-        "agent keeps the pod's per-address FORWARD/ipMasq rules and its attachment record "
-        "(status, CHECK, periodic re-assertion) on the OLD address: routed pod traffic is "
+        "agent kept the pod's per-address FORWARD/ipMasq rules and its attachment record "
+        "(status, CHECK, periodic re-assertion) on the OLD address: routed pod traffic was "
         "dropped on FORWARD-DROP nodes",
-        "xfail test_new_address_is_forwarded_on_a_forward_drop_node; needs a lease-change hook "
-        "in the agent (core.py) that re-plans rules and records",
+        "lease_follow.py: a lease-change hook swaps the pod's rules, record and address-book "
+        "hint; test_new_address_is_forwarded_on_a_forward_drop_node",
     ),
     (
         "open",

@@ -96,6 +96,7 @@ def test_renewal_nak_moves_the_pod_to_a_new_lease(
     assert_pod_works(sb, pod, new)
     (entry,) = agent_report(sb)["pods"]
     assert entry["lease"]["address"] == new and entry["lease"]["state"] == "BOUND"
+    assert entry["ips"] == [new], "the agent's record did not follow the new lease"
 
     sb.cnitool("del", NET, pod, conflist=conf)
     new_ip = new.split("/")[0]
@@ -192,12 +193,6 @@ EXT_NODE_IP = "10.98.0.10"
 
 
 @pytest.mark.scenario("dhcp-address-change")
-@pytest.mark.xfail(
-    strict=True,
-    reason="product bug (reported): after the DHCP address changes, the agent keeps the pod's "
-    "per-address FORWARD rules and its attachment record on the OLD address (no lease-change "
-    "hook in the agent), so routed traffic of the pod is dropped on a FORWARD-DROP node",
-)
 def test_new_address_is_forwarded_on_a_forward_drop_node(sandbox: Sandbox) -> None:
     sb = sandbox
     # A network the node reaches by routing (not through the bridge), behind FORWARD DROP.
