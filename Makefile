@@ -25,8 +25,8 @@ deps:
 	./scripts/install-deps
 
 lint: venv
-	$(VENV)/bin/ruff check --extend-exclude tests/reliability cni_bridge_dhcp tests scripts deploy
-	$(VENV)/bin/ruff format --check --extend-exclude tests/reliability cni_bridge_dhcp tests scripts deploy
+	$(VENV)/bin/ruff check cni_bridge_dhcp tests scripts deploy
+	$(VENV)/bin/ruff format --check cni_bridge_dhcp tests scripts deploy
 
 typecheck: venv
 	$(VENV)/bin/mypy
@@ -37,14 +37,13 @@ unit: venv
 netns: venv cnitool
 	$(PY) -m pytest -q tests/netns tests/e2e $(PYTEST_ARGS)
 
+# Every test: the unit/netns/e2e layers, then the reliability layer (~4 min, own report).
 test: deps venv lint typecheck cnitool
 	$(PY) -m pytest -q tests --ignore=tests/reliability $(PYTEST_ARGS)
+	$(PY) -m pytest -q tests/reliability $(PYTEST_ARGS)
 
-# Faults, load and hostile input (issue 8); writes a report under results/.
-# Linted here rather than in `lint` while the layer is still being built.
+# Faults, load and hostile input alone (issue 8); writes results/reliability.md.
 test-reliability: deps venv cnitool
-	$(VENV)/bin/ruff check tests/reliability
-	$(VENV)/bin/ruff format --check tests/reliability
 	$(PY) -m pytest -q tests/reliability $(PYTEST_ARGS)
 
 cnitool: $(BUILD)/cnitool

@@ -302,9 +302,10 @@ class Report:
         lines = [
             "# Reliability report",
             "",
-            "Written by `make test-reliability` (tests/reliability, issue 8); this file is the",
-            "copy of the latest complete run. Every scenario is an automated test in its own",
-            "network namespaces that fails if its promise breaks.",
+            "Written by the reliability layer (tests/reliability, issue 8; run by `make test`",
+            "and alone by `make test-reliability`); docs/RELIABILITY.md is the copy of the",
+            "latest complete run. Every scenario is an automated test in its own network",
+            "namespaces that fails if its promise breaks.",
             "",
             f"- commit: `{data['commit']}`; kernel {data['host']['kernel']}, "
             f"Python {data['host']['python']}",
