@@ -423,6 +423,7 @@ async def teardown(
 ) -> None:
     """Release and remove everything of one attachment; each step best-effort, missing = fine."""
     errors: list[str] = []
+    code: int = ErrorCode.IO_FAILURE
     fd = netns_fd
     opened = False
     if fd is None and att.netns:
@@ -438,6 +439,10 @@ async def teardown(
         if att.ipam == "dhcp":
             try:
                 await agent.leases.release(att.key)
+            except CNIError as exc:
+                log.error("DEL %s: lease release incomplete: %s", att.key, exc.msg)
+                errors.append(f"lease release: {exc.msg}")
+                code = exc.code
             except Exception as exc:
                 log.exception("DEL %s: lease release failed", att.key)
                 errors.append(f"lease release: {exc}")
@@ -475,7 +480,7 @@ async def teardown(
         if opened and fd is not None:
             os.close(fd)
     if errors:
-        raise CNIError(ErrorCode.IO_FAILURE, f"DEL of {att.key} incomplete: {'; '.join(errors)}")
+        raise CNIError(code, f"DEL of {att.key} incomplete: {'; '.join(errors)}")
     await _thread(agent.store.remove, att.key)
     if att.bridge:
         await agent.after_pod_removed(att.bridge)

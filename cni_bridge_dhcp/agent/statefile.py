@@ -8,6 +8,7 @@ the previous content, if any, stays.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import logging
 import os
@@ -17,6 +18,9 @@ from typing import Any
 from ..errors import CNIError, ErrorCode
 
 log = logging.getLogger(__name__)
+
+# Temporaries unique per write, so concurrent writers of one path never share one.
+_tmp_counter = itertools.count()
 
 
 def _state_error(action: str, path: Path, exc: OSError) -> CNIError:
@@ -28,11 +32,11 @@ def _state_error(action: str, path: Path, exc: OSError) -> CNIError:
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    body = json.dumps(data, indent=1, sort_keys=True).encode()
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.{next(_tmp_counter)}.tmp")
+    body = json.dumps(data, indent=1, sort_keys=True).encode() + b"\n"
     try:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         try:
             # os.write may write less than asked (a nearly full disk): loop, never tear
             view = memoryview(body)
@@ -42,11 +46,7 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
         finally:
             os.close(fd)
         os.replace(tmp, path)
-        dfd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
+        _fsync_dir(path.parent)
     except OSError as exc:
         with contextlib.suppress(OSError):
             tmp.unlink(missing_ok=True)
@@ -73,8 +73,17 @@ def read_json(path: Path) -> dict[str, Any] | None:
 def remove(path: Path) -> bool:
     try:
         path.unlink()
+        _fsync_dir(path.parent)
     except FileNotFoundError:
         return False
     except OSError as exc:
         raise _state_error("remove", path, exc) from exc
     return True
+
+
+def _fsync_dir(directory: Path) -> None:
+    dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)

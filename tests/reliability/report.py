@@ -72,7 +72,7 @@ SCENARIOS = [
     Scenario(
         "state-readonly",
         "State dir read-only (leases/ and attachments/ remounted ro in the agent's mount namespace)",
-        "ADD fails with code 105, DEL reports an error and completes once writable; nothing "
+        "ADD and DEL fail with code 105 naming the file; DEL completes once writable; nothing "
         "half-made remains",
     ),
     Scenario(
@@ -187,6 +187,13 @@ FINDINGS = [
         "temporaries were left behind",
         "statefile.py (code 105 naming the file, writes looped, temporaries removed), "
         "dhcp/journal.py",
+    ),
+    (
+        "fixed",
+        "DEL on a read-only state dir answered 5 (I/O failure) with the raw OSError of the "
+        "lease journal, which wrote its records with its own copy of the durable-write code",
+        "dhcp/journal.py writes and removes through statefile.py: DEL answers 105 naming the "
+        "file",
     ),
     (
         "fixed",

@@ -174,6 +174,8 @@ def test_read_only_state_dir_fails_add_cleanly_and_del_completes_later(
     # once the state dir is writable again.
     failed_del = sb.cnitool("del", NET, resident, conflist=conf, check=False)
     del_code = error_code(failed_del) if failed_del.returncode else 0
+    assert del_code == STATE_FAILED, failed_del.stdout + failed_del.stderr
+    assert "Read-only file system" in failed_del.stdout + failed_del.stderr
     in_agent_mounts(sb, f"for d in {subdirs}; do mount -o remount,bind,rw $d; done")
     sb.cnitool("del", NET, resident, conflist=conf)
     assert files_in(state) == []

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from cni_bridge_dhcp.agent.dhcp.journal import Journal
+from cni_bridge_dhcp.errors import CNIError, ErrorCode
 from tests.unit.test_dhcp_lease import sample_lease
 
 
@@ -47,8 +48,10 @@ def test_failed_rename_keeps_the_old_record(
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(os, "replace", boom)
-    with pytest.raises(OSError):
+    with pytest.raises(CNIError) as err:
         journal.write(sample_lease(expires_at=9999.0))
+    assert err.value.code == ErrorCode.STATE_FAILED
+    assert "No space left on device" in err.value.msg
     monkeypatch.undo()
     (loaded,) = journal.load()
     assert loaded.expires_at == sample_lease().expires_at

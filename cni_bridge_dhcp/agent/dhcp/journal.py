@@ -1,26 +1,24 @@
 """The lease journal: one JSON file per attachment under ``<state_dir>/leases/``.
 
-Each write is write-temp, fsync, rename, fsync(dir), so a crash leaves either the old or
-the new record. A record that does not parse or validate anyway (disk trouble, a hand
+Records are written and removed through ``statefile`` (write-temp, fsync, rename,
+fsync(dir)), so a crash leaves either the old or the new record, and a refused write or
+removal is a CNIError 105 naming the file. A record that does not parse or validate anyway (disk trouble, a hand
 edit) is logged, renamed aside to ``*.corrupt`` for inspection, and otherwise ignored.
 All methods block on disk I/O: the manager calls them through ``asyncio.to_thread``.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import itertools
 import json
 import logging
 import os
 from pathlib import Path
 
+from .. import statefile
 from .lease import Lease, from_record, to_record
 
 log = logging.getLogger(__name__)
-
-_tmp_counter = itertools.count()
 
 
 class Journal:
@@ -32,34 +30,10 @@ class Journal:
         return self.dir / f"{hashlib.sha256(key.encode()).hexdigest()[:40]}.json"
 
     def write(self, lease: Lease) -> None:
-        self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        path = self.path_for(lease.key)
-        tmp = self.dir / f".{path.stem}.{os.getpid()}.{next(_tmp_counter)}.tmp"
-        body = json.dumps(to_record(lease), indent=1, sort_keys=True).encode() + b"\n"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-        try:
-            try:
-                view = memoryview(body)
-                while view:
-                    view = view[os.write(fd, view) :]
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(tmp, path)
-        except BaseException:
-            # full or failing disk: the old record stands, and no temporary is left behind
-            with contextlib.suppress(OSError):
-                tmp.unlink(missing_ok=True)
-            raise
-        self._fsync_dir()
+        statefile.write_json(self.path_for(lease.key), to_record(lease))
 
     def remove(self, key: str) -> bool:
-        try:
-            self.path_for(key).unlink()
-        except FileNotFoundError:
-            return False
-        self._fsync_dir()
-        return True
+        return statefile.remove(self.path_for(key))
 
     def load(self) -> list[Lease]:
         """Every valid record; corrupt ones are logged and moved aside, never raised."""
@@ -98,10 +72,3 @@ class Journal:
                 log.error("lease journal: cannot move %s aside: %s", path, move_exc)
             return None
         return lease
-
-    def _fsync_dir(self) -> None:
-        dfd = os.open(self.dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)

@@ -126,7 +126,7 @@ class LeaseManager:
                     lease.netns_path,
                     lease.ifname,
                 )
-                await _durably(self.journal.remove, lease.key)
+                await self._forget_record(lease.key)
                 continue
             reboot = self.clock.time() >= lease.rebind_at or lease.state == EXPIRED
             if reboot:
@@ -183,11 +183,11 @@ class LeaseManager:
             lease = self._lease_from(bound, req=req, inode=inode)
             try:
                 await _durably(self.journal.write, lease)
-            except OSError as exc:
+            except CNIError as exc:
+                # Unjournaled, a restart could not find it: give it back rather than hold it.
                 await self._release_unjournaled(client, lease)
                 raise CNIError(
-                    ErrorCode.STATE_FAILED,
-                    f"cannot journal the lease for {req.key} in {self.journal.dir}: {exc.strerror}",
+                    exc.code, f"cannot journal the lease for {req.key}: {exc.msg}", exc.details
                 ) from exc
             entry = _Entry(lease, client)
             self._entries[req.key] = entry
@@ -269,6 +269,14 @@ class LeaseManager:
             lock = asyncio.Lock()
             self._locks[key] = lock
         return lock
+
+    async def _forget_record(self, key: str) -> None:
+        """Remove a dropped lease's record; one that cannot be removed is dropped again by the
+        next start (its pod is gone), so the agent goes on."""
+        try:
+            await _durably(self.journal.remove, key)
+        except CNIError as exc:
+            log.error("%s: %s", key, exc.msg)
 
     def _client(self, lease: Lease) -> DhcpClient:
         return DhcpClient(
@@ -371,9 +379,9 @@ class LeaseManager:
         """Journal first, then publish: whatever get() shows is on disk."""
         try:
             await _durably(self.journal.write, lease)
-        except OSError as exc:
+        except CNIError as exc:
             # The lease itself is fine; a restart would re-adopt from the older record.
-            log.error("%s: cannot journal lease: %s", lease.key, exc)
+            log.error("%s: cannot journal lease: %s", lease.key, exc.msg)
         entry.lease = lease
 
     async def _maintain(self, entry: _Entry, *, reboot: bool = False) -> None:
@@ -403,7 +411,7 @@ class LeaseManager:
                 exc,
             )
             if self._entries.get(key) is entry:
-                await _durably(self.journal.remove, key)
+                await self._forget_record(key)
                 del self._entries[key]
 
     async def _extend(self, entry: _Entry) -> None:
