@@ -192,8 +192,7 @@ FINDINGS = [
         "fixed",
         "DEL on a read-only state dir answered 5 (I/O failure) with the raw OSError of the "
         "lease journal, which wrote its records with its own copy of the durable-write code",
-        "dhcp/journal.py writes and removes through statefile.py: DEL answers 105 naming the "
-        "file",
+        "dhcp/journal.py writes and removes through statefile.py: DEL answers 105 naming the file",
     ),
     (
         "fixed",
