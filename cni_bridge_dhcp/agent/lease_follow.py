@@ -13,13 +13,12 @@ waited for the task, so nothing is re-created behind it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
 from .dhcp import Lease
 from .dhcp.manager import default_on_change
+from .shielded import to_completion
 
 if TYPE_CHECKING:
     from .core import Agent
@@ -30,17 +29,7 @@ log = logging.getLogger(__name__)
 async def on_lease_change(agent: Agent, key: str, old: Lease | None, new: Lease | None) -> None:
     await default_on_change(key, old, new)
     if new is not None:
-        await _to_completion(_follow(agent, key, new))
-
-
-async def _to_completion(work: Awaitable[None]) -> None:
-    task = asyncio.ensure_future(work)
-    try:
-        await asyncio.shield(task)
-    except asyncio.CancelledError:
-        with contextlib.suppress(Exception):
-            await task
-        raise
+        await to_completion(_follow(agent, key, new))
 
 
 async def _follow(agent: Agent, key: str, lease: Lease) -> None:

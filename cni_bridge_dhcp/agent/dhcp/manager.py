@@ -19,6 +19,7 @@ from pathlib import Path
 
 from ...errors import CNIError, ErrorCode
 from ..netns import netns_inode
+from ..shielded import to_completion
 from . import podif
 from .client import Bound, DhcpClient, DhcpNaked, DhcpTimeout, Identity, Nak, Timing
 from .clock import Clock, SystemClock
@@ -529,15 +530,8 @@ class LeaseManager:
 
 
 async def _durably(fn: Callable[..., object], *args: object) -> None:
-    """Run a blocking journal operation in a thread; if our task is cancelled meanwhile,
-    still wait for it, so a cancelled task never writes after its canceller removed."""
-    fut = asyncio.ensure_future(asyncio.to_thread(fn, *args))
-    try:
-        await asyncio.shield(fut)
-    except asyncio.CancelledError:
-        with contextlib.suppress(Exception):
-            await fut
-        raise
+    """A blocking journal operation in a thread, finished even if our task is cancelled."""
+    await to_completion(asyncio.to_thread(fn, *args))
 
 
 async def _cancel(task: asyncio.Task[None] | None) -> None:
