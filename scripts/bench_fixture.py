@@ -21,7 +21,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tests.netnslib import CNITOOL, NODE_IP, ROUTER_IP, Daemon, Pod, Sandbox, SandboxError, run
+from tests.netnslib import (
+    CNITOOL,
+    NODE_IP,
+    ROUTER_IP,
+    Daemon,
+    Pod,
+    Sandbox,
+    SandboxError,
+    dhcpd_config,
+    run,
+)
 
 # The PATH a node's container runtime execs plugins with (not this shell's: a pyenv shim or
 # a venv first on PATH would change which python3 runs the zipapp).
@@ -335,35 +345,8 @@ def start_wide_dhcpd(sb: Sandbox, lease_seconds: int) -> tuple[Daemon, Path]:
 
     netnslib's start_dhcpd serves 192.168.77.100-199 only, too few for 250 leases.
     """
-    conf = sb.tmp / "dhcpd-wide.conf"
-    leases = sb.tmp / "dhcpd-wide.leases"
-    conf.write_text(
-        f"""\
-authoritative;
-ddns-update-style none;
-ping-check false;
-default-lease-time {lease_seconds};
-max-lease-time {lease_seconds};
-min-lease-time {lease_seconds};
-option domain-name-servers {ROUTER_IP};
-subnet 192.168.77.0 netmask 255.255.255.0 {{
-  range 192.168.77.2 192.168.77.9;
-  range 192.168.77.11 192.168.77.254;
-  option routers {ROUTER_IP};
-  option subnet-mask 255.255.255.0;
-}}
-"""
-    )
-    leases.touch()
-    cmd = ["dhcpd", "-4", "-d", "-cf", str(conf), "-lf", str(leases)]
-    cmd += ["-pf", str(sb.tmp / "dhcpd-wide.pid"), "lan0"]
-    daemon = spawn_in(sb, "dhcpd-wide", sb.lan, cmd)
-
-    def listening() -> bool:
-        out = run(["ss", "-Hulpn", "sport = :67"], netns=sb.lan, check=False, timeout=5).stdout
-        return f"pid={daemon.pid}," in out
-
-    wait_for(listening, "listening on :67", daemon)
+    wide = (("192.168.77.2", "192.168.77.9"), ("192.168.77.11", "192.168.77.254"))
+    daemon = sb.start_dhcpd(config=dhcpd_config(lease_seconds=lease_seconds, ranges=wide))
     return daemon, daemon.log_path
 
 

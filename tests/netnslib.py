@@ -48,6 +48,33 @@ DAEMON_STOP_TIMEOUT = 5.0
 _UNIX_PATH_MAX = 107
 
 
+def dhcpd_config(
+    *,
+    lease_seconds: int,
+    subnet: str = "192.168.77.0",
+    router: str = ROUTER_IP,
+    ranges: tuple[tuple[str, str], ...] = ((POOL_START, POOL_END),),
+) -> str:
+    """A dhcpd.conf for one /24 with fixed-length leases (no ping check, authoritative)."""
+    range_lines = "".join(f"  range {a} {b};\n" for a, b in ranges)
+    prefix = subnet.rsplit(".", 1)[0]
+    return f"""\
+authoritative;
+ddns-update-style none;
+ping-check false;
+default-lease-time {lease_seconds};
+max-lease-time {lease_seconds};
+min-lease-time {lease_seconds};
+option domain-name "{LAN_DOMAIN}";
+option domain-name-servers {router};
+subnet {subnet} netmask 255.255.255.0 {{
+{range_lines}  option routers {router};
+  option subnet-mask 255.255.255.0;
+  option broadcast-address {prefix}.255;
+}}
+"""
+
+
 class SandboxError(RuntimeError):
     """A sandbox step failed; the message carries the command output or daemon log."""
 
@@ -383,27 +410,15 @@ class Sandbox:
         self._wait_until(daemon, lambda: self._listening_dhcp(daemon.pid), "listening on :67")
         return daemon
 
-    def start_dhcpd(self, *, lease_seconds: int = 30) -> Daemon:
-        """ISC dhcpd on lan0 with short leases (renew/expiry tests); returns once it listens."""
+    def start_dhcpd(
+        self, *, lease_seconds: int = 30, config: str | None = None, fresh_leases: bool = False
+    ) -> Daemon:
+        """ISC dhcpd on lan0 with short leases (renew/expiry tests), or with ``config`` (text
+        of a dhcpd.conf); ``fresh_leases`` empties its lease file. Returns once it listens."""
         conf = self.tmp / "dhcpd.conf"
-        conf.write_text(
-            f"""\
-authoritative;
-ddns-update-style none;
-ping-check false;
-default-lease-time {lease_seconds};
-max-lease-time {lease_seconds};
-min-lease-time {lease_seconds};
-option domain-name "{LAN_DOMAIN}";
-option domain-name-servers {ROUTER_IP};
-subnet 192.168.77.0 netmask 255.255.255.0 {{
-  range {POOL_START} {POOL_END};
-  option routers {ROUTER_IP};
-  option subnet-mask 255.255.255.0;
-  option broadcast-address 192.168.77.255;
-}}
-"""
-        )
+        conf.write_text(config if config is not None else dhcpd_config(lease_seconds=lease_seconds))
+        if fresh_leases:
+            self.dhcpd_leases_path.write_text("")
         self.dhcpd_leases_path.touch()
         cmd = [
             shutil.which("dhcpd") or "/usr/sbin/dhcpd",

@@ -20,9 +20,7 @@ from typing import Any
 from tests.e2e import helpers
 from tests.e2e.helpers import NET
 from tests.netnslib import (
-    LAN_DOMAIN,
     REPO_ROOT,
-    ROUTER_IP,
     Daemon,
     Pod,
     Sandbox,
@@ -108,56 +106,6 @@ def in_agent_mounts(sb: Sandbox, script: str, *, check: bool = True) -> str:
 
 
 # -- DHCP servers --------------------------------------------------------------------------
-
-
-def dhcpd_config(
-    *,
-    lease_seconds: int,
-    subnet: str = "192.168.77.0",
-    router: str = ROUTER_IP,
-    ranges: tuple[tuple[str, str], ...] = (("192.168.77.100", "192.168.77.199"),),
-) -> str:
-    range_lines = "".join(f"  range {a} {b};\n" for a, b in ranges)
-    prefix = subnet.rsplit(".", 1)[0]
-    return f"""\
-authoritative;
-ddns-update-style none;
-ping-check false;
-default-lease-time {lease_seconds};
-max-lease-time {lease_seconds};
-min-lease-time {lease_seconds};
-option domain-name "{LAN_DOMAIN}";
-option domain-name-servers {router};
-subnet {subnet} netmask 255.255.255.0 {{
-{range_lines}  option routers {router};
-  option subnet-mask 255.255.255.0;
-  option broadcast-address {prefix}.255;
-}}
-"""
-
-
-def start_dhcpd_with(sb: Sandbox, config: str, *, fresh_leases: bool = False) -> Daemon:
-    """ISC dhcpd on lan0 with the given config text (the sandbox's own config is fixed)."""
-    conf = sb.tmp / "dhcpd-custom.conf"
-    conf.write_text(config)
-    if fresh_leases:
-        sb.dhcpd_leases_path.write_text("")
-    sb.dhcpd_leases_path.touch()
-    cmd = [
-        "/usr/sbin/dhcpd",
-        "-4",
-        "-d",
-        "-cf",
-        str(conf),
-        "-lf",
-        str(sb.dhcpd_leases_path),
-        "-pf",
-        str(sb.tmp / "dhcpd.pid"),
-        "lan0",
-    ]
-    daemon = sb._spawn("dhcpd", cmd, netns=sb.lan)
-    sb._wait_until(daemon, lambda: sb._listening_dhcp(daemon.pid), "dhcpd listening on :67")
-    return daemon
 
 
 def stop_named(sb: Sandbox, name: str) -> None:

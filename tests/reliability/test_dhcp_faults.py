@@ -12,16 +12,24 @@ import pytest
 from dhcp_leases import DhcpLeases
 
 from tests.e2e.helpers import NET, add, agent_report
-from tests.netnslib import NODE_IP, POOL_END, POOL_START, ROUTER_IP, Pod, Sandbox, ping, run
+from tests.netnslib import (
+    NODE_IP,
+    POOL_END,
+    POOL_START,
+    ROUTER_IP,
+    Pod,
+    Sandbox,
+    dhcpd_config,
+    ping,
+    run,
+)
 from tests.reliability.lib import (
     conflist,
-    dhcpd_config,
     events,
     journal_by_key,
     lease_key,
     pod_ipv4,
     pod_routes,
-    start_dhcpd_with,
     start_fake_dhcp,
     stop_named,
     wait_for,
@@ -64,7 +72,7 @@ def test_renewal_nak_moves_the_pod_to_a_new_lease(
 ) -> None:
     sb = sandbox
     config = dhcpd_config(lease_seconds=LEASE_NAK)
-    start_dhcpd_with(sb, config)
+    sb.start_dhcpd(config=config)
     add_internet(sb)
     sb.start_agent()
     conf = conflist(sb)
@@ -81,7 +89,7 @@ def test_renewal_nak_moves_the_pod_to_a_new_lease(
         "  binding state active;\n  hardware ethernet 02:11:22:33:44:55;\n"
         '  uid "someone-else";\n}\n'
     )
-    start_dhcpd_with(sb, config)
+    sb.start_dhcpd(config=config)
     wait_for(
         lambda: record(sb, pod)["address"] != old and record(sb, pod)["state"] == "BOUND",
         3 * LEASE_NAK,
@@ -124,7 +132,7 @@ def test_missing_or_bogus_t1_t2_default_and_renew_on_time(
 ) -> None:
     sb = sandbox
     if server.startswith("dhcpd"):
-        start_dhcpd_with(sb, dhcpd_config(lease_seconds=LEASE_T))
+        sb.start_dhcpd(config=dhcpd_config(lease_seconds=LEASE_T))
     else:
         start_fake_dhcp(sb, lease_time=LEASE_T, timers="bogus")
     sb.start_agent()

@@ -11,15 +11,13 @@ import pytest
 from dhcp_leases import DhcpLeases
 
 from tests.e2e.helpers import NET, add, agent_report
-from tests.netnslib import ROUTER_IP, Sandbox, ping
+from tests.netnslib import ROUTER_IP, Sandbox, dhcpd_config, ping
 from tests.reliability.lib import (
     conflist,
-    dhcpd_config,
     journal_by_key,
     kill_agent,
     lease_key,
     pod_ipv4,
-    start_dhcpd_with,
     veths,
     wait_for,
 )
@@ -41,7 +39,7 @@ def test_agent_restart_with_100_pods_readopts_and_renews_every_lease(
     sandbox: Sandbox, figures: dict[str, Any]
 ) -> None:
     sb = sandbox
-    start_dhcpd_with(sb, dhcpd_config(lease_seconds=LEASE, ranges=POOL))
+    sb.start_dhcpd(config=dhcpd_config(lease_seconds=LEASE, ranges=POOL))
     sb.start_agent()
     conf = conflist(sb)
     pods = [sb.add_pod(f"r{i}") for i in range(PODS)]

@@ -12,14 +12,12 @@ from typing import Any
 import pytest
 
 from tests.e2e.helpers import add
-from tests.netnslib import ROUTER_IP, Sandbox, ping, run
+from tests.netnslib import ROUTER_IP, Sandbox, dhcpd_config, ping, run
 from tests.reliability.lib import (
     conflist,
-    dhcpd_config,
     journal_by_key,
     lease_key,
     pod_ipv4,
-    start_dhcpd_with,
     wait_for,
 )
 
@@ -35,7 +33,7 @@ def test_link_flaps_across_t1_keep_leases_and_connectivity(
     sandbox: Sandbox, figures: dict[str, Any]
 ) -> None:
     sb = sandbox
-    start_dhcpd_with(sb, dhcpd_config(lease_seconds=LEASE))
+    sb.start_dhcpd(config=dhcpd_config(lease_seconds=LEASE))
     sb.start_agent()
     conf = conflist(sb)
     pods = [sb.add_pod(f"f{i}") for i in range(PODS)]
