@@ -60,9 +60,12 @@ async def _follow(agent: Agent, key: str, lease: Lease) -> None:
         except Exception as exc:
             log.error("%s: attachment record keeps %s: %s", key, before, exc)
         await asyncio.to_thread(agent.addressbook.remember, lease.client_id, lease.address.ip)
-        log.info(
-            "%s: address %s -> %s; firewall rules and record follow",
+        # A warning: the runtime was told the old address and nothing can update it.
+        log.warning(
+            "%s: the DHCP server moved pod %s from %s to %s; its rules and record follow, "
+            "but the runtime (pod status, CHECK's prevResult) still has the old address",
             key,
+            f"{att.pod_namespace}/{att.pod_name}" if att.pod_name else att.container_id,
             ", ".join(before) or "none",
             lease.address,
         )

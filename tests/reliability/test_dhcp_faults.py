@@ -225,6 +225,7 @@ def test_new_address_is_forwarded_on_a_forward_drop_node(sandbox: Sandbox) -> No
     assert ping(pod.name, EXT_IP, count=2), "the new address is not forwarded"
     (entry,) = agent_report(sb)["pods"]
     assert entry["ips"] == [entry["lease"]["address"]], "the agent's record is stale"
+    assert "still has the old address" in sb.agent_logs(), "the move is not explained in the log"
 
 
 # -- a rogue server -------------------------------------------------------------------------
