@@ -78,6 +78,8 @@ class IPAMConf(_Model):
     timeout: Annotated[float, Field(gt=0, le=600)] = 30.0
     stable_mac: bool = Field(False, alias="stableMac")
     server_allow_list: list[ipaddress.IPv4Address] = Field([], alias="serverAllowList")
+    # Seconds the offered address is ARP-probed before use; 0 skips the probe.
+    arp_probe_wait: Annotated[float, Field(ge=0, le=10)] | None = Field(None, alias="arpProbeWait")
     routes: list[RouteConf] = []
     daemon_socket_path: str | None = Field(None, alias="daemonSocketPath")
     agent_socket: str | None = Field(None, alias="agentSocket")

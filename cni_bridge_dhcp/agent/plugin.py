@@ -379,6 +379,7 @@ def lease_request(
         provide=tuple(provide),
         timeout=ipam.timeout,
         server_allow_list=tuple(ipam.server_allow_list),
+        arp_probe_wait=ipam.arp_probe_wait,
         meta={
             "network": network,
             "containerId": req.container_id,

@@ -8,6 +8,7 @@ sockets are created inside the pod namespaces.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import time
@@ -243,6 +244,28 @@ def test_decline_when_the_offered_address_is_in_use(
             assert f"DHCPDECLINE(lan0) {first.address.ip} {req.mac}" in log
             (row,) = parse_dnsmasq_leases(sandbox.dnsmasq_leases_path)
             assert row["ip"] == str(lease.address.ip)
+        finally:
+            await m.close()
+
+    run_async(go())
+
+
+def test_arp_probe_wait_zero_skips_the_probe(sandbox: Sandbox, pods: Pods, tmp_path: Path) -> None:
+    """ipam.arpProbeWait 0 trades the conflict check for speed: a squatted address is taken."""
+    sandbox.start_dnsmasq()
+    pod = pods.add("z")
+    req = dataclasses.replace(pods.request(pod), arp_probe_wait=0.0)
+
+    async def go() -> None:
+        m = LeaseManager(tmp_path / "state")
+        try:
+            first = await m.acquire(req)
+            await m.release(req.key)
+            squatter = pods.add("squat0", down=False)
+            run(["ip", "-n", squatter.name, "addr", "add", f"{first.address}", "dev", "eth0"])
+            lease = await m.acquire(req)
+            assert lease.address.ip == first.address.ip
+            assert "DHCPDECLINE" not in (sandbox.tmp / "dnsmasq.log").read_text()
         finally:
             await m.close()
 

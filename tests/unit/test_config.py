@@ -72,6 +72,8 @@ def test_reference_keys_are_accepted_with_their_meaning() -> None:
         ({"ipam": {"type": "dhcp", "timeout": -1}}, 7, "ipam.timeout"),
         ({"ipam": {"type": "dhcp", "provide": [{"option": "host-name"}]}}, 7, "ipam.provide"),
         ({"ipam": {"type": "dhcp", "serverAllowList": ["not-an-ip"]}}, 7, "ipam.serverAllowList"),
+        ({"ipam": {"type": "dhcp", "arpProbeWait": -1}}, 7, "ipam.arpProbeWait"),
+        ({"ipam": {"type": "dhcp", "arpProbeWait": "slow"}}, 7, "ipam.arpProbeWait"),
         ({"ipam": {"type": "dhcp", "routes": [{"dst": "10.0.0.0/33"}]}}, 7, "ipam.routes"),
         ({"hairpinMode": True, "promiscMode": True}, 7, "hairpinMode"),
         ({"vlan": 5000}, 7, "vlan"),

@@ -178,6 +178,7 @@ class FakeTransport:
 
     async def arp_probe(self, address: IPv4Address, wait: float, probes: int) -> bool:
         self.f.probes.append(address)
+        self.f.probe_waits.append(wait)
         await self.f.clock.sleep(wait)
         return address in self.f.in_use
 
@@ -193,6 +194,7 @@ class FakeFactory:
     unicast_reaches: bool = True
     in_use: set[IPv4Address] = field(default_factory=set)
     probes: list[IPv4Address] = field(default_factory=list)
+    probe_waits: list[float] = field(default_factory=list)
     opened: list[FakeTransport] = field(default_factory=list)
     brought_up: int = 0
 
@@ -643,6 +645,28 @@ def test_restart_readopts_and_renews_on_time(rig: Rig) -> None:
         assert [s.msg.message_type for s in new] == [MessageType.REQUEST]
         assert new[0].msg.ciaddr == lease.address.ip and not new[0].broadcast
         assert new[0].t == pytest.approx(lease.renew_at - rig.clock.epoch, abs=0.5)
+        await m2.close()
+
+    run(go())
+
+
+def test_arp_probe_wait_of_the_request_is_used_and_kept_across_restarts(rig: Rig) -> None:
+    async def go() -> None:
+        m = rig.manager()
+        default = await m.acquire(rig.request(key="lan/default/eth0"))
+        await m.release(default.key)
+        lease = await m.acquire(rig.request(arp_probe_wait=0.5))
+        assert rig.factory.probe_waits == [Timing().arp_probe_wait, 0.5]
+        await m.close()
+        # Restarted past expiry and NAKed: the re-acquisition probes as configured.
+        rig.server.nak_requests = 1
+        rig.clock.t += 300
+        m2 = rig.manager()
+        await m2.start()
+        await until(lambda: len(rig.factory.probe_waits) == 3)
+        await until(lambda: lease_of(m2, lease.key).state == BOUND)
+        assert rig.factory.probe_waits[2] == 0.5
+        assert lease_of(m2, lease.key).arp_probe_wait == 0.5
         await m2.close()
 
     run(go())

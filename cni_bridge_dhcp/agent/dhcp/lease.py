@@ -58,6 +58,8 @@ class LeaseRequest:
     # ipam.serverAllowList: OFFERs, ACKs and NAKs from any other server id are ignored, so a
     # rogue server that answers first cannot hand out (or take away) an address.
     server_allow_list: tuple[IPv4Address, ...] = ()
+    # ipam.arpProbeWait; None: the agent's default (Timing.arp_probe_wait).
+    arp_probe_wait: float | None = None
 
 
 @dataclass(frozen=True)
@@ -92,6 +94,7 @@ class Lease:
     options: Mapping[int, bytes] = field(default_factory=dict)  # the ACK's options, raw
     broadcast_flag: bool = False
     server_allow_list: tuple[IPv4Address, ...] = ()
+    arp_probe_wait: float | None = None  # kept for re-acquisition after a restart
 
     def with_state(self, state: str) -> Lease:
         return replace(self, state=state)
@@ -241,6 +244,7 @@ def to_record(lease: Lease) -> dict[str, Any]:
         "options": {str(code): value.hex() for code, value in sorted(lease.options.items())},
         "broadcast_flag": lease.broadcast_flag,
         "server_allow_list": [str(a) for a in lease.server_allow_list],
+        "arp_probe_wait": lease.arp_probe_wait,
     }
 
 
@@ -309,7 +313,13 @@ def from_record(record: Mapping[str, Any]) -> Lease:
         options={int(k): bytes.fromhex(v) for k, v in _typed(record, "options", dict).items()},
         broadcast_flag=bool(record.get("broadcast_flag", False)),
         server_allow_list=_allow_list(record),
+        arp_probe_wait=_opt_seconds(record, "arp_probe_wait"),
     )
+
+
+def _opt_seconds(record: Mapping[str, Any], name: str) -> float | None:
+    # absent in records written before the key existed
+    return None if record.get(name) is None else _number(record, name)
 
 
 def _allow_list(record: Mapping[str, Any]) -> tuple[IPv4Address, ...]:

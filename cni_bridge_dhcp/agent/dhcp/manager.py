@@ -159,7 +159,11 @@ class LeaseManager:
                     return old
                 await self._drop(req.key)
             client = DhcpClient(
-                _identity(req), label=req.key, clock=self.clock, timing=self.timing, rng=self.rng
+                _identity(req),
+                label=req.key,
+                clock=self.clock,
+                timing=self._timing_for(req),
+                rng=self.rng,
             )
             target = Target(req.netns_path, req.ifname, req.mac, netns_fd=req.netns_fd)
             where = f"{req.ifname} in netns {req.netns_path}"
@@ -281,8 +285,17 @@ class LeaseManager:
 
     def _client(self, lease: Lease) -> DhcpClient:
         return DhcpClient(
-            _identity(lease), label=lease.key, clock=self.clock, timing=self.timing, rng=self.rng
+            _identity(lease),
+            label=lease.key,
+            clock=self.clock,
+            timing=self._timing_for(lease),
+            rng=self.rng,
         )
+
+    def _timing_for(self, lease: Lease | LeaseRequest) -> Timing:
+        if lease.arp_probe_wait is None:
+            return self.timing
+        return replace(self.timing, arp_probe_wait=lease.arp_probe_wait)
 
     async def _drop(self, key: str) -> None:
         entry = self._entries.pop(key, None)
@@ -320,6 +333,7 @@ class LeaseManager:
             provide=tuple(where.provide),
             broadcast_flag=where.broadcast_flag,
             server_allow_list=tuple(where.server_allow_list),
+            arp_probe_wait=where.arp_probe_wait,
             address=info.address,
             server_id=info.server_id,
             server_mac=bound.server_mac,
