@@ -93,10 +93,8 @@ def test_pods_get_lan_addresses_and_node_pointing_routes(sandbox: Sandbox) -> No
     assert not ({ip1, ip2} & leases), "DEL must release the lease at the server"
 
 
-def test_del_is_idempotent_and_survives_a_vanished_netns(sandbox: Sandbox) -> None:
-    sb = sandbox
-    sb.start_dnsmasq()
-    sb.start_agent()
+def test_del_is_idempotent_and_survives_a_vanished_netns(lan: Sandbox) -> None:
+    sb = lan
     conf = conflist(sb)
     pod = sb.add_pod("gone")
     add(sb, pod, conf)
@@ -112,10 +110,8 @@ def test_del_is_idempotent_and_survives_a_vanished_netns(sandbox: Sandbox) -> No
     assert not [n for n in links(sb.node) if n.startswith("veth")]
 
 
-def test_check_passes_then_reports_drift(sandbox: Sandbox) -> None:
-    sb = sandbox
-    sb.start_dnsmasq()
-    sb.start_agent()
+def test_check_passes_then_reports_drift(lan: Sandbox) -> None:
+    sb = lan
     conf = conflist(sb)
     pod = sb.add_pod("chk")
     add(sb, pod, conf)
@@ -130,10 +126,8 @@ def test_check_passes_then_reports_drift(sandbox: Sandbox) -> None:
     sb.cnitool("del", NET, pod, conflist=conf)
 
 
-def test_add_fails_cleanly_when_the_interface_exists(sandbox: Sandbox) -> None:
-    sb = sandbox
-    sb.start_dnsmasq()
-    sb.start_agent()
+def test_add_fails_cleanly_when_the_interface_exists(lan: Sandbox) -> None:
+    sb = lan
     conf = conflist(sb)
     pod = sb.add_pod("dup")
     from tests.netnslib import run
@@ -162,10 +156,8 @@ def test_agent_down_is_code_11_and_nothing_changes(sandbox: Sandbox) -> None:
     assert links(pod.name) == ["lo"]
 
 
-def test_ten_concurrent_adds_one_takeover_ten_leases(sandbox: Sandbox) -> None:
-    sb = sandbox
-    sb.start_dnsmasq()
-    sb.start_agent()
+def test_ten_concurrent_adds_one_takeover_ten_leases(lan: Sandbox) -> None:
+    sb = lan
     conf = conflist(sb)
     pods = [sb.add_pod(f"c{i}") for i in range(10)]
     with ThreadPoolExecutor(10) as pool:

@@ -11,10 +11,8 @@ from tests.netnslib import Sandbox, parse_dnsmasq_leases
 pytestmark = [pytest.mark.netns, pytest.mark.e2e]
 
 
-def test_gc_removes_only_attachments_not_listed(sandbox: Sandbox) -> None:
-    sb = sandbox
-    sb.start_dnsmasq()
-    sb.start_agent()
+def test_gc_removes_only_attachments_not_listed(lan: Sandbox) -> None:
+    sb = lan
     conf = conflist(sb, "1.0.0")  # libcni 1.1.2 cannot read 1.1.0 results
     gc_conf = {**conf, "cniVersion": "1.1.0", "name": NET}
     keep, drop = sb.add_pod("keep"), sb.add_pod("drop")

@@ -18,13 +18,6 @@ def host_veth(sb: Sandbox) -> dict[str, object]:
     return ip_json(["-d", "link", "show", name], sb.node)[0]
 
 
-@pytest.fixture
-def lan(sandbox: Sandbox) -> Sandbox:
-    sandbox.start_dnsmasq()
-    sandbox.start_agent()
-    return sandbox
-
-
 def test_mtu_hairpin_and_port_isolation_are_applied(lan: Sandbox) -> None:
     sb = lan
     pod = sb.add_pod("keys")
