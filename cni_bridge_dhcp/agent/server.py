@@ -305,6 +305,9 @@ async def run(args: argparse.Namespace) -> int:
 def daemon_main(argv: list[str]) -> int:
     args = _parse_args(argv)
     setup_logging(args.log_level, args.log_file)
+    from .allocator import tune_malloc
+
+    log.debug("malloc settings applied: %s", ", ".join(tune_malloc()) or "none")
     try:
         return asyncio.run(run(args))
     except SystemExit as exc:
