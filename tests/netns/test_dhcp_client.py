@@ -222,12 +222,17 @@ def test_dnsmasq_with_its_ping_check(sandbox: Sandbox, pods: Pods, tmp_path: Pat
     run_async(go())
 
 
-def test_decline_when_the_offered_address_is_in_use(
-    sandbox: Sandbox, pods: Pods, tmp_path: Path
+@pytest.mark.parametrize("probe", ["default", "off"])
+def test_an_address_in_use_is_declined_unless_the_probe_is_off(
+    sandbox: Sandbox, pods: Pods, tmp_path: Path, probe: str
 ) -> None:
+    """The ARP probe finds a squatter and DECLINEs; ipam.arpProbeWait 0 trades that check
+    for speed, and the squatted address is taken."""
     sandbox.start_dnsmasq()  # --no-ping: the server will not notice the squatter
     pod = pods.add("d")
     req = pods.request(pod)
+    if probe == "off":
+        req = dataclasses.replace(req, arp_probe_wait=0.0)
 
     async def go() -> None:
         m = LeaseManager(tmp_path / "state")
@@ -239,33 +244,15 @@ def test_decline_when_the_offered_address_is_in_use(
             squatter = pods.add("squat", down=False)
             run(["ip", "-n", squatter.name, "addr", "add", f"{first.address}", "dev", "eth0"])
             lease = await m.acquire(req)
-            assert lease.address.ip != first.address.ip and in_pool(lease.address.ip)
             log = (sandbox.tmp / "dnsmasq.log").read_text()
+            if probe == "off":
+                assert lease.address.ip == first.address.ip
+                assert "DHCPDECLINE" not in log
+                return
+            assert lease.address.ip != first.address.ip and in_pool(lease.address.ip)
             assert f"DHCPDECLINE(lan0) {first.address.ip} {req.mac}" in log
             (row,) = parse_dnsmasq_leases(sandbox.dnsmasq_leases_path)
             assert row["ip"] == str(lease.address.ip)
-        finally:
-            await m.close()
-
-    run_async(go())
-
-
-def test_arp_probe_wait_zero_skips_the_probe(sandbox: Sandbox, pods: Pods, tmp_path: Path) -> None:
-    """ipam.arpProbeWait 0 trades the conflict check for speed: a squatted address is taken."""
-    sandbox.start_dnsmasq()
-    pod = pods.add("z")
-    req = dataclasses.replace(pods.request(pod), arp_probe_wait=0.0)
-
-    async def go() -> None:
-        m = LeaseManager(tmp_path / "state")
-        try:
-            first = await m.acquire(req)
-            await m.release(req.key)
-            squatter = pods.add("squat0", down=False)
-            run(["ip", "-n", squatter.name, "addr", "add", f"{first.address}", "dev", "eth0"])
-            lease = await m.acquire(req)
-            assert lease.address.ip == first.address.ip
-            assert "DHCPDECLINE" not in (sandbox.tmp / "dnsmasq.log").read_text()
         finally:
             await m.close()
 

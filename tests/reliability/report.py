@@ -137,7 +137,7 @@ COVERED_ELSEWHERE = [
     (
         "INIT-REBOOT NAKed after renumbering; DECLINE of an address in use",
         "tests/netns/test_dhcp_client.py::test_init_reboot_nak_falls_back_to_init, "
-        "::test_decline_when_the_offered_address_is_in_use",
+        "::test_an_address_in_use_is_declined_unless_the_probe_is_off",
     ),
     (
         "Pod netns deleted behind our back: DEL succeeds",
