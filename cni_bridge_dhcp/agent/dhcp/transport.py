@@ -217,6 +217,9 @@ class PodTransport:
         self._rx: asyncio.Queue[Received] = asyncio.Queue(_QUEUE_MAX)
         self._arp_rx: asyncio.Queue[codec.Arp] = asyncio.Queue(_QUEUE_MAX)
         self._closed = False
+        # One receive buffer per transport: a fresh 64 KiB buffer per packet would be an
+        # mmap/munmap pair under the agent's malloc settings (agent/allocator.py).
+        self._buffer = bytearray(65535)
         self._loop.add_reader(socks.ip.fileno(), self._on_ip)
         self._loop.add_reader(socks.arp.fileno(), self._on_arp)
 
@@ -225,9 +228,10 @@ class PodTransport:
     def _drain(
         self, sock: socket.socket, handle: Callable[[bytes, tuple[object, ...]], None]
     ) -> None:
+        view = memoryview(self._buffer)
         for _ in range(_QUEUE_MAX):
             try:
-                data, addr = sock.recvfrom(65535)
+                size, addr = sock.recvfrom_into(self._buffer)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
@@ -235,7 +239,7 @@ class PodTransport:
                 return
             if len(addr) >= 3 and addr[2] == PACKET_OUTGOING:
                 continue
-            handle(data, addr)
+            handle(bytes(view[:size]), addr)
 
     def _on_ip(self) -> None:
         def handle(data: bytes, addr: tuple[object, ...]) -> None:
