@@ -29,7 +29,7 @@ IN_FLIGHT = 20
 WARMUP = 20
 # Growth of the agent's resident memory over the 200 cycles, measured after a warm-up of
 # 20 cycles (imports, thread pool, firewall handles all in place). Observed: 3-4 MiB with
-# glibc's default malloc settings, 0.7 MiB with the agent's own (agent/allocator.py).
+# glibc's default malloc settings, 0.4-0.7 MiB with the agent's own (agent/allocator.py).
 RSS_BOUND_KIB = 8 * 1024
 
 
