@@ -44,6 +44,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from plugin_inputs import SYSTEM_PATH, VERSION_IN, agent_down_add  # noqa: E402
+from plugin_inputs import version_env as plugin_version_env  # noqa: E402
+
 from cni_bridge_dhcp.agent.netns import open_netns, run_in_netns  # noqa: E402
 from tests.e2e.helpers import conflist  # noqa: E402
 from tests.netnslib import Sandbox  # noqa: E402
@@ -52,9 +55,7 @@ OUT = ROOT / "build" / "native-variants"
 NATIVE = ("pyinstaller-onedir", "pyinstaller-onefile", "nuitka-standalone", "nuitka-onefile")
 ALL = ("zipapp", *NATIVE)
 ONEFILE = ("pyinstaller-onefile", "nuitka-onefile")
-SYSTEM_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"  # what plugin-timing.py uses
 SCRUBBED_PATH = "/usr/bin:/bin"
-VERSION_IN = b'{"cniVersion":"1.0.0"}'
 ONEFILE_CACHE = Path("/var/cache/cni-bridge-dhcp")  # build-native.py's default
 # Python installs hidden for the "no Python on this node" check.
 HIDE_DIRS = (
@@ -157,23 +158,8 @@ def local_timings(names: tuple[str, ...], runs: int) -> dict[str, dict[str, Any]
         n: {"version_wall": [], "version_cpu": [], "down_wall": [], "down_cpu": []} for n in names
     }
     with tempfile.TemporaryDirectory() as tmp:
-        conf = json.dumps(
-            {
-                "cniVersion": "1.0.0",
-                "name": "lan",
-                "type": "cni-bridge-dhcp",
-                "agentSocket": f"{tmp}/none.sock",
-            }
-        ).encode()
-        add_env = {
-            "PATH": SYSTEM_PATH,
-            "CNI_COMMAND": "ADD",
-            "CNI_CONTAINERID": "timing",
-            "CNI_NETNS": f"{tmp}/nonexistent",
-            "CNI_IFNAME": "eth0",
-            "CNI_PATH": "/opt/cni/bin",
-        }
-        version_env = {"PATH": SYSTEM_PATH, "CNI_COMMAND": "VERSION"}
+        add_env, conf = agent_down_add(tmp)
+        version_env = plugin_version_env()
         for name in names:  # one untimed exec each: page cache and onefile unpack caches
             timed([str(exe_of(name))], version_env, VERSION_IN)
         for i in range(runs):
@@ -504,7 +490,7 @@ def check_sigkill(name: str) -> dict[str, Any]:
         leftovers = sorted(os.listdir(tmpdir))
         size = sum(f.stat().st_size for f in Path(tmpdir).rglob("*") if f.is_file())
         cache_after = sorted(p.name for p in ONEFILE_CACHE.iterdir()) if target else []
-        next_run = run_version([str(exe_of(name))], {"PATH": SYSTEM_PATH, "CNI_COMMAND": "VERSION"})
+        next_run = run_version([str(exe_of(name))], plugin_version_env())
     return {
         "mapped_outside": mapped,
         "orphaned_child": bool(kids),

@@ -7,13 +7,14 @@ Usage: plugin-timing.py [--runs N] [--cmd "python3 -m cni_bridge_dhcp"]
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+
+from plugin_inputs import SYSTEM_PATH, VERSION_IN, agent_down_add, version_env
 
 
 def measure(cmd: list[str], env: dict[str, str], stdin: bytes, runs: int) -> list[float]:
@@ -29,35 +30,17 @@ def main() -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--runs", type=int, default=20)
     p.add_argument("--cmd", default=f"{sys.executable} -m cni_bridge_dhcp")
-    # A node's runtime (kubelet/containerd) execs plugins with a system PATH.
-    p.add_argument("--path", default="/usr/sbin:/usr/bin:/sbin:/bin")
+    p.add_argument("--path", default=SYSTEM_PATH)
     args = p.parse_args()
     cmd = shlex.split(args.cmd)
-    base = {"PATH": args.path}
     with tempfile.TemporaryDirectory() as tmp:
-        conf = json.dumps(
-            {
-                "cniVersion": "1.0.0",
-                "name": "lan",
-                "type": "cni-bridge-dhcp",
-                "agentSocket": f"{tmp}/none.sock",
-            }
-        ).encode()
-        version = measure(
-            cmd, {**base, "CNI_COMMAND": "VERSION"}, b'{"cniVersion":"1.0.0"}', args.runs
-        )
-        add_env = {
-            **base,
-            "CNI_COMMAND": "ADD",
-            "CNI_CONTAINERID": "timing",
-            "CNI_NETNS": f"{tmp}/nonexistent",
-            "CNI_IFNAME": "eth0",
-            "CNI_PATH": "/opt/cni/bin",
-        }
-        down = measure(cmd, add_env, conf, args.runs)
+        version = measure(cmd, version_env(args.path), VERSION_IN, args.runs)
+        add_env, add_in = agent_down_add(tmp, args.path)
+        down = measure(cmd, add_env, add_in, args.runs)
     for name, values in (("VERSION", version), ("ADD, agent down", down)):
         print(
-            f"{name}: median {statistics.median(values):.1f} ms (min {min(values):.1f}, max {max(values):.1f}, n={len(values)})"
+            f"{name}: median {statistics.median(values):.1f} ms "
+            f"(min {min(values):.1f}, max {max(values):.1f}, n={len(values)})"
         )
     return 0
 
