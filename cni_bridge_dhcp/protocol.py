@@ -61,11 +61,7 @@ def frame_length(header: bytes) -> int:
 def _decode_object(body: bytes, what: str) -> dict[str, Any]:
     try:
         obj = json.loads(body.decode("utf-8"))
-    except (
-        UnicodeDecodeError,
-        ValueError,
-        RecursionError,
-    ) as exc:  # RecursionError: nested too deep
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:  # or nested too deep
         raise CNIError(ErrorCode.DECODE_FAILURE, f"{what}: invalid JSON: {exc}") from None
     if not isinstance(obj, dict):
         raise CNIError(ErrorCode.DECODE_FAILURE, f"{what}: expected a JSON object")

@@ -74,11 +74,7 @@ def _decode_stdin(data: bytes) -> dict[str, Any]:
         raise CNIError(ErrorCode.DECODE_FAILURE, f"network config is larger than {MAX_STDIN} bytes")
     try:
         conf = json.loads(data.decode("utf-8"))
-    except (
-        UnicodeDecodeError,
-        ValueError,
-        RecursionError,
-    ) as exc:  # RecursionError: nested too deep
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:  # or nested too deep
         raise CNIError(
             ErrorCode.DECODE_FAILURE, f"network config is not valid JSON: {exc}"
         ) from None

@@ -42,6 +42,11 @@ class Attachment:
     def key(self) -> str:
         return attachment_key(self.network, self.container_id, self.ifname)
 
+    @property
+    def firewall_backend(self) -> str:
+        """The firewallBackend the pod's rules were made with (ADD records it)."""
+        return str(self.result.get("fw", {}).get("backend", "auto"))
+
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 

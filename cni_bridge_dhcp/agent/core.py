@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import ipaddress
 import logging
 import os
@@ -73,13 +74,12 @@ class Agent:
         outcome = await asyncio.to_thread(recover, self.state_dir)
         if outcome:
             log.warning("uplink journal recovery: %s", outcome)
-        from .dhcp import Lease, LeaseManager
+        from .dhcp import LeaseManager
         from .lease_follow import on_lease_change
 
-        async def on_change(key: str, old: Lease | None, new: Lease | None) -> None:
-            await on_lease_change(self, key, old, new)
-
-        self._leases = LeaseManager(self.state_dir, on_change=on_change)
+        self._leases = LeaseManager(
+            self.state_dir, on_change=functools.partial(on_lease_change, self)
+        )
         await self._leases.start()
         for att in self.store.all():
             if att.state != "ready":
@@ -324,7 +324,7 @@ class Agent:
         ready = [a for a in self.store.all() if a.state == "ready"]
         by_backend: dict[str, list[Attachment]] = {}
         for att in ready:
-            by_backend.setdefault(att.result.get("fw", {}).get("backend", "auto"), []).append(att)
+            by_backend.setdefault(att.firewall_backend, []).append(att)
         for requested, atts in by_backend.items():
             fw = await self.firewall_for(requested)
             for bridge in {a.bridge for a in atts}:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from .dhcp import Lease
 from .dhcp.manager import default_on_change
@@ -43,8 +43,7 @@ async def _follow(agent: Agent, key: str, lease: Lease) -> None:
         before = att.ips
         att.ips = ips
         if att.result.get("role") != "ipam":  # as IPAM, the rules are the main plugin's
-            fw_conf: dict[str, Any] = att.result.get("fw", {})
-            fw = await agent.firewall_for(str(fw_conf.get("backend", "auto")))
+            fw = await agent.firewall_for(att.firewall_backend)
             rules = agent.pod_rules(att)
 
             def swap() -> None:

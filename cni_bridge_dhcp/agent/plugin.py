@@ -422,9 +422,24 @@ async def acquire(
 async def teardown(
     agent: Agent, att: Attachment, netns_fd: int | None, conf: NetConf | None
 ) -> None:
-    """Release and remove everything of one attachment; each step best-effort, missing = fine."""
-    errors: list[str] = []
-    code: int = ErrorCode.IO_FAILURE
+    """Release and remove everything of one attachment; each step best-effort, missing = fine.
+
+    A step that fails does not stop the others; the DEL then fails with the code of the
+    first failure (a CNIError keeps its own, e.g. 105 for a read-only state dir) and keeps
+    the record, so a retried DEL finishes the job.
+    """
+    failures: list[tuple[int, str]] = []
+
+    async def step(what: str, work: Awaitable[object]) -> None:
+        try:
+            await work
+        except CNIError as exc:
+            log.error("DEL %s: %s incomplete: %s", att.key, what, exc.msg)
+            failures.append((exc.code, f"{what}: {exc.msg}"))
+        except Exception as exc:
+            log.exception("DEL %s: %s failed", att.key, what)
+            failures.append((ErrorCode.IO_FAILURE, f"{what}: {exc}"))
+
     fd = netns_fd
     opened = False
     if fd is None and att.netns:
@@ -438,50 +453,35 @@ async def teardown(
             fd = None
     try:
         if att.ipam == "dhcp":
-            try:
-                await agent.leases.release(att.key)
-            except CNIError as exc:
-                log.error("DEL %s: lease release incomplete: %s", att.key, exc.msg)
-                errors.append(f"lease release: {exc.msg}")
-                code = exc.code
-            except Exception as exc:
-                log.exception("DEL %s: lease release failed", att.key)
-                errors.append(f"lease release: {exc}")
+            await step("lease release", agent.leases.release(att.key))
         elif att.ipam:
             delegate = att.result.get("delegate", {})
             raw = delegate.get("conf") or (conf.model_dump(by_alias=True) if conf else None)
             if raw is not None:
                 from .ipam_delegate import exec_ipam
 
-                try:
-                    await exec_ipam(
-                        "DEL",
-                        att.ipam,
-                        raw,
-                        container_id=att.container_id,
-                        netns=att.netns if fd is not None else "",
-                        ifname=att.ifname,
-                        cni_args=delegate.get("cniArgs", ""),
-                        cni_path=delegate.get("cniPath", ""),
-                    )
-                except CNIError as exc:
-                    errors.append(exc.msg)
+                work = exec_ipam(
+                    "DEL",
+                    att.ipam,
+                    raw,
+                    container_id=att.container_id,
+                    netns=att.netns if fd is not None else "",
+                    ifname=att.ifname,
+                    cni_args=delegate.get("cniArgs", ""),
+                    cni_path=delegate.get("cniPath", ""),
+                )
+                await step(f"ipam {att.ipam} DEL", work)
         if att.result.get("role") != "ipam":  # as IPAM, the link and rules are not ours
-            try:
-                await _thread(delete_pod_link, fd, att.ifname, att.host_veth)
-            except Exception as exc:
-                log.exception("DEL %s: deleting the veth failed", att.key)
-                errors.append(f"veth: {exc}")
-            try:
-                await agent.remove_pod_rules(att.network, att.container_id, att.ifname)
-            except Exception as exc:
-                log.exception("DEL %s: removing firewall rules failed", att.key)
-                errors.append(f"firewall: {exc}")
+            await step("veth", _thread(delete_pod_link, fd, att.ifname, att.host_veth))
+            await step(
+                "firewall", agent.remove_pod_rules(att.network, att.container_id, att.ifname)
+            )
     finally:
         if opened and fd is not None:
             os.close(fd)
-    if errors:
-        raise CNIError(code, f"DEL of {att.key} incomplete: {'; '.join(errors)}")
+    if failures:
+        detail = "; ".join(msg for _, msg in failures)
+        raise CNIError(failures[0][0], f"DEL of {att.key} incomplete: {detail}")
     await _thread(agent.store.remove, att.key)
     if att.bridge:
         await agent.after_pod_removed(att.bridge)

@@ -2,8 +2,9 @@
 
 Records are written and removed through ``statefile`` (write-temp, fsync, rename,
 fsync(dir)), so a crash leaves either the old or the new record, and a refused write or
-removal is a CNIError 105 naming the file. A record that does not parse or validate anyway (disk trouble, a hand
-edit) is logged, renamed aside to ``*.corrupt`` for inspection, and otherwise ignored.
+removal is a CNIError 105 naming the file. A record that does not parse or validate
+anyway (disk trouble, a hand edit) is logged, renamed aside to ``*.corrupt`` for
+inspection, and otherwise ignored.
 All methods block on disk I/O: the manager calls them through ``asyncio.to_thread``.
 """
 
