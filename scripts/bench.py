@@ -339,7 +339,8 @@ def phase_concurrent(ref: Side, ours: Side, sizes: tuple[int, ...], data: dict[s
             server_log = LogTail(side.sb.tmp / "dnsmasq.log")
             ticks = daemon_ticks(side)
             adds = together([partial(side.cni, "add", bp) for bp in pods])
-            add_cpu, ticks = ticks_ms(daemon_ticks(side) - ticks), daemon_ticks(side)
+            after_adds = daemon_ticks(side)
+            add_cpu = ticks_ms(after_adds - ticks)
             add_events = count_server_events(server_log.new_text())
             if n == max(sizes) and side.daemon_pid is not None:
                 s = sample_proc(side.daemon_pid)
@@ -350,7 +351,7 @@ def phase_concurrent(ref: Side, ours: Side, sizes: tuple[int, ...], data: dict[s
                     "threads": s.threads,
                 }
             dels = together([partial(side.cni, "del", bp) for bp in pods])
-            del_cpu = ticks_ms(daemon_ticks(side) - ticks)
+            del_cpu = ticks_ms(daemon_ticks(side) - after_adds)
             del_events = count_server_events(server_log.new_text())
             for bp in pods:
                 side.drop_pod(bp)
