@@ -509,9 +509,13 @@ async def cmd_del(agent: Agent, req: Request) -> dict[str, Any]:
 async def _del_unrecorded(
     agent: Agent, req: Request, conf: NetConf, key: str, netns_fd: int | None
 ) -> None:
-    """DEL of something we hold no record of: clean what may exist, succeed otherwise."""
+    """DEL of something we hold no record of (never added, or its record was lost): clean
+    what may exist, succeed otherwise. As the reference bridge plugin, the interface named
+    by CNI_IFNAME in the pod goes; its host end goes with it."""
     if agent.leases.get(key) is not None:
         await agent.leases.release(key)
+    if netns_fd is not None:
+        await _thread(delete_pod_link, netns_fd, req.ifname, None)
     if conf.ipam is not None and not conf.ipam.is_ours and req.cni_path:
         from .ipam_delegate import exec_ipam
 
