@@ -1,9 +1,9 @@
-"""The reliability layer (``make test-reliability``): markers, figures and the report.
+"""The reliability layer (in ``make test``; alone: ``make test-reliability``): markers,
+figures and the report.
 
 Every test here needs root and builds its own namespaces, so every one is marked
 ``netns``: the root-namespace guard of tests/conftest.py then runs after each of them,
-and they are skipped with a reason when not run as root. ``make test`` leaves this
-directory out; run it with ``make test-reliability``.
+and they are skipped with a reason when not run as root.
 """
 
 from __future__ import annotations

@@ -5,6 +5,7 @@ server racing the real one."""
 from __future__ import annotations
 
 import ipaddress
+import re
 import time
 from typing import Any
 
@@ -26,6 +27,7 @@ from tests.netnslib import (
 from tests.reliability.lib import (
     conflist,
     events,
+    firewall_text,
     journal_by_key,
     lease_key,
     pod_ipv4,
@@ -225,6 +227,8 @@ def test_new_address_is_forwarded_on_a_forward_drop_node(sandbox: Sandbox) -> No
     assert ping(pod.name, EXT_IP, count=2), "the new address is not forwarded"
     (entry,) = agent_report(sb)["pods"]
     assert entry["ips"] == [entry["lease"]["address"]], "the agent's record is stale"
+    old_ip = re.escape(first.split("/")[0])
+    assert not re.search(rf"{old_ip}(?![0-9])", firewall_text(sb.node)), "old address rules kept"
     assert "still has the old address" in sb.agent_logs(), "the move is not explained in the log"
 
 
@@ -257,6 +261,7 @@ def test_rogue_server_is_ignored_with_server_allow_list(
     offers = [e for e in events(rogue) if e.get("sent") == "OFFER"]
     naks = [e for e in events(rogue) if e.get("sent") == "NAK"]
     assert offers, "the rogue never answered: the test proves nothing"
+    assert naks, "the rogue never NAKed: the NAK half of the promise is unproven"
     assert f"ignoring DHCP replies from {ROGUE_IP}" in sb.agent_logs()
     assert ping(pod.name, ROUTER_IP)
 

@@ -3,7 +3,7 @@ and straight at the agent's socket: each answered with the right code, nothing c
 
 After every input the node namespace (links, addresses, routes, rules, iptables legacy and
 nft, nft ruleset, sysctls), the target pod namespace, the agent's state dir and the DHCP
-server's leases are compared with the snapshot taken before the first one.
+server's leases are compared with the snapshot taken before that input.
 """
 
 from __future__ import annotations

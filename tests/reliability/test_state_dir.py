@@ -1,9 +1,9 @@
 """The agent's state dir in trouble: full, read-only, or holding torn records.
 
 The agent runs in a mount namespace of its own (``unshare -m --propagation slave``:
-nothing mounted there reaches the host) where its state dir is a small tmpfs (full) or a bind mount that is remounted
-read-only; the test reads that view through ``/proc/<agent pid>/root``. Nothing is mounted
-anywhere else.
+nothing mounted there reaches the host) where its state dir is a small tmpfs (full), or its
+leases/ and attachments/ are bind mounts remounted read-only; the test reads that view
+through ``/proc/<agent pid>/root``. Nothing is mounted anywhere else.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.helpers import NET, add, agent_report, links
+from tests.e2e.helpers import NET, add, agent_report, container_id, links
 from tests.netnslib import ROUTER_IP, Pod, Sandbox, parse_dnsmasq_leases, ping, run
 from tests.reliability.lib import (
     agent_daemon,
@@ -128,14 +128,17 @@ def test_full_state_dir_fails_add_cleanly_at_every_write(
         else:
             text = proc.stdout + proc.stderr
             assert codes[free_pages] == STATE_FAILED, text
-            assert "No space left" in text
-            failed_at.append("attachment record" if "/attachments/" in text else "lease journal")
+            assert "No space left" in text and str(sb.state_dir) in text, text
+            where = "attachment record" if "/attachments/" in text else "lease journal"
+            assert where == "attachment record" or "/leases/" in text, text
+            failed_at.append(where)
         assert steady.left_behind(pod) == [], f"{free_pages} free pages"
         filler.unlink()
         again = sb.add_pod(f"after{free_pages}")
         add(sb, again, conf)  # space is back: ADD works
         sb.cnitool("del", NET, again, conflist=conf)
     assert sum(1 for c in codes.values() if c == STATE_FAILED) >= 3, codes
+    assert set(failed_at) == {"attachment record", "lease journal"}, failed_at
     assert agent_daemon(sb).alive()
     assert ping(resident.name, ROUTER_IP)
     figures["free pages tried (0-3) -> code"] = ", ".join(f"{k}:{v}" for k, v in codes.items())
@@ -168,6 +171,7 @@ def test_read_only_state_dir_fails_add_cleanly_and_del_completes_later(
     add_code = error_code(proc)
     assert add_code == STATE_FAILED, proc.stdout + proc.stderr
     assert "Read-only file system" in proc.stdout + proc.stderr
+    assert str(sb.state_dir) in proc.stdout + proc.stderr
     assert steady.left_behind(pod) == []
 
     # DEL of the resident pod cannot complete its records: it must say so, and finish
@@ -176,6 +180,7 @@ def test_read_only_state_dir_fails_add_cleanly_and_del_completes_later(
     del_code = error_code(failed_del) if failed_del.returncode else 0
     assert del_code == STATE_FAILED, failed_del.stdout + failed_del.stderr
     assert "Read-only file system" in failed_del.stdout + failed_del.stderr
+    assert str(sb.state_dir / "leases") in failed_del.stdout + failed_del.stderr
     in_agent_mounts(sb, f"for d in {subdirs}; do mount -o remount,bind,rw $d; done")
     sb.cnitool("del", NET, resident, conflist=conf)
     assert files_in(state) == []
@@ -227,16 +232,26 @@ def test_torn_records_are_detected_and_ignored_at_start(
     assert not (lease_dir / ".deadbeef.123.0.tmp").exists()
     keys = set(journal_by_key(sb))
     assert lease_key(intact) in keys and lease_key(torn_att) in keys
-    report = agent_report(sb)
-    by_ns = {p["containerId"]: p for p in report["pods"]}
-    assert len(by_ns) == 2  # the torn attachment is not listed
+    pods = {p["containerId"]: p for p in agent_report(sb)["pods"]}
+    # the torn attachment is not listed
+    assert set(pods) == {container_id(torn_lease), container_id(intact)}, set(pods)
+    unreleasable = pods[container_id(torn_lease)]["ips"][0].split("/")[0]
     assert ping(intact.name, ROUTER_IP)
 
-    # The agent keeps working: DEL of all three, a new ADD.
+    # The agent keeps working: DEL of all three (the torn one without its record) leaves
+    # nothing, then a new ADD.
     for pod in (torn_lease, torn_att, intact):
         sb.cnitool("del", NET, pod, conflist=conf)
-    run(["ip", "netns", "delete", torn_att.name])  # the runtime removes the sandbox
     assert veths(sb.node) == []
+    assert journal_by_key(sb) == {}
+    # Without its lease record the torn pod's lease cannot be released: it stays at the
+    # server until it expires. The other two are released.
+    wait_for(
+        lambda: [r["ip"] for r in parse_dnsmasq_leases(sb.dnsmasq_leases_path)] == [unreleasable],
+        5,
+        "the releases",
+    )
+    run(["ip", "netns", "delete", torn_att.name])  # the runtime removes the sandbox
     fresh = sb.add_pod("fresh")
     add(sb, fresh, conf)
     assert ping(fresh.name, ROUTER_IP)
