@@ -17,7 +17,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tests.e2e import helpers
 from tests.e2e.helpers import NET
 from tests.netnslib import (
     REPO_ROOT,
@@ -28,11 +27,6 @@ from tests.netnslib import (
     Snapshot,
     run,
 )
-
-
-def conflist(sb: Sandbox, version: str = "1.0.0", **plugin: Any) -> dict[str, Any]:
-    """The e2e conflist: cni-bridge-dhcp on cni0 taking eth0 over, ipam dhcp (timeout 20 s)."""
-    return helpers.conflist(sb, version, **plugin)
 
 
 def wait_for(cond: Callable[[], bool], timeout: float, what: str, interval: float = 0.2) -> None:
@@ -194,11 +188,6 @@ def pod_ipv4(pod: Pod, ifname: str = "eth0") -> list[str]:
         for i in json.loads(out.stdout or "[]")
         for a in i.get("addr_info", [])
     ]
-
-
-def pod_routes(pod: Pod) -> list[str]:
-    lines = run(["ip", "-4", "route"], netns=pod.name).stdout.splitlines()
-    return [line.replace(" proto static", "").strip() for line in lines]
 
 
 def firewall_text(netns: str) -> str:

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from dhcp_leases import DhcpLeases
 
-from tests.e2e.helpers import NET, add, agent_report
+from tests.e2e.helpers import NET, add, agent_report, conflist, pod_routes
 from tests.netnslib import (
     NODE_IP,
     POOL_END,
@@ -25,13 +25,11 @@ from tests.netnslib import (
     run,
 )
 from tests.reliability.lib import (
-    conflist,
     events,
     firewall_text,
     journal_by_key,
     lease_key,
     pod_ipv4,
-    pod_routes,
     start_fake_dhcp,
     stop_named,
     wait_for,

@@ -21,9 +21,9 @@ import pytest
 
 from cni_bridge_dhcp import client
 from cni_bridge_dhcp.protocol import HEADER, make_request
-from tests.e2e.helpers import add
+from tests.e2e.helpers import add, conflist
 from tests.netnslib import REPO_ROOT, Pod, Sandbox, diff_snapshots, parse_dnsmasq_leases
-from tests.reliability.lib import agent_daemon, conflist, netns_snapshot, state_files
+from tests.reliability.lib import agent_daemon, netns_snapshot, state_files
 
 INVALID_ENV, DECODE, VERSION, CONFIG, UNSUPPORTED = 4, 6, 1, 7, 2
 

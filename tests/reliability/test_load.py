@@ -10,10 +10,9 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.helpers import NET, agent_report
+from tests.e2e.helpers import NET, agent_report, conflist
 from tests.netnslib import Sandbox, parse_dnsmasq_leases, run
 from tests.reliability.lib import (
-    conflist,
     fd_count,
     firewall_text,
     rss_kib,

@@ -10,10 +10,9 @@ from typing import Any
 import pytest
 from dhcp_leases import DhcpLeases
 
-from tests.e2e.helpers import NET, add, agent_report
+from tests.e2e.helpers import NET, add, agent_report, conflist
 from tests.netnslib import ROUTER_IP, Sandbox, dhcpd_config, ping
 from tests.reliability.lib import (
-    conflist,
     journal_by_key,
     kill_agent,
     lease_key,

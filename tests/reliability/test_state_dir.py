@@ -17,11 +17,10 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.helpers import NET, add, agent_report, container_id, links
+from tests.e2e.helpers import NET, add, agent_report, conflist, container_id, links
 from tests.netnslib import ROUTER_IP, Pod, Sandbox, parse_dnsmasq_leases, ping, run
 from tests.reliability.lib import (
     agent_daemon,
-    conflist,
     firewall_text,
     in_agent_mounts,
     journal_by_key,

@@ -11,10 +11,9 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.helpers import add
+from tests.e2e.helpers import add, conflist
 from tests.netnslib import ROUTER_IP, Sandbox, dhcpd_config, ping, run
 from tests.reliability.lib import (
-    conflist,
     journal_by_key,
     lease_key,
     pod_ipv4,
