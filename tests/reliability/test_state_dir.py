@@ -12,6 +12,7 @@ import dataclasses
 import json
 import os
 import time
+from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ from tests.reliability.lib import (
     veths,
     wait_for,
 )
+from tests.unit.test_dhcp_lease import sample_lease
 
 STATE_FAILED = 105
 
@@ -259,43 +261,6 @@ def test_torn_records_are_detected_and_ignored_at_start(
     figures["agent crashes"] = 0
 
 
-def _sample_lease() -> Any:
-    from ipaddress import IPv4Address, IPv4Interface, IPv4Network
-
-    from cni_bridge_dhcp.agent.dhcp import Lease
-
-    now = time.time()
-    return Lease(
-        key="lan/cid-1/eth0",
-        address=IPv4Interface("192.168.77.150/24"),
-        server_id=IPv4Address(ROUTER_IP),
-        router=IPv4Address(ROUTER_IP),
-        dns_servers=(IPv4Address(ROUTER_IP),),
-        domain="lan.test",
-        search=("lan.test",),
-        mtu=1500,
-        routes=((IPv4Network("10.0.0.0/8"), IPv4Address(ROUTER_IP)),),
-        lease_time=120.0,
-        t1=60.0,
-        t2=105.0,
-        bound_at=now,
-        renew_at=now + 60,
-        rebind_at=now + 105,
-        expires_at=now + 120,
-        state="BOUND",
-        netns_path="/run/netns/x",
-        netns_inode=4026532000,
-        ifname="eth0",
-        mac="0a:58:c0:a8:4d:96",
-        client_id=b"\x00cni:x",
-        hostname="web-0",
-        meta={"podName": "web-0"},
-        server_mac="02:00:00:00:00:01",
-        options={53: b"\x05", 54: IPv4Address(ROUTER_IP).packed},
-        server_allow_list=(IPv4Address(ROUTER_IP),),
-    )
-
-
 @pytest.mark.scenario("journal-torn")
 def test_a_record_torn_at_any_byte_is_ignored_and_never_breaks_loading(
     tmp_path: Path, figures: dict[str, Any]
@@ -307,7 +272,13 @@ def test_a_record_torn_at_any_byte_is_ignored_and_never_breaks_loading(
 
     state = tmp_path / "state"
     journal = Journal(state)
-    lease = _sample_lease()
+    # every optional field set, so the record is as long (and as tearable) as they get
+    lease = sample_lease(
+        key="lan/cid-1/eth0",
+        server_allow_list=(IPv4Address(ROUTER_IP),),
+        arp_probe_wait=0.5,
+        broadcast_flag=True,
+    )
     journal.write(lease)
     neighbour = dataclasses.replace(lease, key="lan/cid-2/eth0")
     journal.write(neighbour)
