@@ -8,7 +8,7 @@ CNI_BIN_DIR ?= /opt/cni/bin
 BUILD := build
 PYTEST_ARGS ?=
 
-.PHONY: all venv deps lint typecheck unit netns e2e test test-reliability cnitool demo bench binary install clean
+.PHONY: all venv deps lint typecheck unit netns e2e test test-reliability docs-reliability cnitool demo bench binary install clean
 
 all: venv cnitool
 
@@ -45,6 +45,11 @@ test: deps venv lint typecheck cnitool
 # Faults, load and hostile input alone (issue 8); writes results/reliability.md.
 test-reliability: deps venv cnitool
 	$(PY) -m pytest -q tests/reliability $(PYTEST_ARGS)
+
+# Publish the last complete reliability run as docs/RELIABILITY.md (tests never write docs/).
+docs-reliability:
+	@test -f results/reliability.complete || { echo "no complete reliability run in results/: run make test-reliability" >&2; exit 1; }
+	cp results/reliability.md docs/RELIABILITY.md
 
 cnitool: $(BUILD)/cnitool
 

@@ -3,8 +3,8 @@
 Each test names its scenario with ``@pytest.mark.scenario("<id>")`` and records figures
 (cycles run, faults injected, bad inputs tried, leaks found, ...) through the ``figures``
 fixture. At the end of the session the report is written to ``results/reliability.md``
-and ``results/reliability.json``; when every scenario ran, the Markdown also goes to
-``docs/RELIABILITY.md`` (the committed copy of the latest full run).
+and ``results/reliability.json``. Tests never rewrite tracked files: ``make docs-reliability``
+copies a complete run's report to ``docs/RELIABILITY.md`` (the committed copy).
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 RESULTS = REPO_ROOT / "results"
-DOC = REPO_ROOT / "docs" / "RELIABILITY.md"
 
 
 @dataclass(frozen=True)
@@ -365,8 +364,12 @@ class Report:
         (RESULTS / "reliability.json").write_text(json.dumps(self.as_json(), indent=1) + "\n")
         md = RESULTS / "reliability.md"
         md.write_text(self.markdown())
+        # `make docs-reliability` publishes only a run in which every scenario ran
+        marker = RESULTS / "reliability.complete"
         if self.complete():
-            DOC.write_text(md.read_text())
+            marker.write_text(_git_head() + "\n")
+        else:
+            marker.unlink(missing_ok=True)
         return md
 
 
