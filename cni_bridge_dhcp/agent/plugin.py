@@ -379,6 +379,7 @@ def lease_request(
         provide=tuple(provide),
         timeout=ipam.timeout,
         server_allow_list=tuple(ipam.server_allow_list),
+        server_macs=tuple(ipam.server_macs.items()),
         arp_probe_wait=ipam.arp_probe_wait,
         meta={
             "network": network,

@@ -58,6 +58,9 @@ class LeaseRequest:
     # ipam.serverAllowList: OFFERs, ACKs and NAKs from any other server id are ignored, so a
     # rogue server that answers first cannot hand out (or take away) an address.
     server_allow_list: tuple[IPv4Address, ...] = ()
+    # "ip@mac" entries of ipam.serverAllowList: replies claiming that server id are accepted
+    # only from that link-layer source (without a pin, the first lease's source is learned).
+    server_macs: tuple[tuple[IPv4Address, str], ...] = ()
     # ipam.arpProbeWait; None: the agent's default (Timing.arp_probe_wait).
     arp_probe_wait: float | None = None
 
@@ -95,6 +98,7 @@ class Lease:
     broadcast_flag: bool = False
     server_allow_list: tuple[IPv4Address, ...] = ()
     arp_probe_wait: float | None = None  # kept for re-acquisition after a restart
+    server_macs: tuple[tuple[IPv4Address, str], ...] = ()  # pinned server MACs
 
     def with_state(self, state: str) -> Lease:
         return replace(self, state=state)
@@ -245,6 +249,7 @@ def to_record(lease: Lease) -> dict[str, Any]:
         "broadcast_flag": lease.broadcast_flag,
         "server_allow_list": [str(a) for a in lease.server_allow_list],
         "arp_probe_wait": lease.arp_probe_wait,
+        "server_macs": [[str(ip), mac] for ip, mac in lease.server_macs],
     }
 
 
@@ -314,6 +319,7 @@ def from_record(record: Mapping[str, Any]) -> Lease:
         broadcast_flag=bool(record.get("broadcast_flag", False)),
         server_allow_list=_allow_list(record),
         arp_probe_wait=_opt_seconds(record, "arp_probe_wait"),
+        server_macs=_server_macs(record),
     )
 
 
@@ -328,3 +334,13 @@ def _allow_list(record: Mapping[str, Any]) -> tuple[IPv4Address, ...]:
     if not isinstance(raw, list) or not all(isinstance(a, str) for a in raw):
         raise ValueError("field 'server_allow_list' is not a list of strings")
     return tuple(IPv4Address(a) for a in raw)
+
+
+def _server_macs(record: Mapping[str, Any]) -> tuple[tuple[IPv4Address, str], ...]:
+    # absent in records written before pinning existed
+    raw = record.get("server_macs", [])
+    if not isinstance(raw, list) or not all(
+        isinstance(p, list) and len(p) == 2 and all(isinstance(x, str) for x in p) for p in raw
+    ):
+        raise ValueError("field 'server_macs' is not a list of [ip, mac] pairs")
+    return tuple((IPv4Address(ip), mac) for ip, mac in raw)
