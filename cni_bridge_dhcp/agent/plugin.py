@@ -236,7 +236,12 @@ async def _ipam_add(
                 f"DHCP server {lease.server_id} is not in ipam.serverAllowList",
             )
         routes, gateway = plan_routes(
-            conf.default_route, datapath.node_ip, lease.router, lease.routes, static
+            conf.default_route,
+            datapath.node_ip,
+            lease.router,
+            lease.routes,
+            static,
+            subnet=lease.address.network,
         )
         mtu = (
             lease.mtu

@@ -281,7 +281,7 @@ def test_address_moved_at_renewal_is_probed_before_use(moving: Rig) -> None:
         m = moving.manager()
         lease = await m.acquire(moving.request(arp_probe_wait=0.5))
         moved = IPv4Address(int(lease.address.ip) + 1)
-        await until(lambda: lease_of(m).address.ip == moved)
+        await until(lambda: lease_of(m).address.ip == moved, steps=500_000)
         assert moving.factory.probes == [lease.address.ip, moved]
         assert moving.factory.probe_waits == [0.5, 0.5]  # ipam.arpProbeWait honoured
         assert moving.changes == [(lease.with_state("RENEWING"), lease_of(m))]
@@ -296,13 +296,13 @@ def test_address_moved_at_renewal_onto_a_squatter_is_declined_and_reinit(moving:
         lease = await m.acquire(moving.request())
         moved = IPv4Address(int(lease.address.ip) + 1)
         moving.factory.in_use = {moved}
-        await until(lambda: bool(moving.server.of_type(MessageType.DECLINE)))
+        await until(lambda: bool(moving.server.of_type(MessageType.DECLINE)), steps=500_000)
         (decline,) = moving.server.of_type(MessageType.DECLINE)
         assert decline.msg.options[Opt.REQUESTED_IP] == moved.packed
         assert decline.msg.options[Opt.SERVER_ID] == SERVER_IP.packed
         # the squatted address never reached the pod; the old one came off (the server
         # moved the lease away from it); INIT found a free one
-        await until(lambda: lease_of(m).state == BOUND and len(moving.changes) >= 2)
+        await until(lambda: lease_of(m).state == BOUND and len(moving.changes) >= 2, steps=500_000)
         final = lease_of(m)
         assert final.address.ip != moved
         assert moving.server.bindings[moving.request().client_id] == final.address.ip
@@ -321,7 +321,7 @@ def test_arp_probe_wait_zero_skips_the_probe_of_a_moved_address(moving: Rig) -> 
         lease = await m.acquire(moving.request(arp_probe_wait=0.0))
         moved = IPv4Address(int(lease.address.ip) + 1)
         moving.factory.in_use = {moved}  # unseen without a probe: the admin's choice
-        await until(lambda: lease_of(m).address.ip == moved)
+        await until(lambda: lease_of(m).address.ip == moved, steps=500_000)
         assert EXPIRED not in {lease_of(m).state}
         await m.close()
 

@@ -4,6 +4,7 @@ Lease: option decoding, T1/T2 sanitising, and the JSON record form used by the j
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
@@ -195,14 +196,20 @@ def ack_info(msg: Message, fallback_server: IPv4Address) -> AckInfo:
         routes = _opt(msg, Opt.STATIC_ROUTES, codec.static_routes) or ()
     domain = _opt(msg, Opt.DOMAIN, codec.text)
     if domain is not None:
-        domain = domain.strip().rstrip(".") or None
+        domain = domain.strip(" \0").rstrip(".") or None
+        if domain is not None and not valid_domain(domain):
+            # It goes into resolv.conf: a newline there is a line of the server's choosing.
+            log.warning(
+                "ignoring option 15 from server %s: %r is not a domain name", server_id, domain
+            )
+            domain = None
     return AckInfo(
         address=IPv4Interface((msg.yiaddr, _prefix_for(msg, msg.yiaddr))),
         server_id=server_id,
         router=router,
         dns_servers=_opt(msg, Opt.DNS, codec.ipv4_list) or (),
         domain=domain,
-        search=_opt(msg, Opt.DOMAIN_SEARCH, codec.domain_search) or (),
+        search=_opt(msg, Opt.DOMAIN_SEARCH, lambda raw: _search_list(raw, server_id)) or (),
         mtu=_opt(msg, Opt.INTERFACE_MTU, _mtu),
         routes=routes,
         lease_time=lease,
@@ -210,6 +217,58 @@ def ack_info(msg: Message, fallback_server: IPv4Address) -> AckInfo:
         t2=t2,
         options=dict(msg.options),
     )
+
+
+_LABEL = re.compile(r"^[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?$")
+
+
+def valid_domain(name: str) -> bool:
+    """A name fit for resolv.conf: LDH labels (and "_", used by some directories) of 1-63
+    characters, 253 in all; no whitespace, control characters or other text."""
+    name = name[:-1] if name.endswith(".") else name
+    return 0 < len(name) <= 253 and all(_LABEL.match(label) for label in name.split("."))
+
+
+def _search_list(raw: bytes, server: IPv4Address) -> tuple[str, ...]:
+    """Option 119, name by name: a name that does not decode or is not a valid domain name
+    is dropped (logged); the valid ones are kept. A structurally broken option raises."""
+    if not raw:
+        raise DecodeError("empty domain search option")
+    names: list[str] = []
+    for start in _name_starts(raw):
+        try:
+            name, _end = codec._read_name(raw, start)
+        except DecodeError as exc:
+            log.warning("ignoring a name in option 119 from server %s: %s", server, exc)
+            continue
+        if not valid_domain(name):
+            log.warning(
+                "ignoring option 119 name %r from server %s: not a domain name", name, server
+            )
+            continue
+        if name not in names:
+            names.append(name)
+    return tuple(names)
+
+
+def _name_starts(raw: bytes) -> list[int]:
+    """Offsets of the names in an RFC 1035 name list, from its label lengths alone."""
+    starts: list[int] = []
+    pos = 0
+    while pos < len(raw):
+        starts.append(pos)
+        while True:
+            if pos >= len(raw):
+                raise DecodeError("domain name runs past the end of the option")
+            size = raw[pos]
+            if size == 0:
+                pos += 1
+                break
+            if size & 0xC0:  # compression pointer (or a reserved type): ends the name
+                pos += 2
+                break
+            pos += 1 + size
+    return starts
 
 
 # -- journal records -------------------------------------------------------------------------

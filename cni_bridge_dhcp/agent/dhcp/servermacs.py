@@ -41,6 +41,16 @@ class ServerMacs:
     def __init__(self, state_dir: Path) -> None:
         self.path = Path(state_dir) / FILE_NAME
         self._lock = threading.Lock()  # learn() is read-modify-write, from worker threads
+        # get() runs for every reply from an allowed server, on the event loop: the file is
+        # re-read only when it changed (an admin may remove an entry while the agent runs).
+        self._cache: tuple[tuple[int, int, int] | None, dict[str, dict[str, Any]]] = (None, {})
+
+    def _stamp(self) -> tuple[int, int, int] | None:
+        try:
+            st = self.path.stat()
+        except OSError:
+            return None
+        return (st.st_mtime_ns, st.st_size, st.st_ino)
 
     def _load(self) -> dict[str, dict[str, Any]]:
         data = statefile.read_json(self.path)
@@ -63,7 +73,12 @@ class ServerMacs:
         return good
 
     def get(self, network: str, server: IPv4Address) -> str | None:
-        entry = self._load().get(_entry_key(network, server))
+        stamp = self._stamp()
+        if stamp is None:
+            return None
+        if self._cache[0] != stamp:
+            self._cache = (stamp, self._load())
+        entry = self._cache[1].get(_entry_key(network, server))
         return str(entry["mac"]) if entry else None
 
     def learn(self, network: str, server: IPv4Address, mac: str) -> bool:
