@@ -326,3 +326,18 @@ def test_arp_probe_wait_zero_skips_the_probe_of_a_moved_address(moving: Rig) -> 
         await m.close()
 
     run(go())
+
+
+def test_removing_a_learned_entry_takes_effect_without_a_restart(raced: Rig) -> None:
+    # the documented way out when the real server's MAC changed (NIC replaced)
+    async def go() -> None:
+        m = raced.manager()
+        await m.acquire(raced.request(server_allow_list=(SERVER_IP,)))
+        ServerMacs(raced.state_dir).path.unlink()
+        _rogue(raced).up = True  # plays the server with its new MAC here
+        lease = await m.acquire(raced.request(key="lan/c4/eth0", server_allow_list=(SERVER_IP,)))
+        assert lease.server_mac == ROGUE_MAC
+        assert ServerMacs(raced.state_dir).get("lan", SERVER_IP) == ROGUE_MAC
+        await m.close()
+
+    run(go())

@@ -528,16 +528,12 @@ class LeaseManager:
 
     def _expected_server_mac(self, where: Lease | LeaseRequest, server: IPv4Address) -> str | None:
         """The MAC replies claiming ``server`` must come from: the "ip@mac" pin, else the
-        node's learned entry, else the source of this lease's own ACK."""
+        node's learned entry. Not the lease's own server_mac: an admin who removes a stale
+        entry (the server's NIC changed) must free every pod, and the next lease re-learns."""
         for ip, mac in where.server_macs:
             if ip == server:
                 return mac
-        learned = self.server_macs.get(_network(where), server)
-        if learned is not None:
-            return learned
-        if isinstance(where, Lease) and server == where.server_id:
-            return where.server_mac
-        return None
+        return self.server_macs.get(_network(where), server)
 
     async def _learn_server_mac(self, lease: Lease) -> None:
         server = lease.server_id
