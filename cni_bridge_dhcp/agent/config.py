@@ -78,11 +78,41 @@ class IPAMConf(_Model):
     timeout: Annotated[float, Field(gt=0, le=600)] = 30.0
     stable_mac: bool = Field(False, alias="stableMac")
     server_allow_list: list[ipaddress.IPv4Address] = Field([], alias="serverAllowList")
+    # From "ip@mac" entries of serverAllowList (not a key of its own): see _server_pins.
+    server_macs: dict[ipaddress.IPv4Address, str] = {}
     # Seconds the offered address is ARP-probed before use; 0 skips the probe.
     arp_probe_wait: Annotated[float, Field(ge=0, le=10)] | None = Field(None, alias="arpProbeWait")
     routes: list[RouteConf] = []
     daemon_socket_path: str | None = Field(None, alias="daemonSocketPath")
     agent_socket: str | None = Field(None, alias="agentSocket")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _server_pins(cls, data: Any) -> Any:
+        """serverAllowList entries "ip@mac" pin the server's MAC: its replies are accepted
+        only from that link-layer source. The ip part is validated by the field itself."""
+        if not isinstance(data, dict):
+            return data
+        data = {k: v for k, v in data.items() if k != "server_macs"}
+        entries = data.get("serverAllowList", data.get("server_allow_list"))
+        if not isinstance(entries, list):
+            return data
+        ips: list[object] = []
+        pins: dict[str, str] = {}
+        for entry in entries:
+            if isinstance(entry, str) and "@" in entry:
+                ip, _, mac = entry.partition("@")
+                if not _MAC.match(mac):
+                    raise ValueError(
+                        f"serverAllowList entry {entry!r}: {mac!r} is not a MAC address "
+                        '(expected "ip" or "ip@aa:bb:cc:dd:ee:ff")'
+                    )
+                pins[ip] = mac.lower()
+                entry = ip
+            ips.append(entry)
+        data["serverAllowList" if "serverAllowList" in data else "server_allow_list"] = ips
+        data["server_macs"] = pins
+        return data
 
     @property
     def is_ours(self) -> bool:

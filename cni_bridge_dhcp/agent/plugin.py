@@ -236,7 +236,12 @@ async def _ipam_add(
                 f"DHCP server {lease.server_id} is not in ipam.serverAllowList",
             )
         routes, gateway = plan_routes(
-            conf.default_route, datapath.node_ip, lease.router, lease.routes, static
+            conf.default_route,
+            datapath.node_ip,
+            lease.router,
+            lease.routes,
+            static,
+            subnet=lease.address.network,
         )
         mtu = (
             lease.mtu
@@ -379,6 +384,7 @@ def lease_request(
         provide=tuple(provide),
         timeout=ipam.timeout,
         server_allow_list=tuple(ipam.server_allow_list),
+        server_macs=tuple(ipam.server_macs.items()),
         arp_probe_wait=ipam.arp_probe_wait,
         meta={
             "network": network,

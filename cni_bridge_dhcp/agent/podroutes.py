@@ -52,11 +52,20 @@ def plan_routes(
     router: ipaddress.IPv4Address | None,
     classless: tuple[tuple[ipaddress.IPv4Network, ipaddress.IPv4Address], ...],
     static: tuple[PodRoute, ...],
+    *,
+    subnet: ipaddress.IPv4Network | None = None,
 ) -> tuple[tuple[PodRoute, ...], IPAddress | None]:
     """Routes to install in the pod and the gateway to report.
 
     ``mode`` is the defaultRoute setting. With option 121 present the router option is
     ignored (RFC 3442); its default route is used only in "dhcp" mode.
+
+    ``classless`` are the server's routes (option 121, or 33). In "node" mode every pod
+    packet leaving the LAN must cross the node, so a server route is kept only if it stays
+    on the LAN (its destination inside ``subnet``, the leased subnet) or goes via the node;
+    the others (``0.0.0.0/1`` + ``128.0.0.0/1`` via another host would take all off-LAN
+    traffic past the node) are dropped and logged. ``static`` (ipam.routes, the admin's
+    own) are always kept.
     """
     routes: list[PodRoute] = []
     gateway: IPAddress | None = None
@@ -80,11 +89,30 @@ def plan_routes(
             if mode == "dhcp":
                 gateway = gw
             continue
+        if mode == "node" and not _on_lan(dst, gw, node_ip, subnet):
+            log.warning(
+                'defaultRoute "node": ignoring the DHCP server\'s route %s via %s: it would '
+                "take pod traffic leaving the LAN past the node",
+                dst,
+                "on-link" if gw == unspecified else gw,
+            )
+            continue
         routes.append(PodRoute(dst, None if gw == unspecified else gw))
     routes.extend(static)
     if gateway is not None:
         routes.append(PodRoute(default, gateway))
     return tuple(routes), gateway
+
+
+def _on_lan(
+    dst: ipaddress.IPv4Network,
+    gw: ipaddress.IPv4Address,
+    node_ip: ipaddress.IPv4Address | None,
+    subnet: ipaddress.IPv4Network | None,
+) -> bool:
+    if node_ip is not None and gw == node_ip:
+        return True
+    return subnet is not None and dst.subnet_of(subnet)
 
 
 def configure_pod(netns_fd: int, ifname: str, addressing: PodAddressing) -> None:

@@ -47,6 +47,7 @@ class Behaviour:
     new_address_at_renewal: bool = False  # renewals are ACKed with the next free address
     nak_foreign_requests: bool = False  # rogue: NAK every REQUEST meant for another server
     malformed_before_reply: bool = False  # a burst of malformed replies ahead of each reply
+    extra_options: dict[str, str] = field(default_factory=dict)  # code -> hex, in ACK/OFFER
     log: str = "fakedhcp.jsonl"
 
     @classmethod
@@ -62,9 +63,10 @@ class Pool:
     first: int
     last: int
     bindings: dict[bytes, IPv4Address] = field(default_factory=dict)
+    declined: set[IPv4Address] = field(default_factory=set)  # never handed out again
 
     def taken(self) -> set[IPv4Address]:
-        return set(self.bindings.values())
+        return set(self.bindings.values()) | self.declined
 
     def for_client(self, cid: bytes, *, fresh: bool = False) -> IPv4Address:
         current = self.bindings.get(cid)
@@ -228,6 +230,8 @@ class Server:
         opts[Opt.SUBNET_MASK] = b"\xff\xff\xff\x00"
         opts[Opt.ROUTER] = IPv4Address(self.how.router).packed
         opts[Opt.DNS] = IPv4Address(self.how.dns).packed
+        for code, value in self.how.extra_options.items():
+            opts[int(code)] = bytes.fromhex(value)
         return opts
 
     def reply(
@@ -297,6 +301,10 @@ class Server:
             self.reply(req, MessageType.ACK, address, req.ciaddr if renewal else bcast)
         elif mtype == MessageType.RELEASE:
             self.pool.release(cid)
+        elif mtype == MessageType.DECLINE and requested is not None:
+            self.pool.declined.add(requested)
+            if self.pool.bindings.get(cid) == requested:
+                self.pool.release(cid)
 
     def serve(self) -> None:
         self.event(started=os.getpid(), behaviour=self.how.__dict__)

@@ -247,3 +247,50 @@ def test_stable_mac_is_local_unicast_and_stable() -> None:
 )
 def test_hostname_for(name: str | None, label: str | None) -> None:
     assert hostname_for(name) == label
+
+
+# -- issue 12 item 5c: option 15/119 text reaches resolv.conf -------------------------------
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"lan.test\nnameserver 203.0.113.66",
+        b"lan.test\r",
+        b"lan test",
+        b"lan.test\tx",
+        b"l\x00an.test",
+        b"lan.t\xc3\xa9st",
+        b"lan..test",
+        b"-lan.test",
+        b"a" * 64 + b".test",
+        b"x." * 127 + b"x",
+    ],
+)
+def test_invalid_domain_option_is_dropped_with_a_warning(
+    raw: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("WARNING")
+    info = ack_info(_ack(DOMAIN=raw), SERVER)
+    assert info.domain is None
+    assert "option 15" in caplog.text
+
+
+def test_invalid_search_names_are_dropped_and_valid_ones_kept(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def name(*labels: bytes) -> bytes:
+        return b"".join(bytes((len(label),)) + label for label in labels) + b"\0"
+
+    raw = (
+        name(b"good", b"test")
+        + name(b"evil\nnameserver 203", b"0", b"113", b"66")
+        + name(b"sp ace", b"test")
+        + name(b"under_score", b"test")
+        + name(b"x1", b"corp", b"test")
+    )
+    caplog.set_level("WARNING")
+    info = ack_info(_ack(DOMAIN_SEARCH=raw, DOMAIN=b"lan.test."), SERVER)
+    assert info.search == ("good.test", "under_score.test", "x1.corp.test")
+    assert info.domain == "lan.test"
+    assert "option 119" in caplog.text and "nameserver" in caplog.text

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 
@@ -127,6 +128,10 @@ class DhcpClient:
         self._started = 0.0
         self.last_stats = _Stats()
         self._refused: set[IPv4Address] = set()  # servers already logged as not allowed
+        # The MAC an allowed server's replies must come from (pinned or learned), or None;
+        # set by the LeaseManager. See servermacs.py.
+        self.server_mac_for: Callable[[IPv4Address], str | None] = lambda _server: None
+        self._spoofers: set[tuple[IPv4Address, str | None]] = set()  # logged once each
 
     # -- messages ------------------------------------------------------------------------
 
@@ -200,6 +205,8 @@ class DhcpClient:
                 continue
             if not self._allowed(self._server_of(msg, rx)):
                 continue
+            if not self._from_pinned_mac(self._server_of(msg, rx), rx.src_mac):
+                continue
             return msg, rx
 
     def _allowed(self, server: IPv4Address) -> bool:
@@ -213,6 +220,28 @@ class DhcpClient:
                 self.label,
                 server,
                 ", ".join(map(str, allow)),
+            )
+        return False
+
+    def _from_pinned_mac(self, server: IPv4Address, src_mac: str | None) -> bool:
+        """An allowed server's reply must come from its pinned or learned MAC: option 54 is
+        just bytes any LAN host can write."""
+        if not self.ident.server_allow_list:
+            return True
+        expected = self.server_mac_for(server)
+        if expected is None or (src_mac is not None and src_mac.lower() == expected.lower()):
+            return True
+        if (server, src_mac) not in self._spoofers:
+            self._spoofers.add((server, src_mac))
+            log.warning(
+                "%s: ignoring DHCP replies claiming server id %s from MAC %s: that server's "
+                "replies come from %s (ipam.serverAllowList; a server whose MAC really "
+                "changed needs its entry removed from dhcp-servers.json in the state dir, or "
+                'an "ip@mac" pin)',
+                self.label,
+                server,
+                src_mac or "unknown",
+                expected,
             )
         return False
 
@@ -478,6 +507,14 @@ class DhcpClient:
             MessageType.RELEASE, self._xid(), ciaddr=address, server_id=server_id, full=False
         )
         await tr.send_unicast(payload, src=address, dst=server_id, dst_mac=server_mac)
+
+    async def decline(self, tr: Transport, *, address: IPv4Address, server_id: IPv4Address) -> None:
+        """DHCPDECLINE of ``address`` (found in use on the link), broadcast from 0.0.0.0."""
+        payload = self._message(
+            MessageType.DECLINE, self._xid(), requested=address, server_id=server_id, full=False
+        )
+        await tr.send_broadcast(payload)
+        self.last_stats.count("DECLINE")
 
     def new_xid(self) -> int:
         return self._xid()

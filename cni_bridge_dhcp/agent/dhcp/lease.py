@@ -4,6 +4,7 @@ Lease: option decoding, T1/T2 sanitising, and the JSON record form used by the j
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
@@ -58,6 +59,9 @@ class LeaseRequest:
     # ipam.serverAllowList: OFFERs, ACKs and NAKs from any other server id are ignored, so a
     # rogue server that answers first cannot hand out (or take away) an address.
     server_allow_list: tuple[IPv4Address, ...] = ()
+    # "ip@mac" entries of ipam.serverAllowList: replies claiming that server id are accepted
+    # only from that link-layer source (without a pin, the first lease's source is learned).
+    server_macs: tuple[tuple[IPv4Address, str], ...] = ()
     # ipam.arpProbeWait; None: the agent's default (Timing.arp_probe_wait).
     arp_probe_wait: float | None = None
 
@@ -95,6 +99,7 @@ class Lease:
     broadcast_flag: bool = False
     server_allow_list: tuple[IPv4Address, ...] = ()
     arp_probe_wait: float | None = None  # kept for re-acquisition after a restart
+    server_macs: tuple[tuple[IPv4Address, str], ...] = ()  # pinned server MACs
 
     def with_state(self, state: str) -> Lease:
         return replace(self, state=state)
@@ -191,14 +196,20 @@ def ack_info(msg: Message, fallback_server: IPv4Address) -> AckInfo:
         routes = _opt(msg, Opt.STATIC_ROUTES, codec.static_routes) or ()
     domain = _opt(msg, Opt.DOMAIN, codec.text)
     if domain is not None:
-        domain = domain.strip().rstrip(".") or None
+        domain = domain.strip(" \0").rstrip(".") or None
+        if domain is not None and not valid_domain(domain):
+            # It goes into resolv.conf: a newline there is a line of the server's choosing.
+            log.warning(
+                "ignoring option 15 from server %s: %r is not a domain name", server_id, domain
+            )
+            domain = None
     return AckInfo(
         address=IPv4Interface((msg.yiaddr, _prefix_for(msg, msg.yiaddr))),
         server_id=server_id,
         router=router,
         dns_servers=_opt(msg, Opt.DNS, codec.ipv4_list) or (),
         domain=domain,
-        search=_opt(msg, Opt.DOMAIN_SEARCH, codec.domain_search) or (),
+        search=_opt(msg, Opt.DOMAIN_SEARCH, lambda raw: _search_list(raw, server_id)) or (),
         mtu=_opt(msg, Opt.INTERFACE_MTU, _mtu),
         routes=routes,
         lease_time=lease,
@@ -206,6 +217,58 @@ def ack_info(msg: Message, fallback_server: IPv4Address) -> AckInfo:
         t2=t2,
         options=dict(msg.options),
     )
+
+
+_LABEL = re.compile(r"^[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?$")
+
+
+def valid_domain(name: str) -> bool:
+    """A name fit for resolv.conf: LDH labels (and "_", used by some directories) of 1-63
+    characters, 253 in all; no whitespace, control characters or other text."""
+    name = name[:-1] if name.endswith(".") else name
+    return 0 < len(name) <= 253 and all(_LABEL.match(label) for label in name.split("."))
+
+
+def _search_list(raw: bytes, server: IPv4Address) -> tuple[str, ...]:
+    """Option 119, name by name: a name that does not decode or is not a valid domain name
+    is dropped (logged); the valid ones are kept. A structurally broken option raises."""
+    if not raw:
+        raise DecodeError("empty domain search option")
+    names: list[str] = []
+    for start in _name_starts(raw):
+        try:
+            name, _end = codec._read_name(raw, start)
+        except DecodeError as exc:
+            log.warning("ignoring a name in option 119 from server %s: %s", server, exc)
+            continue
+        if not valid_domain(name):
+            log.warning(
+                "ignoring option 119 name %r from server %s: not a domain name", name, server
+            )
+            continue
+        if name not in names:
+            names.append(name)
+    return tuple(names)
+
+
+def _name_starts(raw: bytes) -> list[int]:
+    """Offsets of the names in an RFC 1035 name list, from its label lengths alone."""
+    starts: list[int] = []
+    pos = 0
+    while pos < len(raw):
+        starts.append(pos)
+        while True:
+            if pos >= len(raw):
+                raise DecodeError("domain name runs past the end of the option")
+            size = raw[pos]
+            if size == 0:
+                pos += 1
+                break
+            if size & 0xC0:  # compression pointer (or a reserved type): ends the name
+                pos += 2
+                break
+            pos += 1 + size
+    return starts
 
 
 # -- journal records -------------------------------------------------------------------------
@@ -245,6 +308,7 @@ def to_record(lease: Lease) -> dict[str, Any]:
         "broadcast_flag": lease.broadcast_flag,
         "server_allow_list": [str(a) for a in lease.server_allow_list],
         "arp_probe_wait": lease.arp_probe_wait,
+        "server_macs": [[str(ip), mac] for ip, mac in lease.server_macs],
     }
 
 
@@ -314,6 +378,7 @@ def from_record(record: Mapping[str, Any]) -> Lease:
         broadcast_flag=bool(record.get("broadcast_flag", False)),
         server_allow_list=_allow_list(record),
         arp_probe_wait=_opt_seconds(record, "arp_probe_wait"),
+        server_macs=_server_macs(record),
     )
 
 
@@ -328,3 +393,13 @@ def _allow_list(record: Mapping[str, Any]) -> tuple[IPv4Address, ...]:
     if not isinstance(raw, list) or not all(isinstance(a, str) for a in raw):
         raise ValueError("field 'server_allow_list' is not a list of strings")
     return tuple(IPv4Address(a) for a in raw)
+
+
+def _server_macs(record: Mapping[str, Any]) -> tuple[tuple[IPv4Address, str], ...]:
+    # absent in records written before pinning existed
+    raw = record.get("server_macs", [])
+    if not isinstance(raw, list) or not all(
+        isinstance(p, list) and len(p) == 2 and all(isinstance(x, str) for x in p) for p in raw
+    ):
+        raise ValueError("field 'server_macs' is not a list of [ip, mac] pairs")
+    return tuple((IPv4Address(ip), mac) for ip, mac in raw)

@@ -15,6 +15,7 @@ import random
 import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
+from ipaddress import IPv4Address
 from pathlib import Path
 
 from ...errors import CNIError, ErrorCode
@@ -25,6 +26,7 @@ from .client import Bound, DhcpClient, DhcpNaked, DhcpTimeout, Identity, Nak, Ti
 from .clock import Clock, SystemClock
 from .journal import Journal
 from .lease import Lease, LeaseRequest
+from .servermacs import ServerMacs
 from .transport import Gone, PodTransportFactory, Target, TransportFactory
 
 log = logging.getLogger(__name__)
@@ -93,6 +95,7 @@ class LeaseManager:
         rng: random.Random | None = None,
     ) -> None:
         self.journal = Journal(state_dir)
+        self.server_macs = ServerMacs(state_dir)
         self.clock: Clock = clock or SystemClock()
         timing = timing or Timing()
         if arp_probe_wait is not None:
@@ -133,6 +136,7 @@ class LeaseManager:
             if reboot:
                 lease = lease.with_state(REBOOTING)
             entry = _Entry(lease, self._client(lease))
+            self._pin(entry.client, _current(entry))
             self._entries[lease.key] = entry
             log.info(
                 "%s: state=ADOPTED address=%s server=%s renew_in=%.0fs expires_in=%.0fs",
@@ -165,6 +169,7 @@ class LeaseManager:
                 timing=self._timing_for(req),
                 rng=self.rng,
             )
+            self._pin(client, lambda: req)
             target = Target(req.netns_path, req.ifname, req.mac, netns_fd=req.netns_fd)
             where = f"{req.ifname} in netns {req.netns_path}"
             try:
@@ -195,8 +200,10 @@ class LeaseManager:
                     exc.code, f"cannot journal the lease for {req.key}: {exc.msg}", exc.details
                 ) from exc
             entry = _Entry(lease, client)
+            self._pin(client, _current(entry))
             self._entries[req.key] = entry
             self._log_state(lease)
+            await self._learn_server_mac(lease)
             entry.task = asyncio.create_task(self._maintain(entry))
             return lease
 
@@ -333,6 +340,7 @@ class LeaseManager:
             provide=tuple(where.provide),
             broadcast_flag=where.broadcast_flag,
             server_allow_list=tuple(where.server_allow_list),
+            server_macs=tuple(where.server_macs),
             arp_probe_wait=where.arp_probe_wait,
             address=info.address,
             server_id=info.server_id,
@@ -468,13 +476,90 @@ class LeaseManager:
 
     async def _rebound(self, entry: _Entry, bound: Bound) -> None:
         old = entry.lease
+        if (
+            old.state != EXPIRED
+            and bound.info.address.ip != old.address.ip
+            and await self._moved_address_in_use(entry, bound)
+        ):
+            return
         lease = self._lease_from(bound, prev=old)
         await self._commit(entry, lease)
         self._log_state(lease)
+        await self._learn_server_mac(lease)
         if old.state == EXPIRED:
             await self._hook(lease.key, None, lease)
         elif old.address != lease.address:
             await self._hook(lease.key, old, lease)
+
+    async def _moved_address_in_use(self, entry: _Entry, bound: Bound) -> bool:
+        """RFC 5227 probe of the address the server moved the lease to, as for a new lease
+        (honouring ipam.arpProbeWait; 0 skips it). On a conflict: DECLINE, the lease is lost
+        (the old address comes off: the server moved it away) and upkeep re-runs INIT."""
+        client = entry.client
+        moved = bound.info.address.ip
+        wait = client.timing.arp_probe_wait
+        if wait <= 0:
+            return False
+        tr = await self.transports.open(_target(entry.lease))
+        try:
+            in_use = await tr.arp_probe(moved, wait, client.timing.arp_probes)
+            if in_use:
+                await client.decline(tr, address=moved, server_id=bound.info.server_id)
+        finally:
+            tr.close()
+        log.debug("%s: ARP probe of %s (moved at renewal): %s", entry.lease.key, moved, in_use)
+        if not in_use:
+            return False
+        log.warning(
+            "%s: the DHCP server %s moved the lease from %s to %s, which is in use on the "
+            "link (ARP); sent DECLINE, re-acquiring",
+            entry.lease.key,
+            bound.info.server_id,
+            entry.lease.address.ip,
+            moved,
+        )
+        await self._lose(entry, f"moved to {moved}, which is in use on the link")
+        return True
+
+    # -- server MACs (ipam.serverAllowList) ----------------------------------------------
+
+    def _pin(self, client: DhcpClient, where: Callable[[], Lease | LeaseRequest]) -> None:
+        client.server_mac_for = lambda server: self._expected_server_mac(where(), server)
+
+    def _expected_server_mac(self, where: Lease | LeaseRequest, server: IPv4Address) -> str | None:
+        """The MAC replies claiming ``server`` must come from: the "ip@mac" pin, else the
+        node's learned entry. Not the lease's own server_mac: an admin who removes a stale
+        entry (the server's NIC changed) must free every pod, and the next lease re-learns."""
+        for ip, mac in where.server_macs:
+            if ip == server:
+                return mac
+        return self.server_macs.get(_network(where), server)
+
+    async def _learn_server_mac(self, lease: Lease) -> None:
+        server = lease.server_id
+        if (
+            server not in lease.server_allow_list
+            or lease.server_mac is None
+            or any(ip == server for ip, _mac in lease.server_macs)
+        ):
+            return
+        network = _network(lease)
+        try:
+            learned = await asyncio.to_thread(
+                self.server_macs.learn, network, server, lease.server_mac
+            )
+        except CNIError as exc:
+            log.error("%s: cannot record the DHCP server's MAC: %s", lease.key, exc.msg)
+            return
+        if learned:
+            log.info(
+                "%s: DHCP server %s of network %s answers from MAC %s: replies claiming its "
+                "id from any other MAC are ignored from now on",
+                lease.key,
+                server,
+                network,
+                lease.server_mac,
+            )
 
     async def _lose(self, entry: _Entry, why: str) -> None:
         old = entry.lease
@@ -541,6 +626,16 @@ class LeaseManager:
                 )
             finally:
                 tr.close()
+
+
+def _current(entry: _Entry) -> Callable[[], Lease]:
+    # the entry's lease as it is when asked (it changes at every renewal)
+    return lambda: entry.lease
+
+
+def _network(where: Lease | LeaseRequest) -> str:
+    # keys are "<network>/<container id>/<ifname>"
+    return where.meta.get("network") or where.key.split("/", 1)[0]
 
 
 async def _durably(fn: Callable[..., object], *args: object) -> None:
