@@ -25,17 +25,35 @@ log = logging.getLogger(__name__)
 
 
 def netns_gone(att: Attachment) -> bool:
-    """True if the attachment's namespace no longer exists (or its path names another)."""
+    """True if the attachment's namespace no longer exists (or its path names another).
+
+    A host veth that still exists proves the namespace lives on (a veth pair dies with
+    it), whatever its path says (unmounted early, or invisible to us): then keep it.
+    """
     if not att.netns:
         return False  # nothing to judge by: keep it
     try:
         fd = open_netns(att.netns)
     except (FileNotFoundError, CNIError):
-        return True
-    try:
-        return netns_inode(fd) != att.netns_inode
-    finally:
-        os.close(fd)
+        gone = True
+    else:
+        try:
+            gone = netns_inode(fd) != att.netns_inode
+        finally:
+            os.close(fd)
+    if gone and att.host_veth and att.result.get("role") != "ipam":
+        from .veth import host_veth_state
+
+        exists, _ = host_veth_state(att.host_veth)
+        if exists:
+            log.warning(
+                "%s: netns %s is not there, but host veth %s still is: leaving it",
+                att.key,
+                att.netns,
+                att.host_veth,
+            )
+            return False
+    return gone
 
 
 async def reap_vanished(agent: Agent) -> int:
