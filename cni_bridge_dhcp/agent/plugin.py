@@ -230,7 +230,9 @@ async def _ipam_add(
     )
     if conf.ipam.is_ours:
         ipam = conf.ipam
-        lease = await acquire(agent, ipam, req, conf.name, att.key, netns_fd, pod_mac)
+        lease = await acquire(
+            agent, ipam, req, conf.name, att.key, netns_fd, pod_mac, bridge=conf.bridge
+        )
 
         async def release() -> None:
             await agent.leases.release(att.key)
@@ -361,6 +363,7 @@ def lease_request(
     mac: str,
     prefer: ipaddress.IPv4Address | None = None,
     client_id: bytes | None = None,
+    bridge: str = "",
 ) -> Any:
     """The DHCP client's request for one attachment, identity derived from the pod
     (``client_id``: the one claim_identity chose)."""
@@ -394,6 +397,8 @@ def lease_request(
             "containerId": req.container_id,
             "podNamespace": pod_ns or "",
             "podName": pod_name or "",
+            # where a RELEASE for a pod that is gone is sent from (dhcp/node_release.py)
+            **({"bridge": bridge} if bridge else {}),
         },
     )
 
@@ -406,6 +411,8 @@ async def acquire(
     key: str,
     netns_fd: int,
     mac: str,
+    *,
+    bridge: str = "",
 ) -> Any:
     """Lease an address, asking for the one this pod identity held last time (unless
     another live attachment holds it: the manager drops such a hint)."""
@@ -413,7 +420,7 @@ async def acquire(
     try:
         prefer = agent.addressbook.get(client_id)
         lease = await agent.leases.acquire(
-            lease_request(ipam, req, network, key, netns_fd, mac, prefer, client_id)
+            lease_request(ipam, req, network, key, netns_fd, mac, prefer, client_id, bridge)
         )
     finally:
         agent.leases.unclaim(key)  # the lease (if any) holds the client id now

@@ -67,8 +67,8 @@ async def reap_vanished(agent: Agent) -> int:
         if att.state != "ready" or not await asyncio.to_thread(netns_gone, att):
             continue
         log.warning(
-            "%s: pod %s/%s vanished without a DEL (netns %s is gone): releasing its lease "
-            "and removing its rules and record",
+            "%s: pod %s/%s vanished without a DEL (netns %s is gone): tearing it down as "
+            "a DEL would (lease released from the node, rules and record removed)",
             att.key,
             att.pod_namespace or "-",
             att.pod_name or "-",

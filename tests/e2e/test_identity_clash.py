@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ipaddress
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from dhcp_leases import DhcpLeases
@@ -88,3 +89,23 @@ def test_two_live_sandboxes_keep_their_addresses_across_renewals(sandbox: Sandbo
         if lease.binding_state == "active"
     }
     assert sorted(active) == sorted(str(ipaddress.ip_interface(a).ip) for a in (a1, a2))
+
+
+def test_sandboxes_added_at_once_take_distinct_identities(sandbox: Sandbox) -> None:
+    """Three sandboxes of one pod ADDed concurrently: one takes the pod's identity, each
+    of the others its own (the claim is atomic, not "whoever leases first")."""
+    sb = sandbox
+    sb.start_dnsmasq()
+    sb.start_agent()
+    conf = conflist(sb)
+    pods = [sb.add_pod(f"c{i}") for i in range(3)]
+    with ThreadPoolExecutor(len(pods)) as pool:
+        results = list(pool.map(lambda p: add(sb, p, conf, cni_args=ARGS), pods))
+    addresses = [r["ips"][0]["address"] for r in results]
+    assert len(set(addresses)) == 3, addresses
+    leases = parse_dnsmasq_leases(sb.dnsmasq_leases_path)
+    ids = sorted(bytes.fromhex(row["client_id"].replace(":", "")) for row in leases)
+    assert len(set(ids)) == 3, leases
+    assert ids.count(b"\x00k8s:db/pg-0/lan/eth0") == 1, ids
+    for pod, address in zip(pods, addresses, strict=True):
+        assert pod_address(pod) == [address]

@@ -47,7 +47,7 @@ async def default_node_transports(lease: Lease) -> Transport:
     """The agent's: a raw frame on the node's interface towards the lease's server. Not the
     manager's default, so that a manager built elsewhere (tests) never sends from its
     own namespace."""
-    return await open_node_transport(lease.server_id, lease.mac)
+    return await open_node_transport(lease.server_id, lease.mac, lease.meta.get("bridge"))
 
 
 _MAX_SLEEP = 60.0  # re-read the wall clock at least this often (suspend, clock steps)

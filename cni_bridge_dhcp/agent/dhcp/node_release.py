@@ -5,8 +5,8 @@ its DEL, or the runtime deleted the namespace without a DEL), nothing can be sen
 inside the pod any more. The agent still has everything a RELEASE needs: address, client
 id, server id and the server's MAC (next hop). So the frame is built whole, as the pod
 would have sent it (Ethernet source = the pod's MAC, IPv4 source = its address, UDP
-68 -> 67), and written with a raw packet socket on the node's interface towards the
-server (the bridge, normally). A packet socket bypasses routing and the node's firewall,
+68 -> 67), and written with a raw packet socket on the pod's bridge (its own L2 segment),
+or, when that is unknown, on the node's interface towards the server. A packet socket bypasses routing and the node's firewall,
 and the bridge does not learn source addresses from frames its own device transmits.
 
 Nothing here waits for an answer: a server does not answer a RELEASE.
@@ -101,11 +101,17 @@ class NodeTransport:
         self._sock.close()
 
 
-async def open_node_transport(server: IPv4Address, pod_mac: str) -> NodeTransport:
-    """A NodeTransport on the interface towards ``server``; NodeReleaseError if none."""
+async def open_node_transport(
+    server: IPv4Address, pod_mac: str, bridge: str | None = None
+) -> NodeTransport:
+    """A NodeTransport on the pod's ``bridge`` (the pod's own L2 segment) if it still
+    exists, else on the interface the node routes ``server`` through (a lease taken as
+    IPAM for another plugin, or a record from before the bridge was journaled);
+    NodeReleaseError if there is none."""
 
     def make() -> NodeTransport:
-        ifname = egress_interface(server)
+        ifname = bridge if bridge and _exists(bridge) else egress_interface(server)
+        log.debug("RELEASE for a departed pod (%s) goes out on %s", pod_mac, ifname)
         try:
             return NodeTransport(ifname, pod_mac)
         except OSError as exc:
@@ -114,6 +120,14 @@ async def open_node_transport(server: IPv4Address, pod_mac: str) -> NodeTranspor
     if ipaddress.IPv4Address(server).is_unspecified:
         raise NodeReleaseError("the lease has no server id")
     return await asyncio.to_thread(make)
+
+
+def _exists(ifname: str) -> bool:
+    try:
+        socket.if_nametoindex(ifname)
+    except OSError:
+        return False
+    return True
 
 
 def _ident() -> int:
