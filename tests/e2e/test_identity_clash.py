@@ -29,15 +29,22 @@ def pod_address(pod: Pod) -> list[str]:
     ]
 
 
-def test_two_live_sandboxes_get_two_leases(sandbox: Sandbox) -> None:
+def pod_mac(pod: Pod) -> str:
+    return str(ip_json(["link", "show", "eth0"], pod.name)[0]["address"])
+
+
+@pytest.mark.parametrize("stable_mac", [False, True])
+def test_two_live_sandboxes_get_two_leases(sandbox: Sandbox, stable_mac: bool) -> None:
     sb = sandbox
     sb.start_dnsmasq()
     sb.start_agent()
-    conf = conflist(sb)
+    conf = conflist(sb, ipam={"type": "dhcp", "timeout": 20, "stableMac": stable_mac})
     first, second = sb.add_pod("s1"), sb.add_pod("s2")
     a1 = add(sb, first, conf, cni_args=ARGS)["ips"][0]["address"]
     a2 = add(sb, second, conf, cni_args=ARGS)["ips"][0]["address"]
     assert a1 != a2
+    mac1 = pod_mac(first)
+    assert pod_mac(second) != mac1  # one bridge, two live ports: never one MAC
     leases = parse_dnsmasq_leases(sb.dnsmasq_leases_path)
     assert sorted(row["ip"] for row in leases) == sorted(
         str(ipaddress.ip_interface(a).ip) for a in (a1, a2)
@@ -59,6 +66,7 @@ def test_two_live_sandboxes_get_two_leases(sandbox: Sandbox) -> None:
     assert parse_dnsmasq_leases(sb.dnsmasq_leases_path) == []
     third = sb.add_pod("s3")
     assert add(sb, third, conf, cni_args=ARGS)["ips"][0]["address"] == a1
+    assert (pod_mac(third) == mac1) is stable_mac
     (row,) = parse_dnsmasq_leases(sb.dnsmasq_leases_path)
     assert bytes.fromhex(row["client_id"].replace(":", "")) == b"\x00k8s:db/pg-0/lan/eth0"
 
