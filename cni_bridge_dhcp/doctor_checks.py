@@ -1209,11 +1209,13 @@ def check_state(
                     f"stale attachment {att.label}: its network namespace {att.netns} {why}, "
                     "but the agent still keeps its record (and its lease, firewall rules)",
                     "The runtime never sent DEL for it (kubelet or runtime crash, a forced "
-                    "pod deletion). Kubelet's CNI GC removes it on recent runtimes; by hand: "
-                    f"run the plugin with CNI_COMMAND=DEL CNI_CONTAINERID={att.key.split('/')[1]} "
-                    f"CNI_IFNAME={att.key.split('/')[-1]} CNI_NETNS= CNI_PATH=/opt/cni/bin and the "
-                    "network config on stdin (DEL of a missing netns releases the lease and "
-                    "removes the rules).",
+                    "pod deletion, a DEL while the agent was down). The agent cleans it up at "
+                    "its next start (the lease is released from the node, the rules and the "
+                    "record go); to do it now: run the plugin with CNI_COMMAND=DEL "
+                    f"CNI_CONTAINERID={att.key.split('/')[1]} CNI_IFNAME={att.key.split('/')[-1]} "
+                    "CNI_NETNS= CNI_PATH=/opt/cni/bin and the network config on stdin (a DEL "
+                    "whose netns is gone still sends the DHCPRELEASE, from the node, and "
+                    "removes the rules and the record).",
                 )
             )
         elif att.state == "pending" and now - att.created > PENDING_GRACE:
@@ -1234,8 +1236,8 @@ def check_state(
                     STATE,
                     f"lease record {rec.key} ({rec.address}) has no attachment: the agent "
                     "renews a lease no pod uses",
-                    "Restart the agent (it drops leases whose pod is gone at start-up) or "
-                    "send DEL for that container as above.",
+                    "Restart the agent (at start-up it releases, from the node, the leases "
+                    "whose pod is gone) or send DEL for that container as above.",
                 )
             )
     if journal is not None:

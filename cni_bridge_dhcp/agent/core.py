@@ -75,10 +75,13 @@ class Agent:
         if outcome:
             log.warning("uplink journal recovery: %s", outcome)
         from .dhcp import LeaseManager
+        from .dhcp.manager import default_node_transports
         from .lease_follow import on_lease_change
 
         self._leases = LeaseManager(
-            self.state_dir, on_change=functools.partial(on_lease_change, self)
+            self.state_dir,
+            on_change=functools.partial(on_lease_change, self),
+            node_transports=default_node_transports,
         )
         await self._leases.start()
         for att in self.store.all():
@@ -88,6 +91,9 @@ class Agent:
                     await plugin.teardown(self, att, None, None)
                 except Exception:
                     log.exception("cleanup of interrupted ADD %s failed", att.key)
+        from .vanished import reap_vanished
+
+        await reap_vanished(self)
         if self.firewall_interval > 0:
             self._tasks.append(asyncio.create_task(self._reassert_loop()))
 

@@ -88,6 +88,8 @@ async def cmd_add(agent: Agent, req: Request) -> dict[str, Any]:
         result = await _add(agent, req, conf, netns_fd)
     finally:
         os.close(netns_fd)
+        if conf.ipam is not None and conf.ipam.is_ours:
+            agent.leases.unclaim(attachment_key(conf.name, req.container_id, req.ifname))
     return result
 
 
@@ -109,7 +111,11 @@ async def _add(agent: Agent, req: Request, conf: NetConf, netns_fd: int) -> dict
     if mac is None and ours and conf.ipam is not None and conf.ipam.stable_mac:
         from .dhcp import stable_mac_for
 
-        mac = stable_mac_for(pod_ns, pod_name, req.container_id, conf.name, req.ifname)
+        # Claims the DHCP identity now: a second live sandbox of the pod needs its own MAC.
+        _, per_sandbox = claim_identity(agent, req, conf.name, key)
+        mac = stable_mac_for(
+            pod_ns, pod_name, req.container_id, conf.name, req.ifname, per_sandbox=per_sandbox
+        )
 
     att = Attachment(
         network=conf.name,
@@ -224,7 +230,9 @@ async def _ipam_add(
     )
     if conf.ipam.is_ours:
         ipam = conf.ipam
-        lease = await acquire(agent, ipam, req, conf.name, att.key, netns_fd, pod_mac)
+        lease = await acquire(
+            agent, ipam, req, conf.name, att.key, netns_fd, pod_mac, bridge=conf.bridge
+        )
 
         async def release() -> None:
             await agent.leases.release(att.key)
@@ -359,8 +367,11 @@ def lease_request(
     netns_fd: int,
     mac: str,
     prefer: ipaddress.IPv4Address | None = None,
+    client_id: bytes | None = None,
+    bridge: str = "",
 ) -> Any:
-    """The DHCP client's request for one attachment, identity derived from the pod."""
+    """The DHCP client's request for one attachment, identity derived from the pod
+    (``client_id``: the one claim_identity chose)."""
     from .dhcp import LeaseRequest, client_id_for
 
     pod_ns = req.args.get("K8S_POD_NAMESPACE") or None
@@ -377,7 +388,8 @@ def lease_request(
         netns_fd=netns_fd,
         ifname=req.ifname,
         mac=mac,
-        client_id=client_id_for(pod_ns, pod_name, req.container_id, network, req.ifname),
+        client_id=client_id
+        or client_id_for(pod_ns, pod_name, req.container_id, network, req.ifname),
         prefer_address=prefer,
         hostname=identity.dns_label(pod_name),
         extra_request=tuple(identity.option_code(r.option, "ipam.request") for r in ipam.request),
@@ -391,6 +403,8 @@ def lease_request(
             "containerId": req.container_id,
             "podNamespace": pod_ns or "",
             "podName": pod_name or "",
+            # where a RELEASE for a pod that is gone is sent from (dhcp/node_release.py)
+            **({"bridge": bridge} if bridge else {}),
         },
     )
 
@@ -403,23 +417,39 @@ async def acquire(
     key: str,
     netns_fd: int,
     mac: str,
+    *,
+    bridge: str = "",
 ) -> Any:
-    """Lease an address, asking for the one this pod identity held last time."""
-    from .dhcp import client_id_for
-
-    client_id = client_id_for(
-        req.args.get("K8S_POD_NAMESPACE") or None,
-        req.args.get("K8S_POD_NAME") or None,
-        req.container_id,
-        network,
-        req.ifname,
-    )
-    prefer = agent.addressbook.get(client_id)
-    lease = await agent.leases.acquire(
-        lease_request(ipam, req, network, key, netns_fd, mac, prefer)
-    )
+    """Lease an address, asking for the one this pod identity held last time (unless
+    another live attachment holds it: the manager drops such a hint)."""
+    client_id, _ = claim_identity(agent, req, network, key)
+    try:
+        prefer = agent.addressbook.get(client_id)
+        lease = await agent.leases.acquire(
+            lease_request(ipam, req, network, key, netns_fd, mac, prefer, client_id, bridge)
+        )
+    finally:
+        agent.leases.unclaim(key)  # the lease (if any) holds the client id now
     await _thread(agent.addressbook.remember, client_id, lease.address.ip)
     return lease
+
+
+def claim_identity(agent: Agent, req: Request, network: str, key: str) -> tuple[bytes, bool]:
+    """This attachment's DHCP client id, and whether it is the per-sandbox form.
+
+    The pod's usual identity (namespace/name/network/ifname) unless another live attachment
+    holds it: two live sandboxes of one pod (re-created before the old one is torn down)
+    would otherwise be one client to the server, which moves the lease between them. Then
+    the container id is added; the address book key follows the client id.
+    """
+    from .dhcp import client_id_for
+
+    pod_ns = req.args.get("K8S_POD_NAMESPACE") or None
+    pod_name = req.args.get("K8S_POD_NAME") or None
+    usual = client_id_for(pod_ns, pod_name, req.container_id, network, req.ifname)
+    alone = client_id_for(pod_ns, pod_name, req.container_id, network, req.ifname, per_sandbox=True)
+    chosen: bytes = agent.leases.claim_client_id(key, usual, alone)
+    return chosen, chosen != usual
 
 
 # ---------------------------------------------------------------- DEL / teardown

@@ -225,6 +225,26 @@ def test_client_id_is_stable_per_pod_and_distinct_per_attachment() -> None:
     assert len(long) < 100 and long == client_id_for("ns" * 40, "pod" * 80, "x", "lan", "eth0")
 
 
+def test_per_sandbox_identity_is_distinct_per_sandbox() -> None:
+    usual = client_id_for("default", "web-0", "sandbox-1", "lan", "eth0")
+    one = client_id_for("default", "web-0", "sandbox-1", "lan", "eth0", per_sandbox=True)
+    two = client_id_for("default", "web-0", "sandbox-2", "lan", "eth0", per_sandbox=True)
+    assert len({usual, one, two}) == 3
+    assert one == b"\x00k8s:default/web-0/lan/eth0@sandbox-1"
+    long_cid = "f" * 64  # a real container id: still unique, hashed past 128 bytes
+    a = client_id_for("ns" * 20, "pod" * 10, long_cid, "lan", "eth0", per_sandbox=True)
+    b = client_id_for("ns" * 20, "pod" * 10, "e" * 64, "lan", "eth0", per_sandbox=True)
+    assert a != b and a.startswith(b"\x00sha256:")
+    # without Kubernetes identity the container id is already in it
+    assert client_id_for(None, None, "c", "lan", "eth0", per_sandbox=True) == client_id_for(
+        None, None, "c", "lan", "eth0"
+    )
+    mac = stable_mac_for("default", "web-0", "sandbox-1", "lan", "eth0")
+    mac1 = stable_mac_for("default", "web-0", "sandbox-1", "lan", "eth0", per_sandbox=True)
+    mac2 = stable_mac_for("default", "web-0", "sandbox-2", "lan", "eth0", per_sandbox=True)
+    assert len({mac, mac1, mac2}) == 3
+
+
 def test_stable_mac_is_local_unicast_and_stable() -> None:
     mac = stable_mac_for("default", "web-0", "sandbox-1", "lan", "eth0")
     first = int(mac.split(":")[0], 16)

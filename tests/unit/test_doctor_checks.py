@@ -145,6 +145,9 @@ def test_stale_attachment_whose_netns_is_gone_or_replaced() -> None:
     (gone,) = dc.check_state("/s", [att(None)], None, [], 2000)
     assert not gone.ok and "no longer exists" in gone.problem
     assert "CNI_COMMAND=DEL CNI_CONTAINERID=cid1 CNI_IFNAME=eth0" in gone.fix
+    # what tests/e2e/test_missed_del.py shows the agent and a DEL do for such a pod
+    assert "cleans it up at its next start (the lease is released from the node" in gone.fix
+    assert "still sends the DHCPRELEASE, from the node" in gone.fix
     (replaced,) = dc.check_state("/s", [att(43)], None, [], 2000)
     assert "is another namespace now" in replaced.problem
 

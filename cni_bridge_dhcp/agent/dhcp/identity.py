@@ -16,30 +16,55 @@ _LABEL_BAD = re.compile(r"[^a-z0-9-]+")
 
 
 def _identity(
-    pod_namespace: str | None, pod_name: str | None, container_id: str, network: str, ifname: str
+    pod_namespace: str | None,
+    pod_name: str | None,
+    container_id: str,
+    network: str,
+    ifname: str,
+    per_sandbox: bool = False,
 ) -> str:
     # network and ifname stay in the K8S identity: one pod may have several attachments
     # leased from the same server (multus), and each needs its own lease.
     if pod_namespace and pod_name:
-        return f"k8s:{pod_namespace}/{pod_name}/{network}/{ifname}"
+        ident = f"k8s:{pod_namespace}/{pod_name}/{network}/{ifname}"
+        # Two live sandboxes of one pod (a re-created pod whose old sandbox is not torn
+        # down yet) must be two clients to the server: the later one adds its sandbox id.
+        return f"{ident}@{container_id}" if per_sandbox else ident
     return f"cni:{container_id}/{network}/{ifname}"
 
 
 def client_id_for(
-    pod_namespace: str | None, pod_name: str | None, container_id: str, network: str, ifname: str
+    pod_namespace: str | None,
+    pod_name: str | None,
+    container_id: str,
+    network: str,
+    ifname: str,
+    *,
+    per_sandbox: bool = False,
 ) -> bytes:
-    """Option 61 value: type 0 + the pod's stable identity (hashed when it is long)."""
-    ident = _identity(pod_namespace, pod_name, container_id, network, ifname).encode()
-    if len(ident) > _MAX_READABLE:
-        ident = b"sha256:" + hashlib.sha256(ident).hexdigest()[:48].encode()
-    return _CLIENT_ID_TYPE + ident
+    """Option 61 value: type 0 + the pod's stable identity (hashed when it is long).
+
+    ``per_sandbox``: the identity of this sandbox only (the container id added), for when
+    the pod's usual identity is held by another live attachment.
+    """
+    ident = _identity(pod_namespace, pod_name, container_id, network, ifname, per_sandbox)
+    ident_b = ident.encode()
+    if len(ident_b) > _MAX_READABLE:
+        ident_b = b"sha256:" + hashlib.sha256(ident_b).hexdigest()[:48].encode()
+    return _CLIENT_ID_TYPE + ident_b
 
 
 def stable_mac_for(
-    pod_namespace: str | None, pod_name: str | None, container_id: str, network: str, ifname: str
+    pod_namespace: str | None,
+    pod_name: str | None,
+    container_id: str,
+    network: str,
+    ifname: str,
+    *,
+    per_sandbox: bool = False,
 ) -> str:
     """A locally administered unicast MAC derived from the same identity (ipam.stableMac)."""
-    ident = _identity(pod_namespace, pod_name, container_id, network, ifname).encode()
+    ident = _identity(pod_namespace, pod_name, container_id, network, ifname, per_sandbox).encode()
     raw = bytearray(hashlib.sha256(b"mac:" + ident).digest()[:6])
     raw[0] = (raw[0] | 0x02) & 0xFE
     return ":".join(f"{b:02x}" for b in raw)

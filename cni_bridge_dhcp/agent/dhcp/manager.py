@@ -26,8 +26,9 @@ from .client import Bound, DhcpClient, DhcpNaked, DhcpTimeout, Identity, Nak, Ti
 from .clock import Clock, SystemClock
 from .journal import Journal
 from .lease import Lease, LeaseRequest
+from .node_release import NodeReleaseError, open_node_transport
 from .servermacs import ServerMacs
-from .transport import Gone, PodTransportFactory, Target, TransportFactory
+from .transport import Gone, PodTransportFactory, Target, Transport, TransportFactory
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,16 @@ EXPIRED = "EXPIRED"  # lost (expiry or NAK); the address is off the pod; re-acqu
 
 # (key, old, new): new is None when the lease is lost, old is None when it is regained.
 ChangeHook = Callable[[str, Lease | None, Lease | None], Awaitable[None]]
+# Opens a send-only transport on the node that speaks as a departed pod (node_release).
+NodeTransports = Callable[[Lease], Awaitable[Transport]]
+
+
+async def default_node_transports(lease: Lease) -> Transport:
+    """The agent's: a raw frame on the node's interface towards the lease's server. Not the
+    manager's default, so that a manager built elsewhere (tests) never sends from its
+    own namespace."""
+    return await open_node_transport(lease.server_id, lease.mac, lease.meta.get("bridge"))
+
 
 _MAX_SLEEP = 60.0  # re-read the wall clock at least this often (suspend, clock steps)
 
@@ -89,6 +100,7 @@ class LeaseManager:
         timing: Timing | None = None,
         arp_probe_wait: float | None = None,
         transports: TransportFactory | None = None,
+        node_transports: NodeTransports | None = None,
         on_change: ChangeHook | None = default_on_change,
         reacquire_timeout: float = 30.0,
         reacquire_max_backoff: float = 60.0,
@@ -102,11 +114,14 @@ class LeaseManager:
             timing = replace(timing, arp_probe_wait=arp_probe_wait)
         self.timing = timing
         self.transports: TransportFactory = transports or PodTransportFactory()
+        self.node_transports = node_transports
         self.on_change = on_change
         self.reacquire_timeout = reacquire_timeout
         self.reacquire_max_backoff = reacquire_max_backoff
         self.rng = rng or random.SystemRandom()
         self._entries: dict[str, _Entry] = {}
+        # Client ids chosen by ADDs still obtaining their lease (key -> client id).
+        self._claims: dict[str, bytes] = {}
         # Weak: a key's lock lives while someone holds or awaits it, so keys of long-gone
         # pods do not accumulate.
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
@@ -121,14 +136,9 @@ class LeaseManager:
                 continue
             present = await self.transports.exists(_target(lease))
             if not present:
-                log.info(
-                    "%s: state=DROPPED address=%s server=%s (pod vanished: netns %s or its "
-                    "%s is gone; no RELEASE possible)",
-                    lease.key,
-                    lease.address.ip,
-                    lease.server_id,
-                    lease.netns_path,
-                    lease.ifname,
+                # Its DEL was missed (the agent was down): give the lease back from the node.
+                await self._release_vanished(
+                    lease, f"pod vanished: netns {lease.netns_path} or its {lease.ifname} is gone"
                 )
                 await self._forget_record(lease.key)
                 continue
@@ -148,7 +158,46 @@ class LeaseManager:
             )
             entry.task = asyncio.create_task(self._maintain(entry, reboot=reboot))
 
+    def claim_client_id(self, key: str, usual: bytes, per_sandbox: bytes) -> bytes:
+        """The client id attachment ``key`` uses: ``usual`` (the pod's identity) unless
+        another live attachment (a lease, or an ADD still obtaining one) holds it, then
+        ``per_sandbox``. Synchronous, so check and claim are atomic on the event loop; the
+        claim lasts until ``unclaim`` (the lease then holds the id)."""
+        claimed = self._claims.get(key)
+        if claimed in (usual, per_sandbox):
+            assert claimed is not None
+            return claimed  # the same ADD asking again: the same answer
+        held = {cid for k, cid in self._claims.items() if k != key}
+        held.update(e.lease.client_id for k, e in self._entries.items() if k != key)
+        chosen = per_sandbox if usual in held else usual
+        if chosen is per_sandbox:
+            log.info(
+                "%s: the pod's DHCP identity %r is held by another live attachment; this "
+                "sandbox uses %r",
+                key,
+                usual[1:].decode(errors="replace"),
+                per_sandbox[1:].decode(errors="replace"),
+            )
+        self._claims[key] = chosen
+        return chosen
+
+    def unclaim(self, key: str) -> None:
+        self._claims.pop(key, None)
+
+    def held_by_other(self, address: IPv4Address, key: str) -> str | None:
+        """The key of another live attachment whose lease holds ``address``, if any."""
+        for other, entry in self._entries.items():
+            if other != key and entry.lease.address.ip == address:
+                return other
+        return None
+
     async def acquire(self, req: LeaseRequest) -> Lease:
+        if req.prefer_address is not None:
+            holder = self.held_by_other(req.prefer_address, req.key)
+            if holder is not None:
+                # Option 50 for a live pod's address would make the server move its lease.
+                log.info("%s: not asking for %s: %s holds it", req.key, req.prefer_address, holder)
+                req = replace(req, prefer_address=None)
         async with self._lock(req.key):
             inode = netns_inode(req.netns_fd)
             existing = self._entries.get(req.key)
@@ -227,13 +276,9 @@ class LeaseManager:
                 try:
                     tr = await self.transports.open(_target(lease), unicast_from=lease.address.ip)
                 except (Gone, OSError) as exc:
-                    log.info(
-                        "%s: state=RELEASED address=%s server=%s without DHCPRELEASE: %s",
-                        key,
-                        lease.address.ip,
-                        lease.server_id,
-                        exc,
-                    )
+                    # The pod's namespace or interface is gone before its DEL: release from
+                    # the node instead.
+                    await self._release_vanished(lease, f"pod gone: {exc}", entry.client)
                 else:
                     try:
                         await entry.client.release(
@@ -426,16 +471,11 @@ class LeaseManager:
                     log.exception("%s: lease upkeep failed; retrying", key)
                     await self.clock.sleep(5.0)
         except Gone as exc:
-            log.info(
-                "%s: state=DROPPED address=%s server=%s (pod gone: %s)",
-                key,
-                entry.lease.address.ip,
-                entry.lease.server_id,
-                exc,
-            )
             if self._entries.get(key) is entry:
-                await self._forget_record(key)
+                # Nobody can use the address any more: give it back now, not at expiry.
                 del self._entries[key]
+                await self._release_vanished(entry.lease, f"pod gone: {exc}", entry.client)
+                await self._forget_record(key)
 
     async def _extend(self, entry: _Entry) -> None:
         """RENEWING until T2, REBINDING until expiry; returns bound again or lost."""
@@ -598,11 +638,11 @@ class LeaseManager:
         attempt = 0
         while True:
             lease = entry.lease
+            # Its old address, unless another of our pods has been given it meanwhile.
+            prefer = None if self.held_by_other(lease.address.ip, lease.key) else lease.address.ip
             tr = await self.transports.open(_target(lease), bring_up=True)
             try:
-                bound = await entry.client.obtain(
-                    tr, self.reacquire_timeout, prefer=lease.address.ip
-                )
+                bound = await entry.client.obtain(tr, self.reacquire_timeout, prefer=prefer)
             except (DhcpTimeout, DhcpNaked) as exc:
                 log.warning("%s: re-acquiring failed: %s", lease.key, exc)
             else:
@@ -613,6 +653,60 @@ class LeaseManager:
             delay = min(self.reacquire_max_backoff, 2.0**attempt) * self.rng.uniform(0.75, 1.25)
             attempt += 1
             await self.clock.sleep(delay)
+
+    async def _release_vanished(
+        self, lease: Lease, why: str, client: DhcpClient | None = None
+    ) -> None:
+        """DHCPRELEASE for a pod that no longer exists, sent from the node (node_release)."""
+        if lease.state == EXPIRED or self.clock.time() >= lease.expires_at:
+            log.info(
+                "%s: state=RELEASED address=%s (%s; lease already lost, nothing to send)",
+                lease.key,
+                lease.address.ip,
+                why,
+            )
+            return
+        client = client or self._client(lease)
+        try:
+            if self.node_transports is None:
+                raise NodeReleaseError("no node transport configured")
+            tr = await self.node_transports(lease)
+        except (NodeReleaseError, OSError) as exc:
+            log.warning(
+                "%s: state=DROPPED address=%s server=%s (%s; no RELEASE possible: %s)",
+                lease.key,
+                lease.address.ip,
+                lease.server_id,
+                why,
+                exc,
+            )
+            return
+        try:
+            await client.release(
+                tr,
+                address=lease.address.ip,
+                server_id=lease.server_id,
+                server_mac=lease.server_mac,
+            )
+        except NodeReleaseError as exc:
+            log.warning(
+                "%s: state=DROPPED address=%s server=%s (%s; RELEASE not sent: %s)",
+                lease.key,
+                lease.address.ip,
+                lease.server_id,
+                why,
+                exc,
+            )
+            return
+        finally:
+            tr.close()
+        log.info(
+            "%s: state=RELEASED address=%s server=%s (%s; DHCPRELEASE sent from the node)",
+            lease.key,
+            lease.address.ip,
+            lease.server_id,
+            why,
+        )
 
     async def _release_unjournaled(self, client: DhcpClient, lease: Lease) -> None:
         with contextlib.suppress(Gone, OSError):
@@ -659,5 +753,6 @@ __all__ = [
     "RENEWING",
     "ChangeHook",
     "LeaseManager",
+    "default_node_transports",
     "default_on_change",
 ]

@@ -1,0 +1,134 @@
+"""DHCPRELEASE for a pod that is already gone, sent from the node.
+
+When a pod's namespace vanished before we could release its lease (the agent was down at
+its DEL, or the runtime deleted the namespace without a DEL), nothing can be sent from
+inside the pod any more. The agent still has everything a RELEASE needs: address, client
+id, server id and the server's MAC (next hop). So the frame is built whole, as the pod
+would have sent it (Ethernet source = the pod's MAC, IPv4 source = its address, UDP
+68 -> 67), and written with a raw packet socket on the pod's bridge (its own L2 segment),
+or, when that is unknown, on the node's interface towards the server. A packet socket bypasses routing and the node's firewall,
+and the bridge does not learn source addresses from frames its own device transmits.
+
+Nothing here waits for an answer: a server does not answer a RELEASE.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import os
+import socket
+from ipaddress import IPv4Address
+
+from . import codec
+from .codec import BROADCAST, BROADCAST_MAC, ZERO
+from .transport import ETH_P_IP, Received
+
+log = logging.getLogger(__name__)
+
+
+class NodeReleaseError(Exception):
+    """No way to put the frame on the wire (no route to the server, socket refused)."""
+
+
+def egress_interface(server: IPv4Address) -> str:
+    """The node-side interface the kernel would use to reach ``server``."""
+    from ..netlink import NetlinkError, node_ipr
+
+    with node_ipr() as ipr:
+        try:
+            routes = ipr.route("get", dst=str(server))
+        except NetlinkError as exc:
+            raise NodeReleaseError(f"no route to {server} on the node: {exc}") from exc
+        for route in routes:
+            oif = route.get_attr("RTA_OIF")
+            if oif:
+                return socket.if_indextoname(int(oif))
+    raise NodeReleaseError(f"no route to {server} on the node")
+
+
+def _ethernet(dst_mac: bytes, src_mac: bytes, packet: bytes) -> bytes:
+    return dst_mac + src_mac + ETH_P_IP.to_bytes(2, "big") + packet
+
+
+class NodeTransport:
+    """A send-only ``Transport`` on a node interface, speaking as a departed pod (its MAC).
+
+    Only what a RELEASE uses does anything: unicast (and broadcast) frames; no replies,
+    no ARP probe.
+    """
+
+    mtu = 1500
+
+    def __init__(self, ifname: str, pod_mac: str) -> None:
+        self.ifname = ifname
+        self._src_mac = codec.mac_bytes(pod_mac)
+        self._sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW | socket.SOCK_CLOEXEC, 0)
+        try:
+            self._sock.bind((ifname, 0))
+        except OSError:
+            self._sock.close()
+            raise
+
+    def _send(self, dst_mac: bytes, packet: bytes) -> None:
+        try:
+            self._sock.send(_ethernet(dst_mac, self._src_mac, packet))
+        except OSError as exc:
+            raise NodeReleaseError(f"cannot send on {self.ifname}: {exc}") from exc
+
+    async def send_broadcast(self, payload: bytes, *, src: IPv4Address = ZERO) -> None:
+        self._send(
+            BROADCAST_MAC, codec.build_ip_udp(payload, src=src, dst=BROADCAST, ident=_ident())
+        )
+
+    async def send_unicast(
+        self, payload: bytes, *, src: IPv4Address, dst: IPv4Address, dst_mac: str | None
+    ) -> None:
+        # Without the server's MAC, an Ethernet broadcast still carries the unicast IPv4
+        # packet to the server (it accepts it: the IP destination is its own).
+        mac = codec.mac_bytes(dst_mac) if dst_mac else BROADCAST_MAC
+        self._send(mac, codec.build_ip_udp(payload, src=src, dst=dst, ident=_ident()))
+
+    async def recv(self, timeout: float) -> Received | None:
+        await asyncio.sleep(0)
+        return None
+
+    async def arp_probe(self, address: IPv4Address, wait: float, probes: int) -> bool:
+        return False
+
+    def close(self) -> None:
+        self._sock.close()
+
+
+async def open_node_transport(
+    server: IPv4Address, pod_mac: str, bridge: str | None = None
+) -> NodeTransport:
+    """A NodeTransport on the pod's ``bridge`` (the pod's own L2 segment) if it still
+    exists, else on the interface the node routes ``server`` through (a lease taken as
+    IPAM for another plugin, or a record from before the bridge was journaled);
+    NodeReleaseError if there is none."""
+
+    def make() -> NodeTransport:
+        ifname = bridge if bridge and _exists(bridge) else egress_interface(server)
+        log.debug("RELEASE for a departed pod (%s) goes out on %s", pod_mac, ifname)
+        try:
+            return NodeTransport(ifname, pod_mac)
+        except OSError as exc:
+            raise NodeReleaseError(f"cannot open a packet socket on {ifname}: {exc}") from exc
+
+    if ipaddress.IPv4Address(server).is_unspecified:
+        raise NodeReleaseError("the lease has no server id")
+    return await asyncio.to_thread(make)
+
+
+def _exists(ifname: str) -> bool:
+    try:
+        socket.if_nametoindex(ifname)
+    except OSError:
+        return False
+    return True
+
+
+def _ident() -> int:
+    return int.from_bytes(os.urandom(2), "big")
