@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import CNIError, ErrorCode
 from . import identity
 from .attachments import Attachment, attachment_key
+from .bridge import veth_mtu
 from .config import IPAMConf, NetConf, parse_netconf
 from .faults import maybe_crash
 from .netns import netns_inode, open_netns, validate_netns_fd
@@ -147,7 +148,8 @@ async def _add(agent: Agent, req: Request, conf: NetConf, netns_fd: int) -> dict
             ifname=req.ifname,
             bridge_index=datapath.bridge_index,
             mac=mac,
-            mtu=conf.mtu or datapath.mtu,
+            mtu=veth_mtu(conf.mtu, datapath.mtu, conf.bridge) if datapath.mtu else conf.mtu,
+            host_mtu=datapath.mtu,
             hairpin=conf.hairpin_mode,
             isolated=conf.port_isolation,
             enable_dad=conf.enabledad,
