@@ -120,3 +120,42 @@ def test_agent_creates_its_state_dir_private(sandbox: Sandbox) -> None:
     assert (state.stat().st_mode & 0o777) == 0o700
     assert ((state / "attachments").stat().st_mode & 0o777) == 0o700
     agent.stop()
+
+
+def test_unreadable_uplink_journal_is_kept_and_never_acted_on(sandbox: Sandbox) -> None:
+    sb = sandbox
+    sb.start_dnsmasq()
+    sb.start_agent()
+    conf = conflist(sb)
+    first = sb.add_pod("first")
+    add(sb, first, conf)
+    kill_agent(sb)
+    path = sb.state_dir / "uplink.json"
+    data = json.loads(path.read_text())
+    data["snapshot"]["addresses"] = "192.168.77.10/24"
+    body = json.dumps(data)
+    path.write_text(body)
+
+    sb.start_agent()  # starts: recovery does nothing with it, and says so loudly
+    logs = sb.agent_logs()
+    assert f"UPLINK JOURNAL {path} IS UNREADABLE" in logs and "snapshot.addresses" in logs
+    second = sb.add_pod("second")
+    proc = sb.cnitool("add", NET, second, conflist=conf, check=False)
+    err = json.loads(proc.stdout or proc.stderr)
+    assert err["code"] == 102 and str(path) in err["msg"], err
+    assert "snapshot.addresses" in err["msg"]
+    assert path.read_text() == body  # neither replaced nor archived
+    assert not list(sb.state_dir.glob("uplink.json.*.old"))
+    assert ping(first.name, ROUTER_IP)  # the node and its pods keep working
+    assert ping(sb.node, ROUTER_IP)
+    restore = [sys.executable, "-m", "cni_bridge_dhcp", "uplink", "restore", "--force",
+               "--state-dir", str(sb.state_dir)]  # fmt: skip
+    refused = run(restore, netns=sb.node, check=False)
+    assert refused.returncode != 0 and str(path) in refused.stdout + refused.stderr
+    assert "Traceback" not in refused.stdout + refused.stderr
+    assert path.read_text() == body
+    doctor = [sys.executable, "-m", "cni_bridge_dhcp", "doctor", "--json", "--socket",
+              str(sb.agent_socket), "--state-dir", str(sb.state_dir), "--uplink", "eth0",
+              "--bridge", "cni0"]  # fmt: skip
+    report = run(doctor, netns=sb.node, check=False).stdout
+    assert '"check": "uplink journal"' in report and str(path) in report, report[-3000:]
