@@ -243,9 +243,24 @@ def agent_check(ctx: Context) -> list[dc.Finding]:
 def uplink_check(ctx: Context) -> list[dc.Finding]:
     from .agent import uplink_journal as uj
 
-    journal = uj.load(ctx.state_dir) if uj.journal_path(ctx.state_dir).exists() else None
+    path = uj.journal_path(ctx.state_dir)
+    journal = uj.load(ctx.state_dir) if path.exists() else None
     recorded = journal is not None and journal.phase in (uj.DONE, uj.PRECONFIGURED)
-    return [dc.check_uplink(ctx.uplink, ctx.bridge, ctx.links, recorded)]
+    findings = [dc.check_uplink(ctx.uplink, ctx.bridge, ctx.links, recorded)]
+    if journal is None and path.exists():
+        try:
+            uj.load(ctx.state_dir, strict=True)
+        except CNIError as exc:
+            findings.append(
+                dc.bad(
+                    "uplink journal",
+                    exc.msg,
+                    f"It may be the only record of the uplink before the takeover: read it "
+                    f"({path}), put the uplink's addresses and routes right by hand if needed, "
+                    f"then move it away; until then the agent takes no uplink over.",
+                )
+            )
+    return findings
 
 
 @dataclass

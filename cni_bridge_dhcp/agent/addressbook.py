@@ -12,9 +12,11 @@ import logging
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 from ..errors import CNIError
 from . import statefile
+from .statefile import ShapeError
 
 log = logging.getLogger(__name__)
 
@@ -25,12 +27,13 @@ class AddressBook:
     def __init__(self, state_dir: Path) -> None:
         self.path = state_dir / "addressbook.json"
         self._lock = threading.Lock()
-        data = statefile.read_json(self.path) or {}
-        self._entries: dict[str, tuple[str, float]] = {
-            k: (str(v[0]), float(v[1]))
-            for k, v in data.get("entries", {}).items()
-            if isinstance(v, list) and len(v) == 2
-        }
+        self._entries: dict[str, tuple[str, float]] = {}
+        data = statefile.read_json(self.path, aside=True) or {}
+        try:
+            self._entries = parse_entries(data)
+        except ShapeError as exc:
+            # Only hints: start empty rather than refuse to start.
+            statefile.set_aside(self.path, f"address book: {exc}")
 
     def get(self, client_id: bytes) -> ipaddress.IPv4Address | None:
         with self._lock:
@@ -61,3 +64,30 @@ class AddressBook:
                 # Only a hint for the next pod of this identity: an ADD must not fail (and
                 # leave its fresh lease behind) because the state dir is full or read-only.
                 log.warning("address book not saved: %s", exc.msg)
+
+
+def parse_entries(data: dict[str, Any]) -> dict[str, tuple[str, float]]:
+    """``{"entries": {<client id hex>: [<IPv4 address>, <unix time>]}}``, checked entry by entry."""
+    raw = data.get("entries", {})
+    if not isinstance(raw, dict):
+        raise ShapeError("entries", "is not an object")
+    entries: dict[str, tuple[str, float]] = {}
+    for key, value in raw.items():
+        field = f"entries[{key!r}]"
+        try:
+            bytes.fromhex(key)
+        except ValueError:
+            raise ShapeError(field, "is not keyed by a hex client id") from None
+        if not isinstance(value, list) or len(value) != 2:
+            raise ShapeError(field, "is not an [address, time] pair")
+        address, when = value
+        try:
+            if not isinstance(address, str):
+                raise ValueError
+            ipaddress.IPv4Address(address)
+        except ValueError:
+            raise ShapeError(f"{field}[0]", f"{address!r} is not an IPv4 address") from None
+        if isinstance(when, bool) or not isinstance(when, int | float):
+            raise ShapeError(f"{field}[1]", f"{when!r} is not a time")
+        entries[key] = (address, float(when))
+    return entries

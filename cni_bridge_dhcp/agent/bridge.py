@@ -14,6 +14,11 @@ Differences from the reference plugin's ``ensureBridge``, and why:
   the node lose its RA-learned IPv6 default route.
 - A configured MTU is pinned (the kernel then stops lowering the bridge MTU to the
   smallest port's whenever a port joins), so a pod veth cannot shrink the node's MTU.
+- MTU, promiscuity and vlan filtering are set only on a bridge this call creates. A
+  bridge that exists already may carry the node's addresses (taken over, pre-configured,
+  or made by another config naming the same bridge): changing its MTU is visible to the
+  node's traffic and below 1280 removes its IPv6 addresses. A config's ``mtu`` then
+  applies to the pod veth only (``veth_mtu``), and must not exceed the bridge's.
 """
 
 from __future__ import annotations
@@ -116,15 +121,53 @@ def _apply(
                 "bridge %s: turning STP off and forward delay to 0 (were %s, %s)", name, stp, delay
             )
         ipr.link("set", index=index, kind="bridge", br_stp_state=0, br_forward_delay=0)
-    if spec.vlan_filtering and not data.get("IFLA_BR_VLAN_FILTERING"):
-        ipr.link("set", index=index, kind="bridge", br_vlan_filtering=1)
-    if spec.mtu is not None:
-        pin_mtu(ipr, index, int(link.get_attr("IFLA_MTU")), spec.mtu, fresh=created)
     flags = int(link["flags"])
-    if spec.promisc and not flags & IFF_PROMISC:
-        ipr.link("set", index=index, flags=IFF_PROMISC, change=IFF_PROMISC)
+    if created:
+        if spec.vlan_filtering and not data.get("IFLA_BR_VLAN_FILTERING"):
+            ipr.link("set", index=index, kind="bridge", br_vlan_filtering=1)
+        if spec.mtu is not None:
+            pin_mtu(ipr, index, int(link.get_attr("IFLA_MTU")), spec.mtu, fresh=True)
+        if spec.promisc and not flags & IFF_PROMISC:
+            ipr.link("set", index=index, flags=IFF_PROMISC, change=IFF_PROMISC)
+    else:
+        _keep_existing(link, data, spec)
     if not flags & IFF_UP:
         ipr.link("set", index=index, state="up")
+
+
+def _keep_existing(link: Any, data: dict[str, Any], spec: BridgeSpec) -> None:
+    """An existing bridge keeps its settings; say what of the config it does not get."""
+    name = spec.name
+    if spec.vlan_filtering and not data.get("IFLA_BR_VLAN_FILTERING"):
+        # Switching it on would cut every untagged port but the pods off the bridge.
+        raise CNIError(
+            ErrorCode.INVALID_CONFIG,
+            f"bridge {name!r} exists without vlan filtering, which vlan/vlanTrunk need",
+            f"the agent does not reconfigure a bridge it did not create for this config; "
+            f"enable it (ip link set {name} type bridge vlan_filtering 1) or use another bridge",
+        )
+    current = int(link.get_attr("IFLA_MTU"))
+    if spec.mtu is not None and spec.mtu != current:
+        log.info(
+            "bridge %s keeps MTU %d: mtu %d applies to the pod veth only", name, current, spec.mtu
+        )
+    if spec.promisc and not int(link["flags"]) & IFF_PROMISC:
+        log.info("bridge %s exists: promiscMode not applied to it", name)
+
+
+def veth_mtu(mtu: int | None, bridge_mtu: int, bridge: str) -> int:
+    """The pod veth's MTU: the config's, which the bridge (and the LAN) must carry."""
+    if mtu is None:
+        return bridge_mtu
+    if mtu > bridge_mtu:
+        raise CNIError(
+            ErrorCode.INVALID_CONFIG,
+            f"mtu {mtu} is larger than the MTU {bridge_mtu} of bridge {bridge!r}",
+            "frames the pod sends above the bridge's MTU would be dropped; the agent does "
+            "not change an existing bridge's MTU: lower mtu, or raise the bridge's (and "
+            "its uplink's) yourself",
+        )
+    return mtu
 
 
 def pin_mtu(ipr: Any, index: int, current: int, mtu: int, *, fresh: bool) -> None:

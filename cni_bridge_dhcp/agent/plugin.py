@@ -21,10 +21,12 @@ from typing import TYPE_CHECKING, Any
 from ..errors import CNIError, ErrorCode
 from . import identity
 from .attachments import Attachment, attachment_key
+from .bridge import veth_mtu
 from .config import IPAMConf, NetConf, parse_netconf
 from .faults import maybe_crash
 from .netns import netns_inode, open_netns, validate_netns_fd
 from .podroutes import PodAddressing, PodRoute, configure_pod, plan_routes, pod_state
+from .prevresult import parse_prev_result
 from .veth import VethSpec, delete_pod_link, host_veth_state, new_host_name, setup_veth
 
 if TYPE_CHECKING:
@@ -152,7 +154,8 @@ async def _add(agent: Agent, req: Request, conf: NetConf, netns_fd: int) -> dict
             ifname=req.ifname,
             bridge_index=datapath.bridge_index,
             mac=mac,
-            mtu=conf.mtu or datapath.mtu,
+            mtu=veth_mtu(conf.mtu, datapath.mtu, conf.bridge) if datapath.mtu else conf.mtu,
+            host_mtu=datapath.mtu,
             hairpin=conf.hairpin_mode,
             isolated=conf.port_isolation,
             enable_dad=conf.enabledad,
@@ -577,6 +580,7 @@ async def cmd_check(agent: Agent, req: Request) -> dict[str, Any]:
     key = attachment_key(conf.name, req.container_id, req.ifname)
     if conf.prev_result is None:
         raise CNIError(ErrorCode.INVALID_CONFIG, "CHECK needs prevResult in the network config")
+    prev = parse_prev_result(conf.prev_result)
     att = agent.store.get(key)
     if att is None or att.state != "ready":
         raise CNIError(ErrorCode.CHECK_DRIFT, f"no attachment {key} is known to the agent")
@@ -587,23 +591,19 @@ async def cmd_check(agent: Agent, req: Request) -> dict[str, Any]:
         mac, addrs, routes = await _thread(pod_state, netns_fd, req.ifname)
     finally:
         os.close(netns_fd)
-    prev = conf.prev_result
     if mac is None:
         raise CNIError(ErrorCode.CHECK_DRIFT, f"interface {req.ifname} is missing in {req.netns}")
-    for iface in prev.get("interfaces", []) or []:
+    for iface in prev.interfaces:
         if (
-            iface.get("sandbox")
-            and iface.get("name") == req.ifname
-            and iface.get("mac")
-            and iface["mac"].lower() != mac.lower()
+            iface.sandbox
+            and iface.name == req.ifname
+            and iface.mac.lower() not in ("", mac.lower())
         ):
-            drift.append(f"{req.ifname} MAC is {mac}, expected {iface['mac']}")
-    for ip in prev.get("ips", []) or []:
-        if ip.get("address") not in addrs:
-            drift.append(f"address {ip.get('address')} missing on {req.ifname}")
-    for route in prev.get("routes", []) or []:
-        dst = str(ipaddress.ip_network(route["dst"], strict=False))
-        gw = route.get("gw")
+            drift.append(f"{req.ifname} MAC is {mac}, expected {iface.mac}")
+    for address in prev.ips:
+        if address not in addrs:
+            drift.append(f"address {address} missing on {req.ifname}")
+    for dst, gw in prev.routes:
         if (dst, gw) not in routes and not (gw is None and any(d == dst for d, _ in routes)):
             drift.append(f"route {dst}{' via ' + gw if gw else ''} missing in the pod")
     exists, master = await _thread(host_veth_state, att.host_veth)

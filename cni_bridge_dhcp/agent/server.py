@@ -25,6 +25,7 @@ from typing import Any
 from ..errors import CNIError, ErrorCode
 from ..protocol import HEADER, error_response, frame, frame_length, ok_response, parse_request
 from .core import Agent
+from .statefile import StateDirError, check_state_dir
 
 log = logging.getLogger("cni_bridge_dhcp.agent")
 
@@ -258,6 +259,10 @@ class Server:
 async def run(args: argparse.Namespace) -> int:
     state_dir = Path(args.state_dir)
     state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        check_state_dir(state_dir)
+    except StateDirError as exc:
+        raise SystemExit(str(exc)) from None
     # One agent per state dir: two would both re-adopt leases and tear down "interrupted" ADDs.
     lock_fd = os.open(state_dir / "agent.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:

@@ -183,7 +183,7 @@ def restore(
     state that was undone, or None when there was nothing of ours to undo.
     """
     with uj.locked(state_dir, lock_timeout):
-        journal = uj.load(state_dir)
+        journal = uj.load(state_dir, strict=True)
         if journal is None or not journal.belongs_here() or journal.snapshot is None:
             log.info("uplink restore: no takeover recorded in %s", state_dir)
             return None
@@ -249,7 +249,7 @@ def _ensure_locked(
     verify_timeout: float,
     sysfs: Path,
 ) -> UplinkState:
-    journal = uj.load(state_dir)
+    journal = uj.load(state_dir, strict=True)  # an unreadable one is never replaced
     if journal is not None and not journal.belongs_here():
         uj.archive(state_dir, "written in another boot or network namespace")
         journal = None

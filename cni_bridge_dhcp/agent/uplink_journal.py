@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import ipaddress
 import logging
 import os
 import time
@@ -23,7 +24,7 @@ from typing import Any
 
 from ..errors import CNIError, ErrorCode
 from .routeplan import UplinkSnapshot
-from .statefile import read_json, write_json
+from .statefile import ShapeError, read_json, read_trusted, write_json
 
 log = logging.getLogger(__name__)
 
@@ -75,16 +76,40 @@ class Journal:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Journal:
+        """Rebuild a journal; ShapeError naming the first field that is wrong."""
+        for name in ("bridge", "uplink", "phase"):
+            if not isinstance(data.get(name), str):
+                raise ShapeError(name, "is missing or not a string")
+        if not isinstance(data.get("spec", ""), str):
+            raise ShapeError("spec", "is not a string")
+        steps = data.get("steps", [])
+        if not isinstance(steps, list) or not all(isinstance(x, str) for x in steps):
+            raise ShapeError("steps", "is not a list of strings")
+        state = data.get("state")
+        if state is not None and not isinstance(state, dict):
+            raise ShapeError("state", "is not an object")
+        error = data.get("error")
+        if error is not None and not isinstance(error, str):
+            raise ShapeError("error", "is not a string")
+        _check_scalars(data, {"boot_id": str, "netns": int, "updated_at": float}, "")
         snap = data.get("snapshot")
+        if snap is not None:
+            if not isinstance(snap, dict):
+                raise ShapeError("snapshot", "is not an object")
+            check_snapshot(snap)
+        try:
+            snapshot = UplinkSnapshot.from_dict(snap) if snap else None
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ShapeError("snapshot", f"does not load: {exc}") from None
         return cls(
             bridge=str(data["bridge"]),
             uplink=str(data["uplink"]),
             spec=str(data.get("spec", data["uplink"])),
             phase=str(data["phase"]),
-            snapshot=UplinkSnapshot.from_dict(snap) if snap else None,
-            steps=[str(s) for s in data.get("steps", [])],
-            state=data.get("state"),
-            error=data.get("error"),
+            snapshot=snapshot,
+            steps=[str(s) for s in steps],
+            state=state,
+            error=error,
             boot_id=str(data.get("boot_id", "")),
             netns=int(data.get("netns", 0)),
             updated_at=float(data.get("updated_at", 0.0)),
@@ -93,6 +118,67 @@ class Journal:
     def belongs_here(self) -> bool:
         """Written during this boot, in this network namespace."""
         return self.boot_id == boot_id() and self.netns == netns_inode()
+
+
+def _check_scalars(data: dict[str, Any], kinds: dict[str, type], where: str) -> None:
+    """Each present, non-null key of ``kinds`` has that type (an int is a float too)."""
+    for name, kind in kinds.items():
+        value = data.get(name)
+        if value is None:
+            continue
+        ok = isinstance(value, kind) and not (kind is not bool and isinstance(value, bool))
+        if kind is float:
+            ok = isinstance(value, int | float) and not isinstance(value, bool)
+        if not ok:
+            raise ShapeError(f"{where}{name}", f"is not {kind.__name__}")
+
+
+def _check_list(data: dict[str, Any], name: str, kinds: dict[str, type], where: str) -> None:
+    items = data.get(name, [])
+    if not isinstance(items, list):
+        raise ShapeError(f"{where}{name}", "is not a list")
+    for n, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise ShapeError(f"{where}{name}[{n}]", "is not an object")
+        _check_scalars(item, kinds, f"{where}{name}[{n}].")
+
+
+_ADDR = {"family": int, "address": str, "prefixlen": int, "scope": int, "flags": int,
+         "label": str, "peer": str, "broadcast": str, "valid_lft": int, "preferred_lft": int,
+         "proto": int, "rt_priority": int}  # fmt: skip
+_ROUTE = {"family": int, "dst": str, "dst_len": int, "table": int, "proto": int, "scope": int,
+          "type": int, "flags": int, "priority": int, "tos": int, "gateway": str, "dev": str,
+          "prefsrc": str, "src": str}  # fmt: skip
+
+
+def check_snapshot(snap: dict[str, Any]) -> None:
+    """The snapshot's fields have the types the restore code relies on."""
+    for name in ("uplink", "mac"):
+        if not isinstance(snap.get(name), str):
+            raise ShapeError(f"snapshot.{name}", "is missing or not a string")
+    for name in ("ifindex", "mtu"):
+        value = snap.get(name)
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise ShapeError(f"snapshot.{name}", "is missing or not an integer")
+    _check_scalars(snap, {"up": bool, "accept_ra": str, "autoconf": str, "taken_at": float},
+                   "snapshot.")  # fmt: skip
+    _check_list(snap, "addresses", _ADDR, "snapshot.")
+    for n, addr in enumerate(snap.get("addresses", [])):
+        for name in ("family", "address", "prefixlen"):
+            if name not in addr:
+                raise ShapeError(f"snapshot.addresses[{n}].{name}", "is missing")
+        try:
+            ipaddress.ip_address(addr["address"])
+        except ValueError:
+            raise ShapeError(f"snapshot.addresses[{n}].address", "is not an address") from None
+    _check_list(snap, "routes", _ROUTE, "snapshot.")
+    _check_list(snap, "neighbours", {"family": int, "dst": str, "lladdr": str}, "snapshot.")
+    pre = snap.get("bridge_pre")
+    if pre is not None:
+        if not isinstance(pre, dict):
+            raise ShapeError("snapshot.bridge_pre", "is not an object")
+        _check_scalars(pre, {"ifindex": int, "mac": str, "mtu": int, "accept_ra": str},
+                       "snapshot.bridge_pre.")  # fmt: skip
 
 
 def boot_id() -> str:
@@ -110,15 +196,44 @@ def journal_path(state_dir: Path) -> Path:
     return state_dir / JOURNAL_NAME
 
 
-def load(state_dir: Path) -> Journal | None:
-    data = read_json(journal_path(state_dir))
+def load(state_dir: Path, *, strict: bool = False) -> Journal | None:
+    """The journal, or None when there is none.
+
+    An unreadable one (torn, or of the wrong shape) is logged loudly and left in place: it
+    may be the only record of the node's pre-takeover uplink configuration, for `uplink
+    restore` and `doctor` to show. Nothing acts on it: with ``strict`` (taking the uplink
+    over, restoring it) it is a CNIError 102 naming the file and the field, so no takeover
+    ever replaces or archives it; otherwise (start-up recovery, status) None.
+    """
+    path = journal_path(state_dir)
+    data = read_json(path)
+    problem: str | None = None
     if data is None:
+        if read_trusted(path) is not None:
+            problem = "not a JSON object"  # torn, or hand-edited: read_json logged it
+    else:
+        try:
+            return Journal.from_dict(data)
+        except ShapeError as exc:
+            problem = str(exc)
+    if problem is None:
         return None
-    try:
-        return Journal.from_dict(data)
-    except (KeyError, TypeError, ValueError) as exc:
-        log.error("ignoring unreadable uplink journal %s: %s", journal_path(state_dir), exc)
-        return None
+    log.error(
+        "UPLINK JOURNAL %s IS UNREADABLE (%s): it may hold the only record of the uplink's "
+        "configuration before the takeover. It is kept as it is and nothing is done with "
+        "it: inspect it (cni-bridge-dhcp doctor), put the node's uplink right, then move it away",
+        path,
+        problem,
+    )
+    if strict:
+        raise CNIError(
+            ErrorCode.UPLINK_FAILED,
+            f"uplink journal {path} is unreadable ({problem})",
+            "it may hold the only record of the uplink's configuration before the takeover, "
+            "so the agent neither takes the uplink over nor restores it while it is there; "
+            "inspect it (cni-bridge-dhcp doctor), put the node's uplink right, then move it away",
+        )
+    return None
 
 
 def save(state_dir: Path, journal: Journal) -> None:

@@ -28,6 +28,9 @@ class VethSpec:
     bridge_index: int
     mac: str | None = None
     mtu: int | None = None
+    # The host end's MTU: the bridge's. A smaller one would make the kernel lower a bridge
+    # whose MTU was never pinned (a pre-configured one) to the new port's on enslaving.
+    host_mtu: int | None = None
     hairpin: bool = False
     isolated: bool = False
     enable_dad: bool = False
@@ -119,7 +122,8 @@ def setup_veth(netns_fd: int, spec: VethSpec, host_name: str) -> VethInfo:
 
 
 def kwargs_peer(spec: VethSpec) -> dict[str, object]:
-    return {"mtu": spec.mtu} if spec.mtu else {}
+    mtu = spec.host_mtu or spec.mtu
+    return {"mtu": mtu} if mtu else {}
 
 
 def _finish(pod: IPRoute, node: IPRoute, netns_fd: int, spec: VethSpec, host_name: str) -> VethInfo:

@@ -55,14 +55,16 @@ class Journal:
 
     def _read(self, path: Path) -> Lease | None:
         try:
-            raw = path.read_bytes()
+            raw = statefile.read_trusted(path)
+            if raw is None:
+                return None  # gone meanwhile, or not the agent's own file (warned)
             record = json.loads(raw)
             if not isinstance(record, dict):
                 raise ValueError("not a JSON object")
             lease = from_record(record)
             if self.path_for(lease.key) != path:
                 raise ValueError(f"key {lease.key!r} does not belong to this file name")
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
             aside = path.with_name(path.name + ".corrupt")
             log.error(
                 "lease journal: ignoring corrupt record %s (%s); moved to %s", path, exc, aside
