@@ -25,6 +25,7 @@ from . import ipam_role, plugin
 from .addressbook import AddressBook
 from .attachments import Attachment, AttachmentStore, attachment_key
 from .config import NetConf
+from .keylock import KeyedLocks
 from .netlink import netns_ipr
 
 log = logging.getLogger(__name__)
@@ -47,7 +48,7 @@ class Agent:
         self.addressbook = AddressBook(state_dir)
         self.firewall_interval = firewall_interval
         self._leases: Any = None
-        self._locks: dict[str, asyncio.Lock] = {}
+        self._locks = KeyedLocks()
         self._setup_lock = threading.Lock()
         self._fw_lock = threading.Lock()
         # Held by whoever derives firewall rules from attachment records and applies them,
@@ -141,12 +142,9 @@ class Agent:
             if op in ("ADD", "DEL", "CHECK"):
                 _validate_ids(r)
                 key = attachment_key(str(conf.get("name", "")), r.container_id, r.ifname)
-                lock = self._locks.setdefault(key, asyncio.Lock())
                 handler = ipam_role.HANDLERS[op] if r.role == "ipam" else _HANDLERS[op]
-                async with lock:
+                async with self._locks.hold(key):
                     result: dict[str, Any] = await handler(self, r)
-                if not lock.locked():
-                    self._locks.pop(key, None)
                 return result
             return await _HANDLERS[op](self, r)
         finally:
