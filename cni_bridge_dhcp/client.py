@@ -84,13 +84,18 @@ def call(
             ) from None
         try:
             sock.settimeout(response_timeout)
-            if netns_fd is not None:
-                fds = array.array("i", [netns_fd])
-                sent = sock.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)])
-                if sent < len(data):
-                    sock.sendall(data[sent:])
-            else:
-                sock.sendall(data)
+            try:
+                if netns_fd is not None:
+                    fds = array.array("i", [netns_fd])
+                    sent = sock.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)])
+                    if sent < len(data):
+                        sock.sendall(data[sent:])
+                else:
+                    sock.sendall(data)
+            except (BrokenPipeError, ConnectionResetError):
+                # A busy agent answers "try again" and closes without reading the whole
+                # request: its answer is still there to read.
+                pass
             length = frame_length(_recv_exact(sock, HEADER.size))
             body = _recv_exact(sock, length)
         except TimeoutError:
