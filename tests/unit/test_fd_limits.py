@@ -174,3 +174,19 @@ def test_agent_survives_accept_failing_with_emfile(tmp_path: Path) -> None:
         loop.call_soon_threadsafe(stop.set)
         thread.join(10)
         flaky.close()
+
+
+def test_systemd_units_set_an_open_file_limit() -> None:
+    units = sorted((Path(__file__).resolve().parents[2] / "examples" / "systemd").glob("*.service"))
+    assert units
+    for unit in units:
+        values = [
+            line.split("=", 1)[1].strip()
+            for line in unit.read_text().splitlines()
+            if line.startswith("LimitNOFILE=")
+        ]
+        assert values, f"{unit.name} sets no LimitNOFILE="
+        soft = values[-1].split(":")[0]
+        # Room for MAX_CONNECTIONS at their peak, far above systemd's default of 1024.
+        needed = fdlimits.RESERVED_FDS + fdlimits.MAX_CONNECTIONS * fdlimits.FDS_PER_CONNECTION
+        assert soft == "infinity" or int(soft) >= needed, unit.name
