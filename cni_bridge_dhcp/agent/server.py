@@ -15,6 +15,7 @@ import fcntl
 import logging
 import logging.handlers
 import os
+import resource
 import signal
 import socket
 import stat
@@ -56,8 +57,9 @@ def _parse_args(argv: list[str]) -> argparse.Namespace:
         type=_positive_int,
         default=None,
         help="requests served at once; more are answered with code 11 (try again). "
-        "Default: derived from the open-file limit, "
-        f"({fdlimits.FDS_PER_CONNECTION} descriptors each, {fdlimits.RESERVED_FDS} kept)",
+        "Default: derived from the open-file limit "
+        f"({fdlimits.FDS_PER_CONNECTION} descriptors each, {fdlimits.RESERVED_FDS} kept for "
+        f"the agent, between {fdlimits.MIN_CONNECTIONS} and {fdlimits.MAX_CONNECTIONS})",
     )
     p.add_argument(
         "--cleanup-interval",
@@ -391,7 +393,11 @@ async def run(args: argparse.Namespace) -> int:
             ", socket-activated" if activated else "",
         )
         server = Server(agent, sock, max_connections=args.max_connections)
-        log.info("serving at most %d connections at once", server.max_connections)
+        log.info(
+            "serving at most %d connections at once (open-file limit %d)",
+            server.max_connections,
+            resource.getrlimit(resource.RLIMIT_NOFILE)[0],
+        )
         await server.serve(stop)
     finally:
         log.info("agent stopping: leases stay bound, pods keep running")
