@@ -9,6 +9,7 @@ import array
 import os
 import socket
 import stat
+from collections.abc import Mapping
 from typing import Any
 
 from .errors import CNIError, ErrorCode
@@ -16,8 +17,14 @@ from .protocol import HEADER, frame, frame_length, parse_response
 
 DEFAULT_SOCKET = "/run/cni-bridge-dhcp/agent.sock"
 CONNECT_TIMEOUT = 5.0
-# ADD waits for a DHCP exchange (its own timeout is 30 s by default) plus the datapath.
-RESPONSE_TIMEOUT = 120.0
+# ADD waits for a DHCP exchange (bounded by ipam.timeout, 30 s by default, at most 600 s)
+# plus the rest: a queued operation on the same pod, the uplink takeover and its gateway
+# check, the ARP probe, the firewall. The plugin waits for ipam.timeout plus this margin,
+# so it never gives up on an ADD the agent is still allowed to finish.
+DEFAULT_IPAM_TIMEOUT = 30.0
+RESPONSE_MARGIN = 90.0
+RESPONSE_TIMEOUT = DEFAULT_IPAM_TIMEOUT + RESPONSE_MARGIN
+MAX_IPAM_TIMEOUT = 600.0  # agent/config.py IPAMConf.timeout (le=600); a unit test ties them
 
 START_HINT = (
     "start the agent with `cni-bridge-dhcp daemon` (or `systemctl start "
@@ -27,6 +34,21 @@ START_HINT = (
 
 class AgentUnavailable(CNIError):
     pass
+
+
+def response_timeout_for(conf: Mapping[str, Any]) -> float:
+    """How long to wait for the agent's answer: the config's ipam.timeout plus the margin.
+
+    A missing or invalid value gets the default wait: the agent refuses it (code 7)
+    quickly, naming the key.
+    """
+    ipam = conf.get("ipam")
+    timeout = ipam.get("timeout") if isinstance(ipam, Mapping) else None
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float):
+        return RESPONSE_TIMEOUT
+    if not 0 < timeout <= MAX_IPAM_TIMEOUT:
+        return RESPONSE_TIMEOUT
+    return max(RESPONSE_TIMEOUT, float(timeout) + RESPONSE_MARGIN)
 
 
 def _recv_exact(sock: socket.socket, size: int) -> bytes:
@@ -62,13 +84,18 @@ def call(
             ) from None
         try:
             sock.settimeout(response_timeout)
-            if netns_fd is not None:
-                fds = array.array("i", [netns_fd])
-                sent = sock.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)])
-                if sent < len(data):
-                    sock.sendall(data[sent:])
-            else:
-                sock.sendall(data)
+            try:
+                if netns_fd is not None:
+                    fds = array.array("i", [netns_fd])
+                    sent = sock.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)])
+                    if sent < len(data):
+                        sock.sendall(data[sent:])
+                else:
+                    sock.sendall(data)
+            except (BrokenPipeError, ConnectionResetError):
+                # A busy agent answers "try again" and closes without reading the whole
+                # request: its answer is still there to read.
+                pass
             length = frame_length(_recv_exact(sock, HEADER.size))
             body = _recv_exact(sock, length)
         except TimeoutError:

@@ -209,7 +209,12 @@ def dispatch(
     try:
         request = make_request(command, version, req_env, conf, netns_fd is not None, role)
         try:
-            result = call(socket_path, request, netns_fd=netns_fd)
+            result = call(
+                socket_path,
+                request,
+                netns_fd=netns_fd,
+                response_timeout=client.response_timeout_for(conf),
+            )
         except client.AgentUnavailable as exc:
             if command == "STATUS":
                 raise CNIError(ErrorCode.STATUS_UNAVAILABLE, exc.msg, exc.details) from None

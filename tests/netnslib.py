@@ -437,14 +437,23 @@ class Sandbox:
         return daemon
 
     def start_agent(
-        self, *, extra_args: list[str] | None = None, env: dict[str, str] | None = None
+        self,
+        *,
+        extra_args: list[str] | None = None,
+        env: dict[str, str] | None = None,
+        nofile: tuple[int, int] | None = None,
     ) -> Daemon:
-        """The cni-bridge-dhcp agent inside the node namespace; returns once its socket exists."""
+        """The cni-bridge-dhcp agent inside the node namespace; returns once its socket exists.
+
+        ``nofile`` = (soft, hard) runs it under that open-file limit (prlimit execs the
+        agent, so the daemon's pid is the agent's)."""
         self.state_dir.mkdir(parents=True, exist_ok=True)
         if not any(d.alive() for d in self.daemons if d.name == "agent"):
             # a socket left by a stopped agent would satisfy the readiness check too early
             self.agent_socket.unlink(missing_ok=True)
+        limit = [] if nofile is None else ["prlimit", f"--nofile={nofile[0]}:{nofile[1]}", "--"]
         cmd = [
+            *limit,
             sys.executable,
             "-m",
             "cni_bridge_dhcp",

@@ -25,6 +25,8 @@ from . import ipam_role, plugin
 from .addressbook import AddressBook
 from .attachments import Attachment, AttachmentStore, attachment_key
 from .config import NetConf
+from .fdlimits import is_fd_exhaustion
+from .keylock import KeyedLocks
 from .netlink import netns_ipr
 
 log = logging.getLogger(__name__)
@@ -41,13 +43,20 @@ _HANDLERS = {
 
 
 class Agent:
-    def __init__(self, state_dir: Path, *, firewall_interval: float = 60.0) -> None:
+    def __init__(
+        self,
+        state_dir: Path,
+        *,
+        firewall_interval: float = 60.0,
+        cleanup_interval: float = 60.0,
+    ) -> None:
         self.state_dir = state_dir
+        self.cleanup_interval = cleanup_interval
         self.store = AttachmentStore(state_dir)
         self.addressbook = AddressBook(state_dir)
         self.firewall_interval = firewall_interval
         self._leases: Any = None
-        self._locks: dict[str, asyncio.Lock] = {}
+        self._locks = KeyedLocks()
         self._setup_lock = threading.Lock()
         self._fw_lock = threading.Lock()
         # Held by whoever derives firewall rules from attachment records and applies them,
@@ -96,6 +105,37 @@ class Agent:
         await reap_vanished(self)
         if self.firewall_interval > 0:
             self._tasks.append(asyncio.create_task(self._reassert_loop()))
+        if self.cleanup_interval > 0:
+            self._tasks.append(asyncio.create_task(self._cleanup_loop()))
+
+    async def cleanup_pending(self) -> int:
+        """Tear down pending records no operation is working on: ADDs whose undo failed
+        (e.g. out of file descriptors) left them, with whatever they had made. Returns how
+        many were finished; one that fails again stays for the next sweep."""
+        finished = 0
+        for att in self.store.all():
+            if att.state == "ready" or self._locks.busy(att.key):
+                continue
+            async with self._locks.hold(att.key):
+                current = self.store.get(att.key)
+                if current is None or current.state == "ready":
+                    continue  # an operation finished it meanwhile
+                log.warning("cleaning up half-made ADD of %s", att.key)
+                try:
+                    await plugin.teardown(self, current, None, None)
+                except Exception as exc:
+                    log.warning("cleanup of half-made ADD %s incomplete: %s", att.key, exc)
+                    continue
+                finished += 1
+        return finished
+
+    async def _cleanup_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.cleanup_interval)
+            try:
+                await self.cleanup_pending()
+            except Exception:
+                log.exception("periodic cleanup of half-made ADDs failed")
 
     async def close(self) -> None:
         for task in self._tasks:
@@ -137,6 +177,9 @@ class Agent:
             _log_op(r, started, f"failed: code {err.code}: {err.msg}", logging.WARNING)
             raise
         except Exception as exc:
+            if is_fd_exhaustion(exc):  # answered 11 by the server: transient, not a bug
+                _log_op(r, started, f"failed: out of file descriptors: {exc}", logging.WARNING)
+                raise
             _log_op(r, started, f"failed: internal error {type(exc).__name__}", logging.ERROR)
             raise
         _log_op(r, started, _outcome(result))
@@ -147,12 +190,9 @@ class Agent:
             if op in ("ADD", "DEL", "CHECK"):
                 _validate_ids(r)
                 key = attachment_key(str(conf.get("name", "")), r.container_id, r.ifname)
-                lock = self._locks.setdefault(key, asyncio.Lock())
                 handler = ipam_role.HANDLERS[op] if r.role == "ipam" else _HANDLERS[op]
-                async with lock:
+                async with self._locks.hold(key):
                     result: dict[str, Any] = await handler(self, r)
-                if not lock.locked():
-                    self._locks.pop(key, None)
                 return result
             return await _HANDLERS[op](self, r)
         finally:

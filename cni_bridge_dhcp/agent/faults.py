@@ -8,6 +8,7 @@ OOM kill or power loss between two steps. Unset (production), it costs one dict 
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import signal
@@ -26,3 +27,18 @@ def maybe_crash(point: str) -> None:
         for handler in logging.getLogger().handlers:
             handler.flush()
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+FAIL_ENV = "CNI_BRIDGE_DHCP_FAIL"
+
+
+def maybe_fail(point: str) -> None:
+    """Raise EMFILE at ``point`` when ``CNI_BRIDGE_DHCP_FAIL`` lists it (comma-separated).
+
+    For tests of what a step that fails under fd exhaustion leaves behind; a real
+    exhaustion cannot be aimed at one step.
+    """
+    spec = os.environ.get(FAIL_ENV)
+    if spec and point in (p.strip() for p in spec.split(",")):
+        log.critical("fault injection: EMFILE at %s", point)
+        raise OSError(errno.EMFILE, os.strerror(errno.EMFILE))

@@ -23,7 +23,7 @@ from . import identity
 from .attachments import Attachment, attachment_key
 from .bridge import veth_mtu
 from .config import IPAMConf, NetConf, parse_netconf
-from .faults import maybe_crash
+from .faults import maybe_crash, maybe_fail
 from .netns import netns_inode, open_netns, validate_netns_fd
 from .podroutes import PodAddressing, PodRoute, configure_pod, plan_routes, pod_state
 from .prevresult import parse_prev_result
@@ -164,6 +164,7 @@ async def _add(agent: Agent, req: Request, conf: NetConf, netns_fd: int) -> dict
         veth = await _thread(setup_veth, netns_fd, spec, att.host_veth)
 
         async def drop_veth() -> None:
+            maybe_fail("undo:veth")
             await _thread(delete_pod_link, netns_fd, req.ifname, veth.host_name)
 
         undo.append(drop_veth)
@@ -197,10 +198,21 @@ async def _add(agent: Agent, req: Request, conf: NetConf, netns_fd: int) -> dict
         return result
     finally:
         if not ok:
+            undone = True
             for step in reversed(undo):
+                if step is drop_record and not undone:
+                    # The record (still "pending") is how the start-up and periodic
+                    # cleanups find what is left: never drop it over remains.
+                    log.warning(
+                        "ADD %s: undo incomplete; %s stays pending for the cleanup",
+                        req.container_id,
+                        key,
+                    )
+                    continue
                 try:
                     await step()
                 except Exception:
+                    undone = False
                     log.exception("ADD %s: undo step failed", req.container_id)
 
 

@@ -15,15 +15,18 @@ import fcntl
 import logging
 import logging.handlers
 import os
+import resource
 import signal
 import socket
 import stat
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 from ..errors import CNIError, ErrorCode
 from ..protocol import HEADER, error_response, frame, frame_length, ok_response, parse_request
+from . import fdlimits
 from .core import Agent
 from .statefile import StateDirError, check_state_dir
 
@@ -31,6 +34,10 @@ log = logging.getLogger("cni_bridge_dhcp.agent")
 
 READ_TIMEOUT = 10.0
 SD_LISTEN_FDS_START = 3
+ACCEPT_BACKOFF_MIN = 0.05
+ACCEPT_BACKOFF_MAX = 1.0
+MAX_DRAIN = 65536
+SHED_LOG_INTERVAL = 10.0
 
 
 def _parse_args(argv: list[str]) -> argparse.Namespace:
@@ -46,7 +53,47 @@ def _parse_args(argv: list[str]) -> argparse.Namespace:
         default=60.0,
         help="seconds between re-assertions of firewall rules (0 disables)",
     )
+    p.add_argument(
+        "--max-connections",
+        type=_positive_int,
+        default=None,
+        help="requests served at once; more are answered with code 11 (try again). "
+        "Default: derived from the open-file limit "
+        f"({fdlimits.FDS_PER_CONNECTION} descriptors each, {fdlimits.RESERVED_FDS} kept for "
+        f"the agent, between {fdlimits.MIN_CONNECTIONS} and {fdlimits.MAX_CONNECTIONS})",
+    )
+    p.add_argument(
+        "--cleanup-interval",
+        type=float,
+        default=60.0,
+        help="seconds between sweeps that tear down ADDs left half-made (pending records "
+        "whose undo failed); 0 disables (the start-up cleanup still runs)",
+    )
     return p.parse_args(argv)
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer")
+    return value
+
+
+class _ShedLog:
+    """One warning per interval while the agent sheds load, with the count since the last."""
+
+    def __init__(self) -> None:
+        self._last = 0.0
+        self._suppressed = 0
+
+    def note(self, what: str) -> None:
+        now = time.monotonic()
+        if now - self._last < SHED_LOG_INTERVAL:
+            self._suppressed += 1
+            return
+        more = f" ({self._suppressed} more since the last warning)" if self._suppressed else ""
+        log.warning("shedding load: %s%s", what, more)
+        self._last, self._suppressed = now, 0
 
 
 def setup_logging(level: str, log_file: str | None) -> None:
@@ -170,16 +217,21 @@ async def _read_request(
 
 
 class Server:
-    def __init__(self, agent: Agent, sock: socket.socket) -> None:
+    def __init__(
+        self, agent: Agent, sock: socket.socket, *, max_connections: int | None = None
+    ) -> None:
         self.agent = agent
         self.sock = sock
         self.tasks: set[asyncio.Task[None]] = set()
+        self.max_connections = max_connections or fdlimits.default_max_connections()
+        self._shed = _ShedLog()
 
     async def serve(self, stop: asyncio.Event) -> None:
         loop = asyncio.get_running_loop()
         self.sock.setblocking(False)
         accept_task: asyncio.Task[tuple[socket.socket, Any]] | None = None
         stop_task = asyncio.create_task(stop.wait())
+        backoff = ACCEPT_BACKOFF_MIN
         try:
             while not stop.is_set():
                 accept_task = asyncio.create_task(loop.sock_accept(self.sock))
@@ -189,7 +241,21 @@ class Server:
                 if accept_task not in done:
                     accept_task.cancel()
                     break
-                conn, _ = accept_task.result()
+                try:
+                    conn, _ = accept_task.result()
+                except OSError as exc:
+                    if exc.errno not in fdlimits.TRANSIENT_ACCEPT_ERRNOS:
+                        raise
+                    # Out of descriptors (or memory): the client waits in the backlog
+                    # (its own timeout bounds that) while running operations free some.
+                    self._shed.note(f"accept() failed: {exc.strerror or exc}; backing off")
+                    await asyncio.wait({stop_task}, timeout=backoff)
+                    backoff = min(backoff * 2, ACCEPT_BACKOFF_MAX)
+                    continue
+                backoff = ACCEPT_BACKOFF_MIN
+                if len(self.tasks) >= self.max_connections:
+                    self._refuse(conn)
+                    continue
                 task = asyncio.create_task(self._connection(conn))
                 self.tasks.add(task)
                 task.add_done_callback(self.tasks.discard)
@@ -200,6 +266,29 @@ class Server:
         if self.tasks:
             # Let in-flight operations finish so no pod is left half-made.
             await asyncio.wait(self.tasks, timeout=60)
+
+    def _refuse(self, conn: socket.socket) -> None:
+        """Answer "try again" (11) at once, without reading more than is already there."""
+        self._shed.note(
+            f"{len(self.tasks)} connections in progress (limit --max-connections "
+            f"{self.max_connections}): answering 11"
+        )
+        err = CNIError(
+            ErrorCode.TRY_AGAIN_LATER,
+            f"cni-bridge-dhcp agent is busy: {len(self.tasks)} requests in progress "
+            f"(limit {self.max_connections}); try again",
+            "raise the agent's --max-connections (and its open-file limit) if this persists",
+        )
+        try:
+            conn.setblocking(False)
+            # Take in what the client already sent (SCM_RIGHTS fds are dropped by the kernel
+            # without a control buffer), so the close does not reset the connection first.
+            with contextlib.suppress(OSError):
+                conn.recv(MAX_DRAIN)
+            with contextlib.suppress(OSError):
+                conn.send(frame(error_response(err)))
+        finally:
+            conn.close()
 
     async def _connection(self, conn: socket.socket) -> None:
         loop = asyncio.get_running_loop()
@@ -242,9 +331,21 @@ class Server:
             owned, netns_fd = netns_fd, None
             result = await self.agent.handle(req, owned)
             return ok_response(result)
-        except CNIError as err:
-            return error_response(err)
         except Exception as exc:
+            if fdlimits.is_fd_exhaustion(exc):
+                # Transient, whatever step ran out (opening the netns, a state file, a
+                # netlink socket): the runtime retries; what was made is undone or cleaned up.
+                log.warning("request failed: the agent is out of file descriptors: %s", exc)
+                return error_response(
+                    CNIError(
+                        ErrorCode.TRY_AGAIN_LATER,
+                        f"cni-bridge-dhcp agent is out of file descriptors ({exc}); try again",
+                        "raise the agent's open-file limit (LimitNOFILE=) or lower "
+                        "--max-connections",
+                    )
+                )
+            if isinstance(exc, CNIError):
+                return error_response(exc)
             log.exception("internal error handling a request")
             return error_response(
                 CNIError(ErrorCode.INTERNAL, f"internal error: {type(exc).__name__}: {exc}")
@@ -274,7 +375,11 @@ async def run(args: argparse.Namespace) -> int:
         ensure_socket_free(args.socket)
     if args.pidfile:
         Path(args.pidfile).write_text(f"{os.getpid()}\n")
-    agent = Agent(state_dir, firewall_interval=args.firewall_interval)
+    agent = Agent(
+        state_dir,
+        firewall_interval=args.firewall_interval,
+        cleanup_interval=args.cleanup_interval,
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -292,7 +397,13 @@ async def run(args: argparse.Namespace) -> int:
             os.getpid(),
             ", socket-activated" if activated else "",
         )
-        await Server(agent, sock).serve(stop)
+        server = Server(agent, sock, max_connections=args.max_connections)
+        log.info(
+            "serving at most %d connections at once (open-file limit %d)",
+            server.max_connections,
+            resource.getrlimit(resource.RLIMIT_NOFILE)[0],
+        )
+        await server.serve(stop)
     finally:
         log.info("agent stopping: leases stay bound, pods keep running")
         await agent.close()
@@ -310,6 +421,7 @@ async def run(args: argparse.Namespace) -> int:
 def daemon_main(argv: list[str]) -> int:
     args = _parse_args(argv)
     setup_logging(args.log_level, args.log_file)
+    fdlimits.raise_nofile()
     from .allocator import tune_malloc
 
     log.debug("malloc settings applied: %s", ", ".join(tune_malloc()) or "none")

@@ -27,7 +27,6 @@ import contextlib
 import errno
 import ipaddress
 import logging
-import select
 import socket
 import struct
 import time
@@ -917,10 +916,13 @@ def arp_probe(
             if now >= next_send:
                 sock.sendto(request, (ifname, ETH_P_ARP, 0, 0, b"\xff" * 6))
                 next_send = now + 0.3
-            ready, _, _ = select.select([sock], [], [], max(0.0, min(next_send, deadline) - now))
-            if not ready:
+            # A socket timeout (poll), not select(): the agent raises its open-file limit and
+            # select() fails on descriptors numbered 1024 and above.
+            sock.settimeout(max(0.001, min(next_send, deadline) - now))
+            try:
+                reply = sock.recv(128)
+            except TimeoutError:
                 continue
-            reply = sock.recv(128)
             if len(reply) >= 28:
                 op = struct.unpack("!H", reply[6:8])[0]
                 if op == 2 and reply[14:18] == target.packed:
