@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 
 from . import codec
 from .codec import DecodeError, Message, Opt
+from .identity import CLIENT_ID_MODES
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,8 @@ class LeaseRequest:
     server_allow_list: tuple[IPv4Address, ...] = ()
     # ipam.arpProbeWait; None: the agent's default (Timing.arp_probe_wait).
     arp_probe_wait: float | None = None
+    # ipam.clientId: "pod" sends client_id as option 61, "mac" 01+mac, "none" no option 61.
+    client_id_mode: str = "pod"
 
 
 @dataclass(frozen=True)
@@ -95,6 +98,7 @@ class Lease:
     broadcast_flag: bool = False
     server_allow_list: tuple[IPv4Address, ...] = ()
     arp_probe_wait: float | None = None  # kept for re-acquisition after a restart
+    client_id_mode: str = "pod"  # journaled: a re-adopted lease keeps its identity
 
     def with_state(self, state: str) -> Lease:
         return replace(self, state=state)
@@ -245,6 +249,7 @@ def to_record(lease: Lease) -> dict[str, Any]:
         "broadcast_flag": lease.broadcast_flag,
         "server_allow_list": [str(a) for a in lease.server_allow_list],
         "arp_probe_wait": lease.arp_probe_wait,
+        "client_id_mode": lease.client_id_mode,
     }
 
 
@@ -314,6 +319,7 @@ def from_record(record: Mapping[str, Any]) -> Lease:
         broadcast_flag=bool(record.get("broadcast_flag", False)),
         server_allow_list=_allow_list(record),
         arp_probe_wait=_opt_seconds(record, "arp_probe_wait"),
+        client_id_mode=_client_id_mode(record),
     )
 
 
@@ -328,3 +334,11 @@ def _allow_list(record: Mapping[str, Any]) -> tuple[IPv4Address, ...]:
     if not isinstance(raw, list) or not all(isinstance(a, str) for a in raw):
         raise ValueError("field 'server_allow_list' is not a list of strings")
     return tuple(IPv4Address(a) for a in raw)
+
+
+def _client_id_mode(record: Mapping[str, Any]) -> str:
+    # absent in records written before ipam.clientId existed: they sent the pod identity
+    mode = record.get("client_id_mode", "pod")
+    if mode not in CLIENT_ID_MODES:
+        raise ValueError(f"field 'client_id_mode' is not one of {', '.join(CLIENT_ID_MODES)}")
+    return str(mode)
