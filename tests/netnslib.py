@@ -465,10 +465,14 @@ class Sandbox:
         return daemon
 
     def start_udhcpd(
-        self, *, lease_seconds: int = 60, reservations: tuple[Reservation, ...] = ()
+        self,
+        *,
+        lease_seconds: int = 60,
+        reservations: tuple[Reservation, ...] = (),
+        arp_ping_ms: int = 2000,
     ) -> Daemon:
-        """busybox udhcpd on lan0 (ARP-pings each new address ~2 s, one packet at a time);
-        leases in ``udhcpd_leases_path`` (read with tests.dhcpservers.udhcpd_leases)."""
+        """busybox udhcpd on lan0 (ARP-pings each new address for ``arp_ping_ms``, one packet
+        at a time); leases in ``udhcpd_leases_path`` (tests.dhcpservers.udhcpd_leases)."""
         from tests.dhcpservers import udhcpd_config
 
         conf = self.tmp / "udhcpd.conf"
@@ -481,7 +485,8 @@ class Sandbox:
             )
         )
         self.udhcpd_leases_path.touch()
-        cmd = [shutil.which("busybox") or "/bin/busybox", "udhcpd", "-f", str(conf)]
+        busybox = shutil.which("busybox") or "/bin/busybox"
+        cmd = [busybox, "udhcpd", "-f", "-a", str(arp_ping_ms), str(conf)]
         daemon = self._spawn("udhcpd", cmd, netns=self.lan)
         self._wait_until(daemon, lambda: self._listening_dhcp(daemon.pid), "listening on :67")
         return daemon

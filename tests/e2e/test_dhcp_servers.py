@@ -11,6 +11,7 @@ and dnsmasq (issue 12 item 9). Each server is checked through its own lease file
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -173,7 +174,7 @@ def test_eight_concurrent_adds_all_lease_and_nothing_leaks(sandbox: Sandbox, kin
     sb, server = sandbox, SERVERS[kind]
     server.start(sb, max(60, server.min_lease), ())
     sb.start_agent()
-    conf = conflist(sb, ipam={"type": "dhcp", "timeout": 60})
+    conf = conflist(sb, ipam={"type": "dhcp"})  # the default ipam.timeout, 30 s
     pods = [sb.add_pod(f"p{n}") for n in range(8)]
 
     def one(n_pod: tuple[int, Pod]) -> str:
@@ -212,3 +213,37 @@ def test_kea_frees_a_lease_whose_client_id_comes_from_ipam_provide(sandbox: Sand
     wait_for(lambda: not active(server, sb, lease.mac), 5, "Kea to free the lease")
     log = (sb.tmp / "kea.log").read_text()
     assert "DHCP4_RELEASE_FAIL_WRONG_CLIENT" not in log
+
+
+def test_udhcpd_add_failing_after_its_request_leaves_no_lease(sandbox: Sandbox) -> None:
+    """Pod A's REQUEST waits in udhcpd's queue behind pod B's 4 s ARP ping, so its ACK
+    comes after A's ipam.timeout: A's ADD fails (100), and what its REQUEST committed at
+    the server must be released rather than held for the lease time."""
+    sb = sandbox
+    sb.start_udhcpd(lease_seconds=60, arp_ping_ms=4000)
+    sb.start_agent()
+    quick = conflist(sb, ipam={"type": "dhcp", "timeout": 7})
+    patient = conflist(sb, ipam={"type": "dhcp", "timeout": 40})
+    # the first ADD takes the uplink over (seconds): done before, so A really goes first
+    warm = sb.add_pod("w")
+    warm_ip = address_of(add(sb, warm, patient))
+    a, b = sb.add_pod("a"), sb.add_pod("b")
+    with ThreadPoolExecutor(2) as pool:
+        fa = pool.submit(sb.cnitool, "add", NET, a, conflist=quick, check=False, timeout=60)
+        time.sleep(1.0)  # A's DISCOVER first: its OFFER comes after one ARP ping
+        fb = pool.submit(sb.cnitool, "add", NET, b, conflist=patient, check=False, timeout=60)
+        ra, rb = fa.result(), fb.result()
+    assert rb.returncode == 0, rb.stdout + rb.stderr
+    out_a = ra.stdout + ra.stderr
+    assert ra.returncode != 0 and '"code":100' in out_a.replace(" ", ""), out_a
+    # the premise: A got its OFFER and sent a REQUEST before giving up ("sent N DISCOVER,
+    # M REQUEST; ..." in the error's details)
+    assert " REQUEST" in out_a, out_a
+    b_ip = address_of(json.loads(rb.stdout))
+    # after the queue drained (A's REQUEST, then its RELEASE), only B holds a lease
+    time.sleep(2.0)
+
+    def held() -> set[str]:
+        return {le.ip for le in udhcpd_leases(sb.udhcpd_leases_path) if le.active}
+
+    wait_for(lambda: held() == {warm_ip, b_ip}, 6, "udhcpd to hold W's and B's leases only")
