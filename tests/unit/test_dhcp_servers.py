@@ -225,6 +225,9 @@ class SlowFactory(FakeFactory):
     delay: float = 0.0
     transports: list[SlowTransport] = field(default_factory=list)
 
+    def reply_delay(self, reply: bytes) -> float:
+        return self.delay
+
     async def open(
         self, target: Target, *, bring_up: bool = False, unicast_from: IPv4Address | None = None
     ) -> Any:
@@ -243,9 +246,10 @@ class SlowTransport:
         self.closed = False
 
     def _deliver(self, replies: list[bytes]) -> None:
-        ready = self.f.clock.t + self.f.delay
+        now = self.f.clock.t
         self.pending.extend(
-            _Pending(ready, Received(r, self.f.server.ip, SERVER_MAC)) for r in replies
+            _Pending(now + self.f.reply_delay(r), Received(r, self.f.server.ip, SERVER_MAC))
+            for r in replies
         )
 
     async def send_broadcast(self, payload: bytes, *, src: IPv4Address = codec.ZERO) -> None:
@@ -316,6 +320,58 @@ def test_failed_add_releases_what_was_acknowledged(rig: Rig) -> None:
         assert releases, "no RELEASE after a failed exchange"
         assert all(r.dst_mac == SERVER_MAC and not r.broadcast for r in releases)
         assert rig.server.bindings == {}, "the server still holds a lease for the failed ADD"
+        await m.close()
+
+    run(go())
+
+
+@dataclass
+class _PickyFactory(SlowFactory):
+    """ACKs of ``late_address`` come ``late_by`` seconds late; everything else at once."""
+
+    late_address: IPv4Address = field(default_factory=lambda: IPv4Address("192.168.77.100"))
+    late_by: float = 20.0
+
+    def reply_delay(self, reply: bytes) -> float:
+        msg = codec.decode(reply)
+        late = msg.message_type == MessageType.ACK and msg.yiaddr == self.late_address
+        return self.late_by if late else 0.0
+
+
+def test_abandoned_request_is_released_once_bound_elsewhere(rig: Rig) -> None:
+    # Pass 1 REQUESTs .100 and hears nothing in time (its ACK is 20 s late); the server
+    # then offers .101 and pass 2 binds it. .100 may be committed to us at the server:
+    # it is released, .101 is not.
+    f = _PickyFactory(rig.clock, rig.server)
+    rig.factory = f
+    server = rig.server
+    first = IPv4Address("192.168.77.100")
+    orig = server.handle
+
+    answered: list[bytes] = []
+
+    def handle(payload: bytes, **kw: Any) -> list[bytes]:
+        msg = codec.decode(payload)
+        if msg.message_type == MessageType.REQUEST and msg.options.get(Opt.REQUESTED_IP) == (
+            first.packed
+        ):
+            if answered:
+                return []  # busy: retransmissions go unanswered
+            answered.append(payload)
+            out = orig(payload, **kw)  # binds .100 to us; its ACK is 20 s late
+            server.bindings = {b"another client": first}  # so the next offer is .101
+            return out
+        return orig(payload, **kw)
+
+    server.handle = handle  # type: ignore[method-assign]
+
+    async def go() -> None:
+        m = rig.manager(rng=random.Random(5))
+        lease = await m.acquire(rig.request(timeout=30.0))
+        assert lease.address.ip == IPv4Address("192.168.77.101")
+        released = server.of_type(MessageType.RELEASE)
+        assert [s.msg.ciaddr for s in released] == [first]
+        assert released[0].dst_mac == SERVER_MAC and not released[0].broadcast
         await m.close()
 
     run(go())
