@@ -139,6 +139,9 @@ def test_lease_renew_restart_release_and_same_address(sandbox: Sandbox, kind: st
     # DEL releases it at the server
     sb.cnitool("del", NET, pod, conflist=conf, cni_args=args("web-0"))
     wait_for(lambda: active(server, sb, mac) == [], 5, f"{kind} to free {ip} after DEL")
+    # udhcpd marks a released lease as expiring "now" and re-offers it only once that
+    # second has passed (expires < now): a re-ADD within the same second gets another one
+    time.sleep(1.1)
 
     # a new sandbox of the same pod (new netns, new MAC) asks for and gets the same address
     again = sb.add_pod("b")
