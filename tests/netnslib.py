@@ -29,7 +29,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from tests.dhcpservers import Reservation
 
 LAN_SUBNET = "192.168.77.0/24"
 ROUTER_IP = "192.168.77.1"
@@ -218,6 +221,8 @@ class Sandbox:
         self.cni_cache_dir = self.tmp / "cni-cache"
         self.dnsmasq_leases_path = self.tmp / "dnsmasq.leases"
         self.dhcpd_leases_path = self.tmp / "dhcpd.leases"
+        self.kea_leases_path = self.tmp / "kea-leases4.csv"
+        self.udhcpd_leases_path = self.tmp / "udhcpd.leases"
         self._namespaces: list[str] = []  # in creation order
         self._pod_seq = 0
         self._torn_down = False
@@ -433,6 +438,56 @@ class Sandbox:
             "lan0",
         ]
         daemon = self._spawn("dhcpd", cmd, netns=self.lan)
+        self._wait_until(daemon, lambda: self._listening_dhcp(daemon.pid), "listening on :67")
+        return daemon
+
+    def start_kea(
+        self, *, lease_seconds: int = 60, reservations: tuple[Reservation, ...] = ()
+    ) -> Daemon:
+        """ISC Kea (kea-dhcp4, memfile leases in ``kea_leases_path``) on lan0; returns once
+        it listens. Its pid and lock files go to the sandbox's tmp dir, never /run/kea."""
+        from tests.dhcpservers import kea_config
+
+        conf = self.tmp / "kea-dhcp4.json"
+        conf.write_text(
+            kea_config(
+                lease_seconds=lease_seconds,
+                lease_file=self.kea_leases_path,
+                reservations=reservations,
+            )
+        )
+        run_dir = self.tmp / "kea-run"
+        run_dir.mkdir(exist_ok=True)
+        env = {"KEA_PIDFILE_DIR": str(run_dir), "KEA_LOCKFILE_DIR": str(run_dir)}
+        cmd = [shutil.which("kea-dhcp4") or "/usr/sbin/kea-dhcp4", "-c", str(conf)]
+        daemon = self._spawn("kea", cmd, netns=self.lan, env=env)
+        self._wait_until(daemon, lambda: self._listening_dhcp(daemon.pid), "listening on :67")
+        return daemon
+
+    def start_udhcpd(
+        self,
+        *,
+        lease_seconds: int = 60,
+        reservations: tuple[Reservation, ...] = (),
+        arp_ping_ms: int = 2000,
+    ) -> Daemon:
+        """busybox udhcpd on lan0 (ARP-pings each new address for ``arp_ping_ms``, one packet
+        at a time); leases in ``udhcpd_leases_path`` (tests.dhcpservers.udhcpd_leases)."""
+        from tests.dhcpservers import udhcpd_config
+
+        conf = self.tmp / "udhcpd.conf"
+        conf.write_text(
+            udhcpd_config(
+                lease_seconds=lease_seconds,
+                lease_file=self.udhcpd_leases_path,
+                pid_file=self.tmp / "udhcpd.pid",
+                reservations=reservations,
+            )
+        )
+        self.udhcpd_leases_path.touch()
+        busybox = shutil.which("busybox") or "/bin/busybox"
+        cmd = [busybox, "udhcpd", "-f", "-a", str(arp_ping_ms), str(conf)]
+        daemon = self._spawn("udhcpd", cmd, netns=self.lan)
         self._wait_until(daemon, lambda: self._listening_dhcp(daemon.pid), "listening on :67")
         return daemon
 

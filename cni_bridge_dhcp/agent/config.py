@@ -77,6 +77,8 @@ class IPAMConf(_Model):
     provide: list[DhcpProvideOption] = []
     timeout: Annotated[float, Field(gt=0, le=600)] = 30.0
     stable_mac: bool = Field(False, alias="stableMac")
+    # Option 61: "pod" (the pod identity), "mac" (01+MAC, RFC 2132), "none" (keyed by chaddr).
+    client_id: Literal["pod", "mac", "none"] = Field("pod", alias="clientId")
     server_allow_list: list[ipaddress.IPv4Address] = Field([], alias="serverAllowList")
     # From "ip@mac" entries of serverAllowList (not a key of its own): see _server_pins.
     server_macs: dict[ipaddress.IPv4Address, str] = {}
@@ -117,6 +119,18 @@ class IPAMConf(_Model):
     @property
     def is_ours(self) -> bool:
         return self.type in ("dhcp", "cni-bridge-dhcp")
+
+    @model_validator(mode="after")
+    def _one_client_id(self) -> IPAMConf:
+        # Two sources for option 61 would leave it unclear which one the server keys by.
+        if self.client_id != "pod" and any(
+            p.option.lower() in ("61", "dhcp-client-identifier", "client-id") for p in self.provide
+        ):
+            raise ValueError(
+                f"ipam.clientId {self.client_id!r} conflicts with option 61 in ipam.provide "
+                '(a provided client id needs clientId "pod", the default)'
+            )
+        return self
 
 
 class RuntimeConfig(_Model):

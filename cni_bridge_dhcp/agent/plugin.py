@@ -405,6 +405,7 @@ def lease_request(
         mac=mac,
         client_id=client_id
         or client_id_for(pod_ns, pod_name, req.container_id, network, req.ifname),
+        client_id_mode=ipam.client_id,
         prefer_address=prefer,
         hostname=identity.dns_label(pod_name),
         extra_request=tuple(identity.option_code(r.option, "ipam.request") for r in ipam.request),

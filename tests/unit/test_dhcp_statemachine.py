@@ -111,7 +111,8 @@ class FakeServer:
         self.seen.append(Seen(self.clock.t, msg, broadcast, src, dst_mac))
         if not self.up:
             return []
-        cid = msg.options[Opt.CLIENT_ID]
+        # RFC 2131 4.2: without option 61 a server keys the client by chaddr
+        cid = msg.options.get(Opt.CLIENT_ID, b"chaddr:" + msg.chaddr)
         mtype = msg.message_type
         requested = msg.options.get(Opt.REQUESTED_IP)
         want = IPv4Address(requested) if requested else None

@@ -14,6 +14,7 @@ capped at 4 s, inside the caller's total timeout.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 from collections.abc import Callable
@@ -125,6 +126,7 @@ class DhcpClient:
         self.timing = timing
         self.rng = rng or random.SystemRandom()
         self._chaddr = codec.mac_bytes(ident.mac)
+        self._client_id = _wire_identity(ident)
         self._started = 0.0
         self.last_stats = _Stats()
         self._refused: set[IPv4Address] = set()  # servers already logged as not allowed
@@ -157,8 +159,10 @@ class DhcpClient:
             opts[Opt.REQUESTED_IP] = requested.packed
         if server_id is not None:
             opts[Opt.SERVER_ID] = server_id.packed
-        if self.ident.client_id:
-            opts[Opt.CLIENT_ID] = self.ident.client_id
+        # Every message carries the same identity: servers key the lease by it, and Kea
+        # (networkd too) refuses a RELEASE or DECLINE whose client id differs from the lease's.
+        if self._client_id:
+            opts[Opt.CLIENT_ID] = self._client_id
         if full:
             # DISCOVER and REQUEST carry what we ask for; DECLINE and RELEASE do not.
             if self.ident.hostname:
@@ -166,7 +170,7 @@ class DhcpClient:
             opts[Opt.PARAM_REQUEST] = request_list(self.ident.extra_request)
             opts[Opt.MAX_MESSAGE_SIZE] = max(576, min(max_size, 0xFFFF)).to_bytes(2, "big")
             for code, value in self.ident.provide:
-                if code not in CLIENT_OWNED:
+                if code not in CLIENT_OWNED and code != Opt.CLIENT_ID:
                     opts[code] = value
         return codec.encode(
             Message(
@@ -189,9 +193,16 @@ class DhcpClient:
         return float(base * self.rng.uniform(1 - self.timing.jitter, 1 + self.timing.jitter))
 
     async def _await(
-        self, tr: Transport, xid: int, types: tuple[MessageType, ...], until: float
+        self,
+        tr: Transport,
+        xid: int,
+        types: tuple[MessageType, ...],
+        until: float,
+        *,
+        also: tuple[int, ...] = (),
     ) -> tuple[Message, Received] | None:
-        """The next acceptable reply before monotonic time ``until``; foreign packets skipped."""
+        """The next acceptable reply before monotonic time ``until``; foreign packets skipped.
+        ``also``: earlier xids of the same exchange whose (late) replies still count."""
         while True:
             remaining = until - self.clock.monotonic()
             if remaining <= 0:
@@ -199,7 +210,7 @@ class DhcpClient:
             rx = await tr.recv(remaining)
             if rx is None:
                 continue
-            msg = codec.accept_reply(rx.payload, xid=xid, chaddr=self._chaddr, types=types)
+            msg = _accept_any(rx.payload, (xid, *also), self._chaddr, types)
             if msg is None:
                 log.debug("%s: ignoring a packet that is not a reply to xid %#x", self.label, xid)
                 continue
@@ -259,10 +270,29 @@ class DhcpClient:
         self._started = self.clock.monotonic()
         deadline = self._started + timeout
         stats = self.last_stats = _Stats()
+        ex = _Exchange()
+        try:
+            bound = await self._obtain(tr, deadline, stats, ex, prefer)
+        except BaseException:
+            # Timeout, NAKs or cancellation: whatever a server acknowledged (or may have
+            # committed to a REQUEST whose ACK is late) goes back instead of leaking.
+            await self._release_held(tr, ex, keep=None)
+            raise
+        await self._release_held(tr, ex, keep=(bound.info.address.ip, bound.info.server_id))
+        return bound
+
+    async def _obtain(
+        self,
+        tr: Transport,
+        deadline: float,
+        stats: _Stats,
+        ex: _Exchange,
+        prefer: IPv4Address | None,
+    ) -> Bound:
         max_size = _max_size(tr)
         declines = 0
         while self.clock.monotonic() < deadline:
-            result = await self._init_select_request(tr, deadline, stats, prefer, max_size)
+            result = await self._init_select_request(tr, deadline, stats, prefer, max_size, ex)
             if isinstance(result, Bound):
                 return result
             if isinstance(result, Nak):
@@ -335,6 +365,38 @@ class DhcpClient:
             return IPv4Address(raw)
         return rx.src_ip
 
+    async def _release_held(
+        self, tr: Transport, ex: _Exchange, keep: tuple[IPv4Address, IPv4Address] | None
+    ) -> None:
+        """DHCPRELEASE every address this exchange may hold at a server, but ``keep``."""
+        for (address, server), server_mac in list(ex.held.items()):
+            if (address, server) == keep:
+                continue
+            log.info(
+                "%s: releasing %s at %s: %s in this exchange but not kept",
+                self.label,
+                address,
+                server,
+                "acknowledged" if (address, server) in ex.acked else "requested",
+            )
+            payload = self._message(
+                MessageType.RELEASE, self._xid(), ciaddr=address, server_id=server, full=False
+            )
+            with contextlib.suppress(OSError):
+                await tr.send_unicast(payload, src=address, dst=server, dst_mac=server_mac)
+            self.last_stats.count("RELEASE")
+        ex.held.clear()
+
+    def _late_ack(self, ex: _Exchange, msg: Message, rx: Received) -> bool:
+        """An ACK to a REQUEST of an earlier pass, from the server that REQUEST named."""
+        asked = ex.requested.get(msg.xid)
+        return (
+            msg.message_type == MessageType.ACK
+            and asked is not None
+            and self._server_of(msg, rx) == asked.server
+            and _usable(msg.yiaddr)
+        )
+
     async def _init_select_request(
         self,
         tr: Transport,
@@ -342,10 +404,17 @@ class DhcpClient:
         stats: _Stats,
         prefer: IPv4Address | None,
         max_size: int,
+        ex: _Exchange,
     ) -> Bound | Nak | IPv4Address | None:
         """One INIT -> SELECTING -> REQUESTING pass. Returns a Bound, a Nak, the address we
-        declined, or None when the deadline passed or REQUESTING got no answer."""
+        declined, or None when the deadline passed or REQUESTING got no answer.
+
+        A slow server (udhcpd ARP-pings each new address for ~2 s, one packet at a time)
+        may answer after we retransmitted and moved on: OFFERs and ACKs to earlier xids of
+        this exchange still count, until the caller's deadline."""
         xid = self._xid()
+        earlier = tuple(ex.xids)
+        ex.xids.append(xid)
         offer: tuple[Message, Received] | None = None
         attempt = 0
         while offer is None:
@@ -359,10 +428,20 @@ class DhcpClient:
             until = min(deadline, now + self._backoff(attempt))
             attempt += 1
             while True:
-                got = await self._await(tr, xid, (MessageType.OFFER,), until)
+                got = await self._await(
+                    tr, xid, (MessageType.OFFER, MessageType.ACK), until, also=earlier
+                )
                 if got is None:
                     break
                 msg, rx = got
+                if msg.message_type == MessageType.ACK:
+                    if self._late_ack(ex, msg, rx):
+                        asked = ex.requested[msg.xid]
+                        log.info("%s: late ACK to xid %#x taken", self.label, msg.xid)
+                        return await self._bound_or_declined(
+                            tr, ex, stats, got, asked.server, asked.sent_at, None
+                        )
+                    continue
                 if _usable(msg.yiaddr) and _usable(self._server_of(msg, rx)):
                     offer = got
                     break
@@ -378,6 +457,8 @@ class DhcpClient:
         )
         try:
             sent_at = self.clock.time()
+            ex.requested[xid] = _Asked(server, offered, sent_at)
+            ex.held[(offered, server)] = rx.src_mac
             ack: tuple[Message, Received] | None = None
             for attempt in range(self.timing.request_attempts):
                 now = self.clock.monotonic()
@@ -395,9 +476,20 @@ class DhcpClient:
                 stats.count("REQUEST")
                 until = min(deadline, now + self._backoff(attempt))
                 while True:
-                    got = await self._await(tr, xid, (MessageType.ACK, MessageType.NAK), until)
+                    got = await self._await(
+                        tr,
+                        xid,
+                        (MessageType.ACK, MessageType.NAK),
+                        until,
+                        also=tuple(x for x in ex.requested if x != xid),
+                    )
                     if got is None:
                         break
+                    if got[0].xid != xid:
+                        if self._late_ack(ex, *got):
+                            ack = got
+                            break
+                        continue  # a stale NAK, or not from the server that REQUEST named
                     reply_server = self._server_of(*got)
                     if reply_server != server:
                         continue  # another server's answer to our broadcast REQUEST
@@ -410,13 +502,44 @@ class DhcpClient:
                 return None
             msg, rx = ack
             if msg.message_type == MessageType.NAK:
+                ex.held.pop((offered, server), None)
                 return Nak(server, _nak_text(msg))
             if not _usable(msg.yiaddr):
                 return None
-            info = ack_info(msg, server)
-            log.debug("%s: ACK %s from %s", self.label, info.address, server)
-            if info.address.ip != offered:
+            asked = ex.requested[msg.xid]
+            return await self._bound_or_declined(
+                tr, ex, stats, ack, asked.server, asked.sent_at, (offered, probe)
+            )
+        finally:
+            if not probe.done():
                 probe.cancel()
+                await asyncio.gather(probe, return_exceptions=True)
+
+    async def _bound_or_declined(
+        self,
+        tr: Transport,
+        ex: _Exchange,
+        stats: _Stats,
+        ack: tuple[Message, Received],
+        server: IPv4Address,
+        sent_at: float,
+        running: tuple[IPv4Address, asyncio.Future[bool]] | None,
+    ) -> Bound | IPv4Address:
+        """After an ACK: the ARP probe's verdict (``running``: the probe already started for
+        the offered address), then Bound, or DECLINE and the declined address."""
+        msg, rx = ack
+        info = ack_info(msg, server)
+        asked = ex.requested.get(msg.xid)
+        if asked is not None and asked.address != info.address.ip:
+            ex.held.pop((asked.address, server), None)  # the server gave another address
+        ex.held[(info.address.ip, server)] = rx.src_mac
+        ex.acked.add((info.address.ip, server))
+        log.debug("%s: ACK %s from %s", self.label, info.address, server)
+        probe: asyncio.Future[bool] | None = None
+        try:
+            if running is not None and running[0] == info.address.ip:
+                probe = running[1]
+            else:
                 probe = asyncio.ensure_future(
                     tr.arp_probe(
                         info.address.ip, self.timing.arp_probe_wait, self.timing.arp_probes
@@ -439,17 +562,18 @@ class DhcpClient:
                 await tr.send_broadcast(
                     self._message(
                         MessageType.DECLINE,
-                        xid,
+                        msg.xid,
                         requested=info.address.ip,
                         server_id=info.server_id,
                         full=False,
                     )
                 )
                 stats.count("DECLINE")
+                ex.held.pop((info.address.ip, server), None)  # DECLINE gave it back
                 return info.address.ip
             return Bound(info, rx.src_mac, sent_at)
         finally:
-            if not probe.done():
+            if probe is not None and not probe.done():
                 probe.cancel()
                 await asyncio.gather(probe, return_exceptions=True)
 
@@ -518,6 +642,40 @@ class DhcpClient:
 
     def new_xid(self) -> int:
         return self._xid()
+
+
+def _wire_identity(ident: Identity) -> bytes:
+    """Option 61 of all our messages: an ipam.provide'd one wins over ours (b"": none)."""
+    provided = [value for code, value in ident.provide if code == Opt.CLIENT_ID]
+    return provided[-1] if provided else ident.client_id
+
+
+@dataclass(frozen=True)
+class _Asked:
+    server: IPv4Address
+    address: IPv4Address
+    sent_at: float  # wall time of the first REQUEST with this xid
+
+
+@dataclass
+class _Exchange:
+    """One obtain(): its xids, what each REQUEST asked of whom, and which addresses a server
+    may hold for us (REQUESTed or ACKed, neither NAKed nor declined) with the server's MAC."""
+
+    xids: list[int] = field(default_factory=list)
+    requested: dict[int, _Asked] = field(default_factory=dict)
+    held: dict[tuple[IPv4Address, IPv4Address], str | None] = field(default_factory=dict)
+    acked: set[tuple[IPv4Address, IPv4Address]] = field(default_factory=set)
+
+
+def _accept_any(
+    data: bytes, xids: tuple[int, ...], chaddr: bytes, types: tuple[MessageType, ...]
+) -> Message | None:
+    for xid in xids:
+        msg = codec.accept_reply(data, xid=xid, chaddr=chaddr, types=types)
+        if msg is not None:
+            return msg
+    return None
 
 
 def _max_size(tr: Transport) -> int:

@@ -76,3 +76,21 @@ def hostname_for(pod_name: str | None) -> str | None:
         return None
     label = _LABEL_BAD.sub("-", pod_name.lower())[:63].strip("-")
     return label or None
+
+
+# ipam.clientId: what option 61 the pod's DHCP messages carry.
+CLIENT_ID_MODES = ("pod", "mac", "none")
+_HW_TYPE_ETHERNET = b"\x01"  # RFC 2132 9.14: type 1 + the hardware address
+
+
+def wire_client_id(mode: str, pod_client_id: bytes, mac: str) -> bytes:
+    """Option 61 for ``mode``: "pod" the pod identity (``client_id_for``); "mac" the RFC 2132
+    hardware form 01+MAC, which servers keying reservations by client id match (networkd);
+    "none" b"" (no option 61: the server keys the lease and reservations by chaddr)."""
+    if mode == "pod":
+        return pod_client_id
+    if mode == "mac":
+        return _HW_TYPE_ETHERNET + bytes.fromhex(mac.replace(":", "").replace("-", ""))
+    if mode == "none":
+        return b""
+    raise ValueError(f"ipam.clientId {mode!r} is not one of {', '.join(CLIENT_ID_MODES)}")

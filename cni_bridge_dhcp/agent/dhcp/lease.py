@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 
 from . import codec
 from .codec import DecodeError, Message, Opt
+from .identity import CLIENT_ID_MODES
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,8 @@ class LeaseRequest:
     server_macs: tuple[tuple[IPv4Address, str], ...] = ()
     # ipam.arpProbeWait; None: the agent's default (Timing.arp_probe_wait).
     arp_probe_wait: float | None = None
+    # ipam.clientId: "pod" sends client_id as option 61, "mac" 01+mac, "none" no option 61.
+    client_id_mode: str = "pod"
 
 
 @dataclass(frozen=True)
@@ -100,6 +103,7 @@ class Lease:
     server_allow_list: tuple[IPv4Address, ...] = ()
     arp_probe_wait: float | None = None  # kept for re-acquisition after a restart
     server_macs: tuple[tuple[IPv4Address, str], ...] = ()  # pinned server MACs
+    client_id_mode: str = "pod"  # journaled: a re-adopted lease keeps its identity
 
     def with_state(self, state: str) -> Lease:
         return replace(self, state=state)
@@ -309,6 +313,7 @@ def to_record(lease: Lease) -> dict[str, Any]:
         "server_allow_list": [str(a) for a in lease.server_allow_list],
         "arp_probe_wait": lease.arp_probe_wait,
         "server_macs": [[str(ip), mac] for ip, mac in lease.server_macs],
+        "client_id_mode": lease.client_id_mode,
     }
 
 
@@ -379,6 +384,7 @@ def from_record(record: Mapping[str, Any]) -> Lease:
         server_allow_list=_allow_list(record),
         arp_probe_wait=_opt_seconds(record, "arp_probe_wait"),
         server_macs=_server_macs(record),
+        client_id_mode=_client_id_mode(record),
     )
 
 
@@ -403,3 +409,11 @@ def _server_macs(record: Mapping[str, Any]) -> tuple[tuple[IPv4Address, str], ..
     ):
         raise ValueError("field 'server_macs' is not a list of [ip, mac] pairs")
     return tuple((IPv4Address(ip), mac) for ip, mac in raw)
+
+
+def _client_id_mode(record: Mapping[str, Any]) -> str:
+    # absent in records written before ipam.clientId existed: they sent the pod identity
+    mode = record.get("client_id_mode", "pod")
+    if mode not in CLIENT_ID_MODES:
+        raise ValueError(f"field 'client_id_mode' is not one of {', '.join(CLIENT_ID_MODES)}")
+    return str(mode)

@@ -24,6 +24,7 @@ from ..shielded import to_completion
 from . import podif
 from .client import Bound, DhcpClient, DhcpNaked, DhcpTimeout, Identity, Nak, Timing
 from .clock import Clock, SystemClock
+from .identity import wire_client_id
 from .journal import Journal
 from .lease import Lease, LeaseRequest
 from .node_release import NodeReleaseError, open_node_transport
@@ -73,7 +74,8 @@ class _Entry:
 def _identity(lease: Lease | LeaseRequest) -> Identity:
     return Identity(
         mac=lease.mac.lower(),
-        client_id=lease.client_id,
+        # lease.client_id stays the pod identity (address book, doctor); this is the wire form
+        client_id=wire_client_id(lease.client_id_mode, lease.client_id, lease.mac),
         hostname=lease.hostname,
         extra_request=tuple(lease.extra_request),
         provide=tuple(lease.provide),
@@ -387,6 +389,7 @@ class LeaseManager:
             server_allow_list=tuple(where.server_allow_list),
             server_macs=tuple(where.server_macs),
             arp_probe_wait=where.arp_probe_wait,
+            client_id_mode=where.client_id_mode,
             address=info.address,
             server_id=info.server_id,
             server_mac=bound.server_mac,
