@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
+import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
@@ -276,11 +277,16 @@ def lease_of(m: LeaseManager, key: str = "lan/c1/eth0") -> Lease:
     return lease
 
 
-async def until(cond: Callable[[], bool], steps: int = 20000) -> None:
-    for _ in range(steps):
+async def until(cond: Callable[[], bool], steps: int = 20000, patience: float = 20.0) -> None:
+    # Journal writes run in threads: on a loaded machine they take real time while the loop
+    # spins, so the step budget alone fails spuriously. Give up only when both ran out.
+    deadline = time.monotonic() + patience
+    n = 0
+    while n < steps or time.monotonic() < deadline:
         if cond():
             return
-        await asyncio.sleep(0)
+        n += 1
+        await asyncio.sleep(0 if n < steps else 0.001)
     raise AssertionError("condition not reached")
 
 
