@@ -88,6 +88,15 @@ class Agent:
                     await plugin.teardown(self, att, None, None)
                 except Exception:
                     log.exception("cleanup of interrupted ADD %s failed", att.key)
+        # Re-adopted pods' rules now, before the socket is bound: the node's firewall may have
+        # been reloaded (or switched to DROP) while we were down, and the periodic re-assertion
+        # would leave their traffic dropped for a whole interval.
+        try:
+            restored = await self.reassert_firewall()
+            if restored:
+                log.warning("firewall rules restored at start: %s", ", ".join(restored))
+        except Exception:
+            log.exception("firewall re-assertion at start failed")
         if self.firewall_interval > 0:
             self._tasks.append(asyncio.create_task(self._reassert_loop()))
 
