@@ -18,6 +18,7 @@ python-iptables quirks designed around:
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import types
 from collections.abc import Callable, Iterator, Sequence
@@ -123,10 +124,22 @@ class LegacyTable:
         pairs = self._raw.get(chain_name, [])
         for i, (xr, raw) in enumerate(pairs):
             if xr == rule:
-                self._iptc.Chain(handle, chain_name).delete_rule(raw)
+                try:
+                    self._iptc.Chain(handle, chain_name).delete_rule(raw)
+                except self._iptc.IPTCError:
+                    # python-iptables cannot rebuild some rules it decoded (a comment it
+                    # stored escaped, e.g. ``a\\'b``). The handle holds the table as read under
+                    # the xtables lock, so the rule's position is still exact.
+                    _delete_num(handle, chain_name, i)
                 del pairs[i]
                 return
         raise LookupError(f"rule not found in {chain_name}: {rule.comment}")
+
+
+def _delete_num(handle: Any, chain: str, index: int) -> None:
+    lib = handle._iptc  # python-iptables binds iptc_/ip6tc_delete_num_entry under this name
+    if lib.iptc_delete_num_entry(chain.encode(), ctypes.c_uint(index), handle._handle) != 1:
+        raise LookupError(f"cannot delete rule {index + 1} of {chain}: {handle.strerror()}")
 
 
 def _decode(rule: Any) -> XRule:

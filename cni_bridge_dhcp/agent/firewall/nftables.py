@@ -65,6 +65,10 @@ class NftTable:
     def transaction(self) -> AbstractContextManager[object]:
         return nullcontext()
 
+    def reload(self) -> None:
+        """Take a new snapshot, so a read after our own write sees it."""
+        self._snapshot = self._nft.list_ruleset()
+
     def read(self, focus: str | None = None) -> TableState | None:
         if not any(_is(item, "table", self.family, self.table) for item in self._snapshot):
             return None

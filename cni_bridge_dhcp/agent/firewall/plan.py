@@ -46,6 +46,7 @@ from .model import (
     bridge_comment,
     comment_matches_network,
     is_ours,
+    legacy_bridge_comment,
     short,
 )
 from .rules import MULTICAST, XRule
@@ -216,14 +217,36 @@ def plan_ensure(
         made.extend(missing or [f"{place.label} {chain}: unexpected rules"])
     for chain, rule in want.entries:
         if rule not in chains.get(chain, []):
+            ops += [Op("delete", chain, old) for old in twins(chains.get(chain, []), rule)]
             ops.append(Op("append", chain, rule))
             made.append(_name(place, chain, rule))
     if place.kind == "filter":
         for hook in place.hooks:
             if forward_entry() not in chains.get(hook, []):
+                ops += [
+                    Op("delete", hook, old) for old in twins(chains.get(hook, []), forward_entry())
+                ]
                 ops.append(Op("insert", hook, forward_entry()))
                 made.append(_name(place, hook, forward_entry()))
     return ops, made
+
+
+def twins(rules: Sequence[XRule], rule: XRule) -> list[XRule]:
+    """Our rules that do ``rule``'s job but do not compare equal to it.
+
+    A rule written by an older version (another comment format), or one whose comment a
+    tool reads back differently, is replaced rather than joined by a duplicate: adding
+    never grows a chain, even when what we wrote cannot be read back identically.
+    """
+    return [
+        r
+        for r in rules
+        if r != rule
+        and is_ours(r.comment)
+        and not r.extra
+        and (r.target, r.iif, r.oif, r.src, r.dst, r.ctstate, r.ether_src_ne)
+        == (rule.target, rule.iif, rule.oif, rule.src, rule.dst, rule.ctstate, rule.ether_src_ne)
+    ]
 
 
 def plan_check(place: Place, want: Desired, state: TableState | None) -> list[str]:
@@ -251,7 +274,8 @@ def plan_remove_bridge(place: Place, bridge: str, state: TableState | None) -> l
     ops = [
         Op("delete", FORWARD_CHAIN, r)
         for r in state.chains.get(FORWARD_CHAIN, [])
-        if r.comment == bridge_comment(bridge)
+        if r.comment in (bridge_comment(bridge), legacy_bridge_comment(bridge))
+        or r in twins([r], bridge_rule(bridge))
     ]
     return _plan_tidy(place, state, ops)
 
@@ -306,7 +330,7 @@ def pods_in(place: Place, network: str, state: TableState | None) -> set[tuple[s
         for rule in state.chains.get(parent, []):
             if not rule.target.startswith(CHAIN_PREFIX) or rule.target == FORWARD_CHAIN:
                 continue
-            key = comment_matches_network(rule.comment, network)
+            key = comment_matches_network(rule.comment, network, rule.target)
             if key is not None:
                 found.add(key)
     return found

@@ -78,10 +78,44 @@ def iptables_line(chain: str, rule: XRule, op: str = "-A") -> str:
 
 
 def _quote(arg: str) -> str:
-    # iptables-restore splits on whitespace and understands double quotes only.
+    # iptables-restore splits on whitespace, groups with double quotes and takes the
+    # character after a backslash literally; quote and escape as iptables-save does.
     if arg and all(c.isalnum() or c in "-_./:,=+" for c in arg):
         return arg
-    return '"' + arg.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return '"' + "".join("\\" + c if c in "\\\"'" else c for c in arg) + '"'
+
+
+def split_iptables(line: str) -> list[str]:
+    """Tokens of an iptables-save line, as iptables-restore reads them.
+
+    Not shlex: iptables-save writes ``a'b`` as ``"a\\'b"``, which shlex keeps as
+    ``a\\'b`` (inside double quotes it only unescapes ``\\`` and ``"``), so the rule
+    read back would never equal the rule written.
+    """
+    tokens: list[str] = []
+    cur: list[str] = []
+    quoted = escaped = started = False
+    for c in line:
+        if escaped:
+            cur.append(c)
+            escaped = False
+        elif c == "\\":
+            escaped = started = True
+        elif c == '"':
+            quoted = not quoted
+            started = True
+        elif c.isspace() and not quoted:
+            if started:
+                tokens.append("".join(cur))
+            cur, started = [], False
+        else:
+            cur.append(c)
+            started = True
+    if quoted or escaped:
+        raise ValueError(f"unterminated quote or escape in {line!r}")
+    if started:
+        tokens.append("".join(cur))
+    return tokens
 
 
 def parse_iptables_line(line: str) -> tuple[str, XRule] | None:
@@ -89,7 +123,7 @@ def parse_iptables_line(line: str) -> tuple[str, XRule] | None:
     if not line.startswith("-A "):
         return None
     try:
-        tokens = shlex.split(line)
+        tokens = split_iptables(line)
     except ValueError:
         return None
     chain = tokens[1]
