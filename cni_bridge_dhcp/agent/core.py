@@ -322,6 +322,7 @@ class Agent:
             ips=tuple(ipaddress.ip_interface(a) for a in att.ips),
             ip_masq=bool(fw.get("ipMasq", False)),
             macspoofchk=bool(fw.get("macspoofchk", False)),
+            isolated=bool(fw.get("portIsolation", False)),
         )
 
     async def reassert_firewall(self) -> list[str]:

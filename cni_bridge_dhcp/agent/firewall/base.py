@@ -87,11 +87,12 @@ class PlacesBackend:
 
     def _missing_places(self, places: list[Place], pod: PodRules) -> None:
         """Refuse a pod whose required feature has no place in this backend."""
-        if pod.macspoofchk and not any(p.kind == "bridge" for p in places):
-            raise CNIError(
-                ErrorCode.FIREWALL_FAILED,
-                f"{self.name}: macspoofchk needs the nftables bridge family (libnftables.so.1)",
-            )
+        for wanted, feature in ((pod.macspoofchk, "macspoofchk"), (pod.isolated, "portIsolation")):
+            if wanted and not any(p.kind == "bridge" for p in places):
+                raise CNIError(
+                    ErrorCode.FIREWALL_FAILED,
+                    f"{self.name}: {feature} needs the nftables bridge family (libnftables.so.1)",
+                )
         if pod.ip_masq:
             for version in sorted({ip.version for ip in pod.ips}):
                 if not any(p.kind == "nat" and version in p.families for p in places):

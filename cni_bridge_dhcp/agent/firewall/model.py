@@ -20,6 +20,10 @@ FORWARD_COMMENT = f"{COMMENT_PREFIX} forward"
 OWN_TABLE = (
     "cni-bridge-dhcp"  # nftables: `table inet cni-bridge-dhcp`, `table bridge cni-bridge-dhcp`
 )
+# skb mark bit for frames that entered the bridge from an isolated pod's port (portIsolation):
+# the node must not route them to another isolated port. Clear of kube-proxy's 0x4000/0x8000
+# and Calico's upper 16 bits.
+ISOLATION_MARK = 0x2000
 NFT_COMMENT_MAX = 127  # libnftnl caps rule comments at 128 bytes including the NUL
 
 
@@ -36,6 +40,7 @@ class PodRules:
     ips: tuple[IPInterface, ...]
     ip_masq: bool
     macspoofchk: bool
+    isolated: bool = False  # portIsolation: no routed traffic to other isolated ports either
 
     @property
     def key(self) -> tuple[str, str]:

@@ -22,10 +22,13 @@ nat (ipMasq, reference semantics)::
     <postrouting>  saddr <ip> jump CBD-<hash>
     CBD-<hash>     daddr <pod subnet> return; daddr <multicast> return; masquerade
 
-bridge family (macspoofchk)::
+bridge family (macspoofchk, portIsolation)::
 
     <prerouting>   iifname <host veth> jump CBD-<hash>
+    <output>       oifname <host veth> jump CBD-<hash>       (portIsolation)
     CBD-<hash>     ether saddr != <pod mac> drop
+                   iifname <host veth> meta mark set mark | 0x2000       (portIsolation)
+                   oifname <host veth> meta mark & 0x2000 == 0x2000 drop (portIsolation)
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ from .model import (
     COMMENT_PREFIX,
     FORWARD_CHAIN,
     FORWARD_COMMENT,
+    ISOLATION_MARK,
     PodRules,
     bridge_comment,
     comment_matches_network,
@@ -165,12 +169,28 @@ def pod_desired(place: Place, pod: PodRules) -> Desired | None:
         ]
         return Desired(entries=entries, chains={chain: rules})
     # bridge family
-    if not pod.macspoofchk:
+    if not pod.macspoofchk and not pod.isolated:
         return None
     mac = pod.mac.lower()
-    rule = XRule("DROP", f"{COMMENT_PREFIX} macspoofchk {mac}", ether_src_ne=mac)
-    entry = XRule(target=chain, comment=pod.comment, iif=pod.host_veth)
-    return Desired(entries=[(place.hooks[0], entry)], chains={chain: [rule]})
+    veth = pod.host_veth
+    entry = XRule(target=chain, comment=pod.comment, iif=veth)
+    if not pod.isolated:
+        rule = XRule("DROP", f"{COMMENT_PREFIX} macspoofchk {mac}", ether_src_ne=mac)
+        return Desired(entries=[(place.hooks[0], entry)], chains={chain: [rule]})
+    # portIsolation: the kernel stops frames between isolated ports, but not the node's
+    # routing (pod A -> node -> pod B). Frames in from this port get a mark; frames the node
+    # sends out to this port that carry it (routed from another isolated pod) are dropped.
+    # The chain is entered from prerouting (iif) and output (oif): each rule names its way.
+    rules = []
+    if pod.macspoofchk:
+        rules.append(
+            XRule("DROP", f"{COMMENT_PREFIX} macspoofchk {mac}", iif=veth, ether_src_ne=mac)
+        )
+    rules.append(XRule("CONTINUE", f"{COMMENT_PREFIX} isolated", iif=veth, mark_set=ISOLATION_MARK))
+    rules.append(XRule("DROP", f"{COMMENT_PREFIX} isolated", oif=veth, mark_has=ISOLATION_MARK))
+    out_entry = XRule(target=chain, comment=pod.comment, oif=veth)
+    entries = [(place.hooks[0], entry), (place.hooks[1], out_entry)]
+    return Desired(entries=entries, chains={chain: rules})
 
 
 def bridge_desired(place: Place, bridge: str) -> Desired | None:
