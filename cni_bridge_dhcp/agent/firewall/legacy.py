@@ -108,10 +108,14 @@ class LegacyTable:
                 elif op.verb in ("insert", "append") and op.rule is not None:
                     chain = iptc.Chain(handle, op.chain)
                     rule = to_iptc(iptc, self.family, op.rule)
+                    # keep the positions _delete may fall back on in step with the handle
+                    pairs = self._raw.setdefault(op.chain, [])
                     if op.verb == "insert":
                         chain.insert_rule(rule)
+                        pairs.insert(0, (op.rule, rule))
                     else:
                         chain.append_rule(rule)
+                        pairs.append((op.rule, rule))
                 elif op.verb == "delete" and op.rule is not None:
                     self._delete(handle, op.chain, op.rule)
                 # ensure_base: opening the handle created the table; drop_table: impossible
