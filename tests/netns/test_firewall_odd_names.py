@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from cni_bridge_dhcp.agent.firewall.model import pod_chain
 from tests.netns.test_firewall_traffic import HOST_DROP, NET, P1, Net, net  # noqa: F401
 from tests.netnslib import run
 
@@ -93,15 +94,6 @@ def lines(n: Net) -> list[str]:
     return [ln for text in n.firewall_state().values() for ln in text]
 
 
-# the jumps to each pod's chain: FORWARD (CBD-FORWARD), nat POSTROUTING (ipMasq), bridge
-# prerouting (macspoofchk, always in nftables' bridge family)
-JUMPS = {
-    "iptables-legacy": ["filter", "nat", "bridge"],
-    "iptables-nft": ["filter", "nat", "bridge"],
-    "native-nft": ["filter", "nat", "bridge"],
-}
-
-
 def setup_host(n: Net, host: str) -> None:
     n.node("sysctl", "-qw", "net.ipv4.ip_forward=1")
     for cmd in HOST_DROP[host]:
@@ -153,14 +145,24 @@ def test_rules_of_the_previous_comment_format_are_found_and_replaced(
     # unreadable, after it was made, as the previous release made it)
     assert any("fwnet x a" in ln for ln in lines(net))  # raw names, e.g. ``a\\'b``
 
-    # after the upgrade: listed (GC candidates), and a re-assertion replaces, never duplicates
+    # after the upgrade: DEL finds them, so does the listing GC works from
+    gone = pods[1:3]  # a"b and a\\b
+    out = fw(net, [*(["del_pod", NET, p["container_id"], p["ifname"]] for p in gone)])
+    assert out == [None, None]
+    assert not any(
+        pod_chain(NET, p["container_id"], p["ifname"]) in ln for p in gone for ln in lines(net)
+    )
+    pods = [p for p in pods if p not in gone]
+    keys = sorted([p["container_id"], p["ifname"]] for p in pods)
+    # a re-assertion replaces the rest, never duplicates them
     out = fw(net, [["pods", NET], ["reassert", pods], ["reassert", pods], ["check_pod", pods[0]]])
     assert out[0] == keys
     assert out[2] == [] and out[3] == []
     upgraded = lines(net)
     assert not any("fwnet x a" in ln for ln in upgraded)
     assert any("fwnet x %612762" in ln for ln in upgraded)  # a'b, encoded
-    assert len([ln for ln in upgraded if "fwnet " in ln]) == len(pods) * len(JUMPS[host])
+    # one jump per pod in each of FORWARD (CBD-FORWARD), nat POSTROUTING, bridge prerouting
+    assert len([ln for ln in upgraded if "fwnet " in ln]) == len(pods) * 3
     # GC of the network with nothing kept removes every pod, whatever its name
     out = fw(net, [["gc", NET, []], ["pods", NET], ["remove_bridge", "br0"]])
     assert sorted(out[0]) == keys and out[1] == []
