@@ -54,6 +54,8 @@ class Agent:
         # so a re-assertion never puts back the rules of an address a pod just moved off.
         self.pod_rules_lock = asyncio.Lock()
         self._firewalls: dict[str, Any] = {}
+        # (network, container id, ifname) -> when a DEL removed its rules (see remove_pod_rules)
+        self._rules_removed: dict[tuple[str, str, str], float] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._forwarding_done = False
         self._datapaths: dict[tuple[Any, str | None], plugin.Datapath] = {}
@@ -289,6 +291,14 @@ class Agent:
         return await asyncio.to_thread(locked)
 
     async def remove_pod_rules(self, network: str, container_id: str, ifname: str) -> None:
+        # Under the re-assertion's lock, and remembered: a DEL removes the rules before the
+        # record, and a re-assertion working from the still-present record would put them
+        # back for good.
+        async with self.pod_rules_lock:
+            self._rules_removed[(network, container_id, ifname)] = time.time()
+            await self._remove_pod_rules(network, container_id, ifname)
+
+    async def _remove_pod_rules(self, network: str, container_id: str, ifname: str) -> None:
         fw = await self.firewall_for("auto")
         await self.in_firewall(fw.del_pod, network, container_id, ifname)
         for other in list(self._firewalls.values()):
@@ -331,7 +341,16 @@ class Agent:
 
     async def _reassert_firewall(self) -> list[str]:
         restored: list[str] = []
-        ready = [a for a in self.store.all() if a.state == "ready"]
+        every = self.store.all()
+        present = {(a.network, a.container_id, a.ifname) for a in every}
+        for key in [k for k in self._rules_removed if k not in present]:
+            del self._rules_removed[key]
+        ready = [
+            a
+            for a in every
+            if a.state == "ready"
+            and self._rules_removed.get((a.network, a.container_id, a.ifname), 0) < a.created
+        ]
         by_backend: dict[str, list[Attachment]] = {}
         for att in ready:
             by_backend.setdefault(att.firewall_backend, []).append(att)

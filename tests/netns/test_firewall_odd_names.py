@@ -21,7 +21,8 @@ from tests.netnslib import run
 
 pytestmark = pytest.mark.netns
 
-# Names skel.validate_ifname (and libcni) accept: anything but '/', ':', whitespace, "."/"..".
+# Names libcni accepts: anything but '/', ':', whitespace, "."/".." (skel also refuses '%',
+# which the kernel takes as a name template; the firewall copes with it all the same).
 ODD_IFNAMES = [
     "a'b",
     'a"b',
