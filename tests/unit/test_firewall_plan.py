@@ -273,3 +273,19 @@ def test_isolated_pods_mark_their_frames_and_refuse_marked_ones() -> None:
     assert plan_check(place, want, table.read()) == []
     apply(place, plan_remove_pod(place, pod.chain, table.read()))
     assert table.chains is None  # our table went with its last rule
+
+
+def test_a_rule_read_back_with_another_comment_is_replaced_not_duplicated() -> None:
+    place, table = filter_place()
+    pod = make_pod("a", "192.168.77.5/24")
+    want = pod_desired(place, pod)
+    assert want is not None
+    ensure(place, want)
+    assert table.chains is not None
+    # the pod's jump as an older release wrote it (or as a tool mangled its comment)
+    jumps = table.chains[FORWARD_CHAIN]
+    jumps[:] = [replace(r, comment=r.comment + "\\") if r.target == pod.chain else r for r in jumps]
+    for _ in range(3):
+        ensure(place, want)
+    assert [r.target for r in table.chains[FORWARD_CHAIN]].count(pod.chain) == 1
+    assert plan_check(place, want, table.read()) == []

@@ -37,7 +37,7 @@ import copy
 import threading
 from collections.abc import Iterable, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal, Protocol
 
 from .model import (
@@ -258,14 +258,9 @@ def twins(rules: Sequence[XRule], rule: XRule) -> list[XRule]:
     tool reads back differently, is replaced rather than joined by a duplicate: adding
     never grows a chain, even when what we wrote cannot be read back identically.
     """
+    job = replace(rule, comment=None)
     return [
-        r
-        for r in rules
-        if r != rule
-        and is_ours(r.comment)
-        and not r.extra
-        and (r.target, r.iif, r.oif, r.src, r.dst, r.ctstate, r.ether_src_ne)
-        == (rule.target, rule.iif, rule.oif, rule.src, rule.dst, rule.ctstate, rule.ether_src_ne)
+        r for r in rules if r != rule and is_ours(r.comment) and replace(r, comment=None) == job
     ]
 
 
