@@ -49,6 +49,13 @@ def validate_ifname(name: str) -> None:
         raise CNIError(ErrorCode.INVALID_ENV, f"CNI_IFNAME {name!r} is longer than 15 characters")
     if name in (".", "..") or any(c in name for c in "/:") or any(c.isspace() for c in name):
         raise CNIError(ErrorCode.INVALID_ENV, f"CNI_IFNAME {name!r} is not a valid interface name")
+    if "%" in name:
+        # libcni lets it through, but the kernel takes it as a template ("e%d" becomes "e0")
+        raise CNIError(
+            ErrorCode.INVALID_ENV,
+            f"CNI_IFNAME {name!r} is not a valid interface name: "
+            "the kernel treats '%' as a name template",
+        )
 
 
 def validate_container_id(cid: str) -> None:

@@ -63,6 +63,8 @@ class Agent:
         # so a re-assertion never puts back the rules of an address a pod just moved off.
         self.pod_rules_lock = asyncio.Lock()
         self._firewalls: dict[str, Any] = {}
+        # (network, container id, ifname) -> when a DEL removed its rules (see remove_pod_rules)
+        self._rules_removed: dict[tuple[str, str, str], float] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._forwarding_done = False
         self._datapaths: dict[tuple[Any, str | None], plugin.Datapath] = {}
@@ -103,6 +105,15 @@ class Agent:
         from .vanished import reap_vanished
 
         await reap_vanished(self)
+        # Re-adopted pods' rules now, before the socket is bound: the node's firewall may have
+        # been reloaded (or switched to DROP) while we were down, and the periodic re-assertion
+        # would leave their traffic dropped for a whole interval.
+        try:
+            restored = await self.reassert_firewall()
+            if restored:
+                log.warning("firewall rules restored at start: %s", ", ".join(restored))
+        except Exception:
+            log.exception("firewall re-assertion at start failed")
         if self.firewall_interval > 0:
             self._tasks.append(asyncio.create_task(self._reassert_loop()))
         if self.cleanup_interval > 0:
@@ -326,6 +337,14 @@ class Agent:
         return await asyncio.to_thread(locked)
 
     async def remove_pod_rules(self, network: str, container_id: str, ifname: str) -> None:
+        # Under the re-assertion's lock, and remembered: a DEL removes the rules before the
+        # record, and a re-assertion working from the still-present record would put them
+        # back for good.
+        async with self.pod_rules_lock:
+            self._rules_removed[(network, container_id, ifname)] = time.time()
+            await self._remove_pod_rules(network, container_id, ifname)
+
+    async def _remove_pod_rules(self, network: str, container_id: str, ifname: str) -> None:
         fw = await self.firewall_for("auto")
         await self.in_firewall(fw.del_pod, network, container_id, ifname)
         for other in list(self._firewalls.values()):
@@ -359,6 +378,7 @@ class Agent:
             ips=tuple(ipaddress.ip_interface(a) for a in att.ips),
             ip_masq=bool(fw.get("ipMasq", False)),
             macspoofchk=bool(fw.get("macspoofchk", False)),
+            isolated=bool(fw.get("portIsolation", False)),
         )
 
     async def reassert_firewall(self) -> list[str]:
@@ -367,7 +387,16 @@ class Agent:
 
     async def _reassert_firewall(self) -> list[str]:
         restored: list[str] = []
-        ready = [a for a in self.store.all() if a.state == "ready"]
+        every = self.store.all()
+        present = {(a.network, a.container_id, a.ifname) for a in every}
+        for key in [k for k in self._rules_removed if k not in present]:
+            del self._rules_removed[key]
+        ready = [
+            a
+            for a in every
+            if a.state == "ready"
+            and self._rules_removed.get((a.network, a.container_id, a.ifname), 0) < a.created
+        ]
         by_backend: dict[str, list[Attachment]] = {}
         for att in ready:
             by_backend.setdefault(att.firewall_backend, []).append(att)

@@ -136,6 +136,7 @@ async def _add(agent: Agent, req: Request, conf: NetConf, netns_fd: int) -> dict
     att.result["fw"] = {
         "ipMasq": conf.ip_masq,
         "macspoofchk": conf.macspoofchk,
+        "portIsolation": conf.port_isolation,
         "backend": conf.firewall_backend,
     }
     if conf.ipam is not None and not ours:

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 
 import pytest
 
 from cni_bridge_dhcp.agent.firewall.base import PlacesBackend
 from cni_bridge_dhcp.agent.firewall.facade import Firewall
 from cni_bridge_dhcp.agent.firewall.model import FirewallBackend
-from cni_bridge_dhcp.agent.firewall.plan import Op, Place
+from cni_bridge_dhcp.agent.firewall.plan import Op, Place, TableState
 from cni_bridge_dhcp.errors import CNIError, ErrorCode
 from tests.unit.test_firewall_plan import FOREIGN, StrictTable, make_pod
 
@@ -121,3 +123,32 @@ def test_facade_deletes_in_unselected_backends_and_keeps_going_on_errors() -> No
         fw.del_pod(B.network, B.container_id, B.ifname)
     assert fw.pods("lan") == {B.key}  # only the broken backend still has it
     assert old.pods("lan") == set()
+
+
+class Garbling(StrictTable):
+    """A table that reads our rules back unrecognisably (as python-iptables did ``a'b``)."""
+
+    def read(self, focus: str | None = None) -> TableState | None:
+        state = super().read(focus)
+        if state is not None:
+            for rules in state.chains.values():
+                rules[:] = [replace(r, comment=f"{r.comment}\\") if r.comment else r for r in rules]
+        return state
+
+
+def test_rules_that_cannot_be_read_back_are_written_once_and_reported() -> None:
+    backend = FakeBackend("fake")
+    backend.filter = Garbling({"FORWARD": [FOREIGN]}, ("FORWARD",))
+    backend.places[0] = Place(backend.filter, "filter", ("FORWARD",), frozenset({4, 6}))
+    with pytest.raises(CNIError) as err:
+        backend.add_pod(A)
+    assert err.value.code == ErrorCode.FIREWALL_FAILED
+    assert "cannot be read back" in err.value.msg
+    assert backend.filter.chains is not None
+    written = copy.deepcopy(backend.filter.chains)
+    for _ in range(5):  # the periodic re-assertion: an error each time, never a duplicate
+        with pytest.raises(CNIError, match="not writing them again"):
+            backend.restore_pod(A)
+    assert backend.filter.chains == written
+    # foreign, FORWARD jump, bridge accept, pod jump, two pod rules: each once
+    assert sum(len(r) for r in written.values()) == 6

@@ -11,6 +11,8 @@ from cni_bridge_dhcp.agent.firewall.model import (
     NFT_COMMENT_MAX,
     PodRules,
     comment_matches_network,
+    decode_token,
+    encode_token,
     parse_pod_comment,
     pod_chain,
     pod_comment,
@@ -65,3 +67,50 @@ def test_two_long_networks_with_a_common_prefix_stay_apart() -> None:
     a, b = "n" * 80 + "a", "n" * 80 + "b"
     assert pod_comment(a, CID, "eth0") != pod_comment(b, CID, "eth0")
     assert comment_matches_network(pod_comment(a, CID, "eth0"), b) is None
+
+
+# issue 12, item 2: names libcni accepts (anything but '/', ':', whitespace; <= 15 bytes)
+ODD_IFNAME = st.text(
+    alphabet=st.characters(blacklist_categories=("Cs", "Zs", "Cc"), blacklist_characters="/:"),
+    min_size=1,
+    max_size=15,
+).filter(
+    lambda s: len(s.encode()) <= 15 and s not in (".", "..") and not any(c.isspace() for c in s)
+)
+SAFE = set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-%~: ")
+
+
+@given(ifname=ODD_IFNAME, network=NAME)
+def test_comments_of_any_ifname_are_safe_fit_and_round_trip(ifname: str, network: str) -> None:
+    comment = pod_comment(network, CID, ifname)
+    assert set(comment) <= SAFE  # nothing any tool quotes, escapes or re-decodes
+    assert len(comment.encode()) <= NFT_COMMENT_MAX
+    chain = pod_chain(network, CID, ifname)
+    assert comment_matches_network(comment, network, chain) == (CID, ifname)
+    assert comment_matches_network(comment, network) == (CID, ifname)
+
+
+@given(text=st.text(min_size=1, max_size=20))
+def test_tokens_round_trip(text: str) -> None:
+    assert decode_token(encode_token(text)) == text
+
+
+def test_safe_names_keep_their_readable_comment() -> None:
+    assert pod_comment("lan", CID, "eth0") == f"cni-bridge-dhcp: lan {CID} eth0"
+    assert pod_comment("lan", CID, "a'b") == f"cni-bridge-dhcp: lan {CID} %612762"
+    assert pod_comment("lan", CID, "%") == f"cni-bridge-dhcp: lan {CID} %25"
+
+
+def test_comments_of_the_previous_format_are_recognised_by_their_chain() -> None:
+    # raw, and as python-iptables / iptables-save + shlex read them back
+    for seen in ("a'b", "a\\'b", "a\\\\'b"):
+        comment = f"cni-bridge-dhcp: lan {CID} {seen}"
+        assert comment_matches_network(comment, "lan", pod_chain("lan", CID, "a'b")) == (
+            CID,
+            "a'b",
+        )
+    # "%41" written raw by the old format is not mistaken for an encoded name
+    old = f"cni-bridge-dhcp: lan {CID} %41"
+    assert comment_matches_network(old, "lan", pod_chain("lan", CID, "%41")) == (CID, "%41")
+    assert comment_matches_network(old, "lan", pod_chain("lan", CID, "A")) == (CID, "A")
+    assert comment_matches_network(old, "lan", pod_chain("lan2", CID, "%41")) is None

@@ -6,6 +6,7 @@ import copy
 import ipaddress
 from collections.abc import Sequence
 from contextlib import AbstractContextManager, nullcontext
+from dataclasses import replace
 
 import pytest
 
@@ -250,3 +251,41 @@ def test_pods_are_listed_per_network(network: str) -> None:
     ensure(place, pod_desired(place, pod))
     found = pods_in(place, network, place.access.read())
     assert found == ({("a-cid", "eth0")} if network == "lan" else set())
+
+
+def test_isolated_pods_mark_their_frames_and_refuse_marked_ones() -> None:
+    hooks = ("prerouting", "output")
+    table = StrictTable(None, hooks)
+    place = Place(table, "bridge", hooks, frozenset({4, 6}), create=True, drop_when_empty=True)
+    pod = replace(make_pod("a", "192.168.77.5/24", spoof=True), isolated=True)
+    want = pod_desired(place, pod)
+    assert want is not None
+    assert [(hook, r.iif, r.oif, r.target) for hook, r in want.entries] == [
+        ("prerouting", "veth-a", None, pod.chain),
+        ("output", None, "veth-a", pod.chain),
+    ]
+    # every rule of the shared chain names the direction it applies to
+    rules = want.chains[pod.chain]
+    assert all(bool(r.iif) != bool(r.oif) for r in rules)
+    assert [r.target for r in rules] == ["DROP", "CONTINUE", "DROP"]
+    assert rules[1].mark_set == rules[2].mark_has == 0x2000
+    ensure(place, want)
+    assert plan_check(place, want, table.read()) == []
+    apply(place, plan_remove_pod(place, pod.chain, table.read()))
+    assert table.chains is None  # our table went with its last rule
+
+
+def test_a_rule_read_back_with_another_comment_is_replaced_not_duplicated() -> None:
+    place, table = filter_place()
+    pod = make_pod("a", "192.168.77.5/24")
+    want = pod_desired(place, pod)
+    assert want is not None
+    ensure(place, want)
+    assert table.chains is not None
+    # the pod's jump as an older release wrote it (or as a tool mangled its comment)
+    jumps = table.chains[FORWARD_CHAIN]
+    jumps[:] = [replace(r, comment=r.comment + "\\") if r.target == pod.chain else r for r in jumps]
+    for _ in range(3):
+        ensure(place, want)
+    assert [r.target for r in table.chains[FORWARD_CHAIN]].count(pod.chain) == 1
+    assert plan_check(place, want, table.read()) == []

@@ -88,7 +88,15 @@ def test_non_rule_lines_are_ignored() -> None:
     assert parse_iptables_line("*filter") is None
 
 
-@pytest.mark.parametrize("rule", [*OURS, XRule("DROP", "m", ether_src_ne="02:00:00:00:00:01")])
+ISOLATION = [
+    XRule("CONTINUE", "cni-bridge-dhcp: isolated", iif="veth1", mark_set=0x2000),
+    XRule("DROP", "cni-bridge-dhcp: isolated", oif="veth1", mark_has=0x2000),
+]
+
+
+@pytest.mark.parametrize(
+    "rule", [*OURS, XRule("DROP", "m", ether_src_ne="02:00:00:00:00:01"), *ISOLATION]
+)
 def test_nft_rendering_round_trips(rule: XRule) -> None:
     obj = {"expr": to_nft_expr(rule), "comment": rule.comment, "handle": 7}
     parsed = from_nft_rule(obj)
@@ -185,3 +193,33 @@ def test_iptables_nft_compat_expressions_are_extra() -> None:
 def test_bridge_rules_cannot_be_written_as_iptables() -> None:
     with pytest.raises(ValueError, match="iptables"):
         to_iptables_args(XRule("DROP", ether_src_ne="02:00:00:00:00:01"))
+
+
+def test_nft_mark_rules_parse_from_list_output() -> None:
+    # `nft -j list` of `iifname "veth1" meta mark set meta mark | 0x2000` and
+    # `oifname "veth1" meta mark & 0x2000 == 0x2000 drop`
+    mark = {"meta": {"key": "mark"}}
+    set_rule = {
+        "comment": "cni-bridge-dhcp: isolated",
+        "expr": [
+            {"match": {"op": "==", "left": {"meta": {"key": "iifname"}}, "right": "veth1"}},
+            {"mangle": {"key": mark, "value": {"|": [mark, 8192]}}},
+        ],
+    }
+    drop_rule = {
+        "comment": "cni-bridge-dhcp: isolated",
+        "expr": [
+            {"match": {"op": "==", "left": {"meta": {"key": "oifname"}}, "right": "veth1"}},
+            {"match": {"op": "==", "left": {"&": [mark, 8192]}, "right": 8192}},
+            {"drop": None},
+        ],
+    }
+    assert [from_nft_rule(set_rule), from_nft_rule(drop_rule)] == ISOLATION
+    # another mark expression is not ours
+    other = {"expr": [{"mangle": {"key": mark, "value": 5}}]}
+    assert from_nft_rule(other).extra
+
+
+def test_mark_rules_have_no_iptables_form() -> None:
+    with pytest.raises(ValueError):
+        to_iptables_args(ISOLATION[0])

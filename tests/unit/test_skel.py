@@ -86,6 +86,7 @@ def test_version_with_empty_stdin_uses_latest() -> None:
         ({"CNI_IFNAME": "et/h0"}, conf(), 4, "not a valid interface name"),
         ({"CNI_IFNAME": ".."}, conf(), 4, "not a valid interface name"),
         ({"CNI_IFNAME": "eth 0"}, conf(), 4, "not a valid interface name"),
+        ({"CNI_IFNAME": "e%d"}, conf(), 4, "'%' as a name template"),
         ({"CNI_PATH": ""}, conf(), 4, "CNI_PATH"),
         ({"CNI_ARGS": "K8S_POD_NAME"}, conf(), 4, "CNI_ARGS"),
         ({}, json.dumps({"cniVersion": "1.0.0", "type": "x"}).encode(), 7, "name"),

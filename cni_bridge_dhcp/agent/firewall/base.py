@@ -39,6 +39,9 @@ def describe(op: Op) -> str:
 
 class PlacesBackend:
     name = "base"
+    # (place label, chain or bridge) whose rules, once written, could not be found again:
+    # writing them again would only add duplicates, so we stop and report instead.
+    _unfindable: set[tuple[str, str]]
 
     def _session(self) -> AbstractContextManager[list[Place]]:
         raise NotImplementedError
@@ -84,11 +87,12 @@ class PlacesBackend:
 
     def _missing_places(self, places: list[Place], pod: PodRules) -> None:
         """Refuse a pod whose required feature has no place in this backend."""
-        if pod.macspoofchk and not any(p.kind == "bridge" for p in places):
-            raise CNIError(
-                ErrorCode.FIREWALL_FAILED,
-                f"{self.name}: macspoofchk needs the nftables bridge family (libnftables.so.1)",
-            )
+        for wanted, feature in ((pod.macspoofchk, "macspoofchk"), (pod.isolated, "portIsolation")):
+            if wanted and not any(p.kind == "bridge" for p in places):
+                raise CNIError(
+                    ErrorCode.FIREWALL_FAILED,
+                    f"{self.name}: {feature} needs the nftables bridge family (libnftables.so.1)",
+                )
         if pod.ip_masq:
             for version in sorted({ip.version for ip in pod.ips}):
                 if not any(p.kind == "nat" and version in p.families for p in places):
@@ -96,6 +100,46 @@ class PlacesBackend:
                         ErrorCode.FIREWALL_FAILED,
                         f"{self.name}: ipMasq has no IPv{version} nat table in this backend",
                     )
+
+    def _ensure(
+        self, place: Place, want: Desired, state: TableState | None, key: str, what: str
+    ) -> list[str]:
+        """Apply what ``want`` lacks, then read it back: what we wrote must be found again.
+
+        Otherwise every later re-assertion would append it once more (unbounded growth), so
+        the key is remembered and nothing is written for it again in this process.
+        """
+        ops, names = plan_ensure(place, want, state)
+        if not ops:
+            return names
+        memo = self.__dict__.setdefault("_unfindable", set())
+        if (place.label, key) in memo:
+            raise CNIError(
+                ErrorCode.FIREWALL_FAILED,
+                f"{self.name}: {place.label}: {what}: rules written earlier could not be read "
+                "back; not writing them again",
+                "; ".join(names),
+            )
+        self._apply(place, ops, what)
+        reload = getattr(place.access, "reload", None)
+        if callable(reload):
+            reload()
+        again = plan_check(place, want, self._read(place, key))
+        if again:
+            memo.add((place.label, key))
+            log.error(
+                "%s: %s: %s: written rules cannot be found again (%s); they will not be re-added",
+                self.name,
+                place.label,
+                what,
+                "; ".join(again),
+            )
+            raise CNIError(
+                ErrorCode.FIREWALL_FAILED,
+                f"{self.name}: {place.label}: {what}: written rules cannot be read back",
+                "; ".join(again),
+            )
+        return names
 
     # ------------------------------------------------------------------ verbs
 
@@ -110,9 +154,9 @@ class PlacesBackend:
                     state = self._read(place)
                     if state is None:  # filter tables are never created by us
                         continue
-                    ops, names = plan_ensure(place, want, state)
-                    self._apply(place, ops, f"add bridge {bridge} rules")
-                made += names
+                    made += self._ensure(
+                        place, want, state, f"bridge {bridge}", f"add bridge {bridge} rules"
+                    )
         return made
 
     def ensure_bridge(self, bridge: str) -> None:
@@ -138,9 +182,13 @@ class PlacesBackend:
                     state = self._read(place, pod.chain)
                     if state is None and not place.create:
                         continue
-                    ops, names = plan_ensure(place, want, state)
-                    self._apply(place, ops, f"add rules of {pod.container_id} {pod.ifname}")
-                made += names
+                    made += self._ensure(
+                        place,
+                        want,
+                        state,
+                        pod.chain,
+                        f"add rules of {pod.container_id} {pod.ifname}",
+                    )
         return made
 
     def add_pod(self, pod: PodRules) -> None:

@@ -18,6 +18,7 @@ python-iptables quirks designed around:
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import types
 from collections.abc import Callable, Iterator, Sequence
@@ -107,10 +108,14 @@ class LegacyTable:
                 elif op.verb in ("insert", "append") and op.rule is not None:
                     chain = iptc.Chain(handle, op.chain)
                     rule = to_iptc(iptc, self.family, op.rule)
+                    # keep the positions _delete may fall back on in step with the handle
+                    pairs = self._raw.setdefault(op.chain, [])
                     if op.verb == "insert":
                         chain.insert_rule(rule)
+                        pairs.insert(0, (op.rule, rule))
                     else:
                         chain.append_rule(rule)
+                        pairs.append((op.rule, rule))
                 elif op.verb == "delete" and op.rule is not None:
                     self._delete(handle, op.chain, op.rule)
                 # ensure_base: opening the handle created the table; drop_table: impossible
@@ -123,10 +128,22 @@ class LegacyTable:
         pairs = self._raw.get(chain_name, [])
         for i, (xr, raw) in enumerate(pairs):
             if xr == rule:
-                self._iptc.Chain(handle, chain_name).delete_rule(raw)
+                try:
+                    self._iptc.Chain(handle, chain_name).delete_rule(raw)
+                except self._iptc.IPTCError:
+                    # python-iptables cannot rebuild some rules it decoded (a comment it
+                    # stored escaped, e.g. ``a\\'b``). The handle holds the table as read under
+                    # the xtables lock, so the rule's position is still exact.
+                    _delete_num(handle, chain_name, i)
                 del pairs[i]
                 return
         raise LookupError(f"rule not found in {chain_name}: {rule.comment}")
+
+
+def _delete_num(handle: Any, chain: str, index: int) -> None:
+    lib = handle._iptc  # python-iptables binds iptc_/ip6tc_delete_num_entry under this name
+    if lib.iptc_delete_num_entry(chain.encode(), ctypes.c_uint(index), handle._handle) != 1:
+        raise LookupError(f"cannot delete rule {index + 1} of {chain}: {handle.strerror()}")
 
 
 def _decode(rule: Any) -> XRule:

@@ -38,6 +38,8 @@ FAMILIES = {"ip": frozenset({4}), "ip6": frozenset({6}), "inet": frozenset({4, 6
 _IPTABLES_NFT_OTHER = frozenset({"mangle", "raw", "security", "nat"})
 NAT_BASE = {"name": "postrouting", "type": "nat", "hook": "postrouting", "prio": 100}
 BRIDGE_BASE = {"name": "prerouting", "type": "filter", "hook": "prerouting", "prio": -300}
+# frames the node itself sends into the bridge (its own, and routed ones): portIsolation
+BRIDGE_OUT = {"name": "output", "type": "filter", "hook": "output", "prio": 0}
 
 
 class NftTable:
@@ -52,6 +54,7 @@ class NftTable:
         hooks: tuple[str, ...],
         own: bool = False,
         base: dict[str, Any] | None = None,
+        more_bases: tuple[dict[str, Any], ...] = (),
     ) -> None:
         self._nft = nft
         self.family = family
@@ -59,11 +62,16 @@ class NftTable:
         self.hooks = hooks
         self.own = own
         self.base = base
+        self.more_bases = more_bases
         self.label = f"nft {family} {table}"
         self._snapshot = snapshot
 
     def transaction(self) -> AbstractContextManager[object]:
         return nullcontext()
+
+    def reload(self) -> None:
+        """Take a new snapshot, so a read after our own write sees it."""
+        self._snapshot = self._nft.list_ruleset()
 
     def read(self, focus: str | None = None) -> TableState | None:
         if not any(_is(item, "table", self.family, self.table) for item in self._snapshot):
@@ -92,13 +100,9 @@ class NftTable:
         for op in ops:
             if op.verb == "ensure_base" and self.base is not None:
                 cmds.append({"add": {"table": {"family": self.family, "name": self.table}}})
-                chain = {
-                    "family": self.family,
-                    "table": self.table,
-                    **self.base,
-                    "policy": "accept",
-                }
-                cmds.append({"add": {"chain": chain}})
+                for base in (self.base, *self.more_bases):
+                    chain = {"family": self.family, "table": self.table, **base, "policy": "accept"}
+                    cmds.append({"add": {"chain": chain}})
             elif op.verb == "new_chain":
                 cmds.append({"add": {"chain": {**self._ref(), "name": op.chain}}})
             elif op.verb == "flush":
@@ -156,7 +160,14 @@ def own_places(nft: Nft, snapshot: list[JsonObj]) -> list[Place]:
 
 def bridge_place(nft: Nft, snapshot: list[JsonObj]) -> Place:
     table = NftTable(
-        nft, "bridge", OWN_TABLE, snapshot, ("prerouting",), own=True, base=BRIDGE_BASE
+        nft,
+        "bridge",
+        OWN_TABLE,
+        snapshot,
+        ("prerouting", "output"),
+        own=True,
+        base=BRIDGE_BASE,
+        more_bases=(BRIDGE_OUT,),
     )
     return Place(table, "bridge", table.hooks, frozenset({4, 6}), create=True, drop_when_empty=True)
 

@@ -22,10 +22,13 @@ nat (ipMasq, reference semantics)::
     <postrouting>  saddr <ip> jump CBD-<hash>
     CBD-<hash>     daddr <pod subnet> return; daddr <multicast> return; masquerade
 
-bridge family (macspoofchk)::
+bridge family (macspoofchk, portIsolation)::
 
     <prerouting>   iifname <host veth> jump CBD-<hash>
+    <output>       oifname <host veth> jump CBD-<hash>       (portIsolation)
     CBD-<hash>     ether saddr != <pod mac> drop
+                   iifname <host veth> meta mark set mark | 0x2000       (portIsolation)
+                   oifname <host veth> meta mark & 0x2000 == 0x2000 drop (portIsolation)
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ import copy
 import threading
 from collections.abc import Iterable, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal, Protocol
 
 from .model import (
@@ -42,10 +45,12 @@ from .model import (
     COMMENT_PREFIX,
     FORWARD_CHAIN,
     FORWARD_COMMENT,
+    ISOLATION_MARK,
     PodRules,
     bridge_comment,
     comment_matches_network,
     is_ours,
+    legacy_bridge_comment,
     short,
 )
 from .rules import MULTICAST, XRule
@@ -164,12 +169,28 @@ def pod_desired(place: Place, pod: PodRules) -> Desired | None:
         ]
         return Desired(entries=entries, chains={chain: rules})
     # bridge family
-    if not pod.macspoofchk:
+    if not pod.macspoofchk and not pod.isolated:
         return None
     mac = pod.mac.lower()
-    rule = XRule("DROP", f"{COMMENT_PREFIX} macspoofchk {mac}", ether_src_ne=mac)
-    entry = XRule(target=chain, comment=pod.comment, iif=pod.host_veth)
-    return Desired(entries=[(place.hooks[0], entry)], chains={chain: [rule]})
+    veth = pod.host_veth
+    entry = XRule(target=chain, comment=pod.comment, iif=veth)
+    if not pod.isolated:
+        rule = XRule("DROP", f"{COMMENT_PREFIX} macspoofchk {mac}", ether_src_ne=mac)
+        return Desired(entries=[(place.hooks[0], entry)], chains={chain: [rule]})
+    # portIsolation: the kernel stops frames between isolated ports, but not the node's
+    # routing (pod A -> node -> pod B). Frames in from this port get a mark; frames the node
+    # sends out to this port that carry it (routed from another isolated pod) are dropped.
+    # The chain is entered from prerouting (iif) and output (oif): each rule names its way.
+    rules = []
+    if pod.macspoofchk:
+        rules.append(
+            XRule("DROP", f"{COMMENT_PREFIX} macspoofchk {mac}", iif=veth, ether_src_ne=mac)
+        )
+    rules.append(XRule("CONTINUE", f"{COMMENT_PREFIX} isolated", iif=veth, mark_set=ISOLATION_MARK))
+    rules.append(XRule("DROP", f"{COMMENT_PREFIX} isolated", oif=veth, mark_has=ISOLATION_MARK))
+    out_entry = XRule(target=chain, comment=pod.comment, oif=veth)
+    entries = [(place.hooks[0], entry), (place.hooks[1], out_entry)]
+    return Desired(entries=entries, chains={chain: rules})
 
 
 def bridge_desired(place: Place, bridge: str) -> Desired | None:
@@ -216,14 +237,31 @@ def plan_ensure(
         made.extend(missing or [f"{place.label} {chain}: unexpected rules"])
     for chain, rule in want.entries:
         if rule not in chains.get(chain, []):
+            ops += [Op("delete", chain, old) for old in twins(chains.get(chain, []), rule)]
             ops.append(Op("append", chain, rule))
             made.append(_name(place, chain, rule))
     if place.kind == "filter":
         for hook in place.hooks:
             if forward_entry() not in chains.get(hook, []):
+                ops += [
+                    Op("delete", hook, old) for old in twins(chains.get(hook, []), forward_entry())
+                ]
                 ops.append(Op("insert", hook, forward_entry()))
                 made.append(_name(place, hook, forward_entry()))
     return ops, made
+
+
+def twins(rules: Sequence[XRule], rule: XRule) -> list[XRule]:
+    """Our rules that do ``rule``'s job but do not compare equal to it.
+
+    A rule written by an older version (another comment format), or one whose comment a
+    tool reads back differently, is replaced rather than joined by a duplicate: adding
+    never grows a chain, even when what we wrote cannot be read back identically.
+    """
+    job = replace(rule, comment=None)
+    return [
+        r for r in rules if r != rule and is_ours(r.comment) and replace(r, comment=None) == job
+    ]
 
 
 def plan_check(place: Place, want: Desired, state: TableState | None) -> list[str]:
@@ -251,7 +289,8 @@ def plan_remove_bridge(place: Place, bridge: str, state: TableState | None) -> l
     ops = [
         Op("delete", FORWARD_CHAIN, r)
         for r in state.chains.get(FORWARD_CHAIN, [])
-        if r.comment == bridge_comment(bridge)
+        if r.comment in (bridge_comment(bridge), legacy_bridge_comment(bridge))
+        or r in twins([r], bridge_rule(bridge))
     ]
     return _plan_tidy(place, state, ops)
 
@@ -306,7 +345,7 @@ def pods_in(place: Place, network: str, state: TableState | None) -> set[tuple[s
         for rule in state.chains.get(parent, []):
             if not rule.target.startswith(CHAIN_PREFIX) or rule.target == FORWARD_CHAIN:
                 continue
-            key = comment_matches_network(rule.comment, network)
+            key = comment_matches_network(rule.comment, network, rule.target)
             if key is not None:
                 found.add(key)
     return found

@@ -23,7 +23,7 @@ from ...errors import CNIError, ErrorCode
 from .libnft import first_line
 from .model import CHAIN_PREFIX
 from .plan import Op, TableState
-from .rules import iptables_line, parse_iptables_line
+from .rules import XRule, iptables_line, parse_iptables_line
 
 INCOMPATIBLE = "incompatible"
 
@@ -44,6 +44,9 @@ class RestoreTable:
         self._exists = exists
         self._state: TableState | None = None
         self._loaded = False
+        # (chain, rule) -> the rule's text as *-save printed it: a delete names the rule
+        # exactly as the tool knows it, whatever our parsing of it missed.
+        self._saved: dict[tuple[str, XRule], str] = {}
 
     def _need_tools(self) -> None:
         for tool in (self.save, self.restore):
@@ -66,7 +69,7 @@ class RestoreTable:
             raise CNIError(
                 ErrorCode.FIREWALL_FAILED, f"{self.save} failed: {first_line(proc.stderr)}"
             )
-        self._state = parse_save(proc.stdout, self.hook)
+        self._state = parse_save(proc.stdout, self.hook, self._saved)
         return None
 
     def transaction(self) -> AbstractContextManager[object]:
@@ -88,6 +91,8 @@ class RestoreTable:
                 lines.append(f"-F {op.chain}")
             elif op.verb == "delete_chain":
                 lines.append(f"-X {op.chain}")
+            elif op.verb == "delete" and op.rule is not None and (op.chain, op.rule) in self._saved:
+                lines.append("-D " + self._saved[op.chain, op.rule])
             elif op.verb in ("insert", "append", "delete") and op.rule is not None:
                 flag = {"insert": "-I", "append": "-A", "delete": "-D"}[op.verb]
                 lines.append(iptables_line(op.chain, op.rule, flag))
@@ -108,9 +113,16 @@ class RestoreTable:
             )
 
 
-def parse_save(text: str, hook: str) -> TableState:
-    """The hook chain and our CBD-* chains from ``*-save`` output of one table."""
+def parse_save(
+    text: str, hook: str, saved: dict[tuple[str, XRule], str] | None = None
+) -> TableState:
+    """The hook chain and our CBD-* chains from ``*-save`` output of one table.
+
+    ``saved`` receives each rule's text after ``-A `` (the first of identical rules).
+    """
     state = TableState()
+    if saved is not None:
+        saved.clear()
     for line in text.splitlines():
         if line.startswith(":"):
             name = line[1:].split(" ", 1)[0]
@@ -120,4 +132,6 @@ def parse_save(text: str, hook: str) -> TableState:
             parsed = parse_iptables_line(line)
             if parsed is not None and parsed[0] in state.chains:
                 state.chains[parsed[0]].append(parsed[1])
+                if saved is not None:
+                    saved.setdefault(parsed, line[len("-A ") :])
     return state

@@ -12,7 +12,8 @@ import shlex
 from dataclasses import dataclass, field
 from typing import Any
 
-STANDARD_TARGETS = frozenset({"ACCEPT", "DROP", "RETURN", "MASQUERADE"})
+# CONTINUE: no verdict (a rule that only sets the mark)
+STANDARD_TARGETS = frozenset({"ACCEPT", "DROP", "RETURN", "MASQUERADE", "CONTINUE"})
 MULTICAST = {4: "224.0.0.0/4", 6: "ff00::/8"}
 
 
@@ -35,6 +36,8 @@ class XRule:
     dst: str | None = None
     ctstate: str | None = None  # normalised, e.g. ESTABLISHED,RELATED
     ether_src_ne: str | None = None  # bridge family: drop unless this source MAC
+    mark_set: int | None = None  # nftables: meta mark set meta mark | this
+    mark_has: int | None = None  # nftables: meta mark & this == this
     extra: bool = False  # carries matches we do not model
     handle: int | None = field(default=None, compare=False)  # nftables rule handle
 
@@ -54,7 +57,7 @@ class XRule:
 
 def to_iptables_args(rule: XRule) -> list[str]:
     """Arguments after ``-A CHAIN``, in the order iptables-save prints them."""
-    if rule.extra or rule.ether_src_ne:
+    if rule.extra or rule.ether_src_ne or rule.mark_set or rule.mark_has:
         raise ValueError(f"rule cannot be written as iptables: {rule}")
     args: list[str] = []
     if rule.src:
@@ -78,10 +81,44 @@ def iptables_line(chain: str, rule: XRule, op: str = "-A") -> str:
 
 
 def _quote(arg: str) -> str:
-    # iptables-restore splits on whitespace and understands double quotes only.
+    # iptables-restore splits on whitespace, groups with double quotes and takes the
+    # character after a backslash literally; quote and escape as iptables-save does.
     if arg and all(c.isalnum() or c in "-_./:,=+" for c in arg):
         return arg
-    return '"' + arg.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return '"' + "".join("\\" + c if c in "\\\"'" else c for c in arg) + '"'
+
+
+def split_iptables(line: str) -> list[str]:
+    """Tokens of an iptables-save line, as iptables-restore reads them.
+
+    Not shlex: iptables-save writes ``a'b`` as ``"a\\'b"``, which shlex keeps as
+    ``a\\'b`` (inside double quotes it only unescapes ``\\`` and ``"``), so the rule
+    read back would never equal the rule written.
+    """
+    tokens: list[str] = []
+    cur: list[str] = []
+    quoted = escaped = started = False
+    for c in line:
+        if escaped:
+            cur.append(c)
+            escaped = False
+        elif c == "\\":
+            escaped = started = True
+        elif c == '"':
+            quoted = not quoted
+            started = True
+        elif c.isspace() and not quoted:
+            if started:
+                tokens.append("".join(cur))
+            cur, started = [], False
+        else:
+            cur.append(c)
+            started = True
+    if quoted or escaped:
+        raise ValueError(f"unterminated quote or escape in {line!r}")
+    if started:
+        tokens.append("".join(cur))
+    return tokens
 
 
 def parse_iptables_line(line: str) -> tuple[str, XRule] | None:
@@ -89,7 +126,7 @@ def parse_iptables_line(line: str) -> tuple[str, XRule] | None:
     if not line.startswith("-A "):
         return None
     try:
-        tokens = shlex.split(line)
+        tokens = split_iptables(line)
     except ValueError:
         return None
     chain = tokens[1]
@@ -169,8 +206,16 @@ def to_nft_expr(rule: XRule) -> list[dict[str, Any]]:
                 }
             }
         )
+    mark: dict[str, Any] = {"meta": {"key": "mark"}}
+    if rule.mark_has is not None:
+        left = {"&": [mark, rule.mark_has]}
+        expr.append({"match": {"op": "==", "left": left, "right": rule.mark_has}})
+    if rule.mark_set is not None:
+        expr.append({"mangle": {"key": mark, "value": {"|": [mark, rule.mark_set]}}})
     verdict = rule.target
-    if verdict in ("ACCEPT", "DROP", "RETURN", "MASQUERADE"):
+    if verdict == "CONTINUE":
+        pass
+    elif verdict in ("ACCEPT", "DROP", "RETURN", "MASQUERADE"):
         expr.append({verdict.lower(): None})
     else:
         expr.append({"jump": {"target": verdict}})
@@ -204,7 +249,16 @@ def from_nft_rule(obj: dict[str, Any]) -> XRule:
         if kind == "jump" and isinstance(body, dict):
             target = str(body.get("target", ""))
             continue
+        if kind == "mangle" and isinstance(body, dict) and "mark_set" not in fields:
+            bit = _mark_or(body)
+            if bit is not None:
+                fields["mark_set"] = bit
+                continue
         if kind == "match" and isinstance(body, dict):
+            bit = _mark_and(body)
+            if bit is not None and "mark_has" not in fields:
+                fields["mark_has"] = bit
+                continue
             parsed = _parse_match(body)
             if parsed is not None:
                 key, value = parsed
@@ -214,6 +268,8 @@ def from_nft_rule(obj: dict[str, Any]) -> XRule:
         extra = True
     comment = obj.get("comment")
     handle = obj.get("handle")
+    if not target and "mark_set" in fields:
+        target = "CONTINUE"
     return XRule(
         target=target,
         comment=comment if isinstance(comment, str) else None,
@@ -221,6 +277,32 @@ def from_nft_rule(obj: dict[str, Any]) -> XRule:
         handle=handle if isinstance(handle, int) else None,
         **fields,
     )
+
+
+_MARK = {"meta": {"key": "mark"}}
+
+
+def _mark_and(body: dict[str, Any]) -> int | None:
+    """``meta mark & BIT == BIT`` -> BIT."""
+    left, right = body.get("left"), body.get("right")
+    if body.get("op") != "==" or not isinstance(left, dict) or not isinstance(right, int):
+        return None
+    operands = left.get("&")
+    if isinstance(operands, list) and operands == [_MARK, right]:
+        return right
+    return None
+
+
+def _mark_or(body: dict[str, Any]) -> int | None:
+    """``meta mark set meta mark | BIT`` -> BIT."""
+    value = body.get("value")
+    if body.get("key") != _MARK or not isinstance(value, dict):
+        return None
+    operands = value.get("|")
+    if isinstance(operands, list) and len(operands) == 2 and operands[0] == _MARK:
+        bit = operands[1]
+        return bit if isinstance(bit, int) else None
+    return None
 
 
 def _parse_match(body: dict[str, Any]) -> tuple[str, str] | None:
