@@ -189,6 +189,8 @@ class UplinkSnapshot:
     autoconf: str | None = None
     bridge_pre: BridgePre | None = None
     taken_at: float = 0.0
+    # None in journals written before it was recorded: then the port's is left as it is.
+    disable_ipv6: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -209,6 +211,7 @@ class UplinkSnapshot:
             autoconf=data.get("autoconf"),
             bridge_pre=BridgePre(**pre) if pre else None,
             taken_at=float(data.get("taken_at", 0.0)),
+            disable_ipv6=data.get("disable_ipv6"),
         )
 
 

@@ -379,7 +379,7 @@ def _take_over(
         # The node's own traffic now leaves through the bridge: it gets the uplink's MTU
         # unless one was configured, and the uplink's IPv6 autoconfiguration settings.
         ensure_bridge(replace(spec, mtu=spec.mtu or snap.mtu), mac=snap.mac, ipr=ipr)
-        for key, value in (("accept_ra", snap.accept_ra), ("autoconf", snap.autoconf)):
+        for key, value in (("accept_ra", _bridge_accept_ra(snap)), ("autoconf", snap.autoconf)):
             if value is not None:
                 write_sysctl(f"net/ipv6/conf/{brname}/{key}", value)
 
@@ -403,7 +403,11 @@ def _take_over(
 
         step(f"addr:{n}", move)
 
-    step("enslave", lambda: ipr.link("set", index=up_index, master=br_index))
+    def enslave() -> None:
+        _quiet_port(up_index, uplink, snap)
+        ipr.link("set", index=up_index, master=br_index)
+
+    step("enslave", enslave)
 
     names = {uplink: up_index, brname: br_index}
     for n, route in enumerate(replay_plan(snap.routes, uplink)):
@@ -511,6 +515,7 @@ def _return_to_snapshot(ipr: Any, journal: uj.Journal, *, delete_any_bridge: boo
                 )
         if _link(ipr, up_index).get_attr("IFLA_MASTER") == br_index:
             ipr.link("set", index=up_index, master=0)
+    _unquiet_port(uplink, snap)
     _restore_addresses(ipr, up_index, snap, moved)
     if br_index is not None:
         for addr in reversed(moved):
@@ -649,6 +654,7 @@ def capture(ipr: Any, ifname: str, bridge: str | None) -> UplinkSnapshot:
         autoconf=read_sysctl(f"net/ipv6/conf/{ifname}/autoconf"),
         bridge_pre=pre,
         taken_at=time.time(),
+        disable_ipv6=read_sysctl(f"net/ipv6/conf/{ifname}/disable_ipv6"),
     )
 
 
@@ -863,7 +869,9 @@ def _verify(ipr: Any, br_index: int, brname: str, snap: UplinkSnapshot, timeout:
         return
     gw = gw4 if gw4 is not None else gw6
     assert gw is not None
-    got = ipr.route("get", dst=str(gw))[0]
+    # A link-local gateway is only meaningful with its interface (the bridge now).
+    scoped = {"oif": br_index} if gw.is_link_local else {}
+    got = ipr.route("get", dst=str(gw), **scoped)[0]
     oif = got.get_attr("RTA_OIF")
     if oif != br_index:
         raise CNIError(
@@ -947,6 +955,50 @@ def _nd_probe(ipr: Any, br_index: int, gw: ipaddress.IPv6Address, timeout: float
                         return True
                 time.sleep(0.05)
     return False
+
+
+# --------------------------------------------------------------------------- IPv6 on the port
+
+
+def _bridge_accept_ra(snap: UplinkSnapshot) -> str | None:
+    """The bridge takes over the uplink's RA acceptance, made immune to forwarding.
+
+    A host with IPv6 forwarding on ignores RAs unless ``accept_ra=2``: an uplink that
+    accepted them (1, forwarding off) hands the bridge 2, so the node keeps its SLAAC
+    prefix and default route even when forwarding is turned on later (2 acts as 1 while
+    forwarding is off). An uplink that ignored RAs, or forwarded, keeps its value.
+    """
+    forwarding = read_sysctl(f"net/ipv6/conf/{snap.uplink}/forwarding")
+    if snap.accept_ra == "1" and forwarding != "1":
+        return "2"
+    return snap.accept_ra
+
+
+def _quiet_port(index: int, name: str, snap: UplinkSnapshot) -> None:
+    """Before enslaving: the port must never autoconfigure, learn RAs or hold IPv6 routes.
+
+    RA-learned routes on the port (``<prefix>/64 dev eth0 proto kernel``, ``default via
+    fe80::... dev eth0 proto ra``) would win over the bridge's and break the node's IPv6.
+    ``disable_ipv6`` also flushes what the port already learned (addresses and every IPv6
+    route through it); frames still cross it at layer 2. Skipped, like the rest of the
+    snapshot's IPv6 settings, when the snapshot did not record it.
+    """
+    for key, value in (("accept_ra", "0"), ("autoconf", "0")):
+        write_sysctl(f"net/ipv6/conf/{name}/{key}", value)
+    if snap.disable_ipv6 is not None:
+        write_sysctl(f"net/ipv6/conf/{name}/disable_ipv6", "1")
+    log.debug("uplink port %s (ifindex %d): IPv6 autoconfiguration and RAs off", name, index)
+
+
+def _unquiet_port(name: str, snap: UplinkSnapshot) -> None:
+    """Give the uplink back its own IPv6 settings (RA settings first, then IPv6 itself)."""
+    for key, value in (
+        ("accept_ra", snap.accept_ra),
+        ("autoconf", snap.autoconf),
+        ("disable_ipv6", snap.disable_ipv6),
+    ):
+        if value is not None:
+            write_sysctl(f"net/ipv6/conf/{name}/{key}", value)
 
 
 # --------------------------------------------------------------------------- helpers

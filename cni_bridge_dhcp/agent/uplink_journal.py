@@ -56,6 +56,9 @@ class Journal:
     boot_id: str = ""
     netns: int = 0
     updated_at: float = 0.0
+    # ifindex of the link we last made the bridge's port (the snapshot's until a re-created
+    # NIC is re-enslaved): an unenslaved uplink with this index was released on purpose.
+    port_ifindex: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -71,6 +74,7 @@ class Journal:
             "boot_id": self.boot_id,
             "netns": self.netns,
             "updated_at": self.updated_at,
+            "port_ifindex": self.port_ifindex,
         }
 
     @classmethod
@@ -88,7 +92,14 @@ class Journal:
             boot_id=str(data.get("boot_id", "")),
             netns=int(data.get("netns", 0)),
             updated_at=float(data.get("updated_at", 0.0)),
+            port_ifindex=int(data["port_ifindex"]) if data.get("port_ifindex") else None,
         )
+
+    def port_index(self) -> int | None:
+        """ifindex of the bridge port we made of the uplink (see ``port_ifindex``)."""
+        if self.port_ifindex is not None:
+            return self.port_ifindex
+        return self.snapshot.ifindex if self.snapshot is not None else None
 
     def belongs_here(self) -> bool:
         """Written during this boot, in this network namespace."""
