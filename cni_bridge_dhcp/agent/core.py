@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..errors import CNIError, ErrorCode
 from . import ipam_role, plugin
@@ -26,6 +26,9 @@ from .addressbook import AddressBook
 from .attachments import Attachment, AttachmentStore, attachment_key
 from .config import NetConf
 from .netlink import netns_ipr
+
+if TYPE_CHECKING:
+    from .uplink_watch import UplinkWatcher
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +60,7 @@ class Agent:
         self._tasks: list[asyncio.Task[None]] = []
         self._forwarding_done = False
         self._datapaths: dict[tuple[Any, str | None], plugin.Datapath] = {}
+        self._uplink_watch: UplinkWatcher | None = None
 
     # ------------------------------------------------------------ lifecycle
 
@@ -74,6 +78,11 @@ class Agent:
         outcome = await asyncio.to_thread(recover, self.state_dir)
         if outcome:
             log.warning("uplink journal recovery: %s", outcome)
+        from .uplink_watch import UplinkWatcher
+
+        # A re-created uplink goes back into its bridge without waiting for an ADD.
+        self._uplink_watch = UplinkWatcher(self.state_dir)
+        self._uplink_watch.start()
         from .dhcp import LeaseManager
         from .lease_follow import on_lease_change
 
@@ -92,6 +101,8 @@ class Agent:
             self._tasks.append(asyncio.create_task(self._reassert_loop()))
 
     async def close(self) -> None:
+        if self._uplink_watch is not None:
+            await asyncio.to_thread(self._uplink_watch.stop)
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:

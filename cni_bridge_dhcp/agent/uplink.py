@@ -56,6 +56,8 @@ from .routeplan import (
     INFINITY_LIFE_TIME,
     NUD_PERMANENT,
     RT_SCOPE_UNIVERSE,
+    RT_TABLE_LOCAL,
+    RTPROT_KERNEL,
     AddrSnap,
     BridgePre,
     NeighSnap,
@@ -174,13 +176,23 @@ def recover(state_dir: Path, *, lock_timeout: float = 30.0) -> str | None:
 
 
 def restore(
-    state_dir: Path, *, pods_present: bool, force: bool = False, lock_timeout: float = 30.0
+    state_dir: Path,
+    *,
+    pods_present: bool,
+    force: bool = False,
+    lock_timeout: float = 30.0,
+    verify_timeout: float = 3.0,
 ) -> UplinkState | None:
     """Undo the takeover: the uplink gets back its addresses, routes, MAC exactly as snapshotted.
 
     Refused with CNIError(7) while pods are attached (``pods_present`` or other bridge
     ports) unless ``force``. The bridge is deleted when no other port remains. Returns the
     state that was undone, or None when there was nothing of ours to undo.
+
+    Never cuts the node off: refused with CNIError(102), nothing changed, when the bridge
+    holds addresses or routes the snapshot lacks; and when the result differs from the
+    snapshot or the default gateway does not answer through the uplink, the node is put
+    back on the bridge (original snapshot kept) and CNIError(102) says why.
     """
     with uj.locked(state_dir, lock_timeout):
         journal = uj.load(state_dir)
@@ -204,18 +216,17 @@ def restore(
                     "remove them first or restore with --force",
                     f"bridge ports: {', '.join(others)}" if others else "",
                 )
+            _refuse_stripping(ipr, journal)
             journal.phase = uj.RESTORING
             uj.save(state_dir, journal)
             problems = _return_to_snapshot(ipr, journal, delete_any_bridge=True)
+            if not problems:
+                problems = _verify_restored(ipr, journal, verify_timeout)
+            if problems:
+                _roll_forward(ipr, state_dir, journal, problems, verify_timeout)
             journal.phase = uj.RESTORED
-            journal.error = "; ".join(problems) or None
+            journal.error = None
             uj.save(state_dir, journal)
-        if problems:
-            raise CNIError(
-                ErrorCode.UPLINK_FAILED,
-                f"uplink {journal.uplink!r} restored with differences from its snapshot",
-                "; ".join(problems),
-            )
         log.info("uplink %s restored from bridge %s", journal.uplink, journal.bridge)
         return state
 
@@ -256,6 +267,22 @@ def _ensure_locked(
     if journal is not None and journal.phase in uj.INTERRUPTED:
         outcome = _roll_back_interrupted(ipr, state_dir, journal)
         log.warning("before taking the uplink over: %s", outcome)
+
+    if (
+        journal is not None
+        and journal.phase == uj.DONE
+        and journal.bridge == bridge.name
+        and (port := _free_port(ipr, journal)) is not None
+    ):
+        # The uplink stopped being a port (NIC re-created, or released by an admin): the
+        # node's addresses are still on the bridge, so the journal's snapshot is still the
+        # pre-takeover truth. A fresh takeover would snapshot an empty eth0 instead.
+        how = "released" if port == journal.port_index() else "re-created"
+        log.warning(
+            "uplink %s was %s and is no longer a port of %s: re-enslaving it (original "
+            "snapshot kept)", journal.uplink, how, journal.bridge,
+        )  # fmt: skip
+        _reattach_locked(ipr, state_dir, journal, port, verify_timeout)
 
     links = [(int(link["index"]), str(link.get_attr("IFLA_IFNAME"))) for link in ipr.get_links()]
     uplink = select_uplink(uplink_spec, links, exclude=[bridge.name])
@@ -362,7 +389,13 @@ def _ensure_locked(
 
 
 def _take_over(
-    ipr: Any, spec: BridgeSpec, journal: uj.Journal, state_dir: Path, verify_timeout: float
+    ipr: Any,
+    spec: BridgeSpec,
+    journal: uj.Journal,
+    state_dir: Path,
+    verify_timeout: float,
+    *,
+    verify: bool = True,
 ) -> None:
     snap = journal.snapshot
     assert snap is not None
@@ -423,7 +456,8 @@ def _take_over(
     if snap.neighbours:
         step("neigh", lambda: _neigh_replace(ipr, br_index, snap.neighbours))
 
-    step("verify", lambda: _verify(ipr, br_index, brname, snap, verify_timeout))
+    if verify:
+        step("verify", lambda: _verify(ipr, br_index, brname, snap, verify_timeout))
 
 
 def _accept_preconfigured(
@@ -609,6 +643,273 @@ def snapshot_differences(want: UplinkSnapshot, have: UplinkSnapshot) -> list[str
     problems += [f"route {r.describe()} missing" for r in want_routes - have_routes]
     problems += [f"unexpected route {r.describe()}" for r in have_routes - want_routes]
     return problems
+
+
+# --------------------------------------------------------------------------- restore checks
+
+
+def _refuse_stripping(ipr: Any, journal: uj.Journal) -> None:
+    """Refuse (nothing changed) a restore that would remove what the node lives on.
+
+    Everything of the node's on the bridge must be in the snapshot: an address or route
+    it lacks (a snapshot taken of an emptied uplink, or something configured on the bridge
+    since) would be deleted with the bridge. RA-learned state is exempt: it comes back on
+    the uplink once the uplink accepts RAs again.
+    """
+    snap = journal.snapshot
+    assert snap is not None
+    br_index = _lookup(ipr, journal.bridge)
+    if br_index is None:
+        return
+    held = capture(ipr, journal.bridge, None)
+    want_addrs = {(a.address, a.prefixlen) for a in addresses_to_move(snap)}
+    extra_addrs = [
+        f"{a.address}/{a.prefixlen}"
+        for a in addresses_to_move(held)
+        if a.scope == RT_SCOPE_UNIVERSE
+        and (a.address, a.prefixlen) not in want_addrs
+        and not (a.family == AF_INET6 and a.valid_lft is not None)
+    ]
+
+    def key(r: RouteSnap) -> tuple[Any, ...]:
+        return (r.family, r.dst, r.dst_len, r.table, r.gateway)
+
+    want_routes = {key(r.on_device(snap.uplink, journal.bridge)) for r in snap.routes}
+    extra_routes = [
+        r.describe() for r in replay_plan(held.routes, journal.bridge) if key(r) not in want_routes
+    ]
+    if extra_addrs or extra_routes:
+        raise CNIError(
+            ErrorCode.UPLINK_FAILED,
+            f"uplink restore refused: bridge {journal.bridge!r} holds addresses or routes "
+            f"that the snapshot of {snap.uplink!r} lacks; restoring would cut the node off",
+            "; ".join(
+                ([f"addresses {', '.join(extra_addrs)}"] if extra_addrs else [])
+                + ([f"routes {', '.join(extra_routes)}"] if extra_routes else [])
+            )
+            + f"; nothing was changed (snapshot taken at {time.ctime(snap.taken_at)}); move "
+            "them to the uplink by hand if the snapshot is wrong",
+        )
+
+
+def _verify_restored(ipr: Any, journal: uj.Journal, timeout: float) -> list[str]:
+    """After a restore the node must reach its default gateway through the uplink."""
+    snap = journal.snapshot
+    assert snap is not None
+    index = _lookup(ipr, snap.uplink)
+    if index is None:
+        return [f"uplink {snap.uplink} has disappeared"]
+    if not snap.up:
+        return []  # it was down before the takeover: nothing can answer through it
+    try:
+        _verify(ipr, index, snap.uplink, snap, timeout)
+    except CNIError as exc:
+        return [exc.msg]
+    return []
+
+
+def _roll_forward(
+    ipr: Any, state_dir: Path, journal: uj.Journal, problems: list[str], verify_timeout: float
+) -> None:
+    """A restore that did not give back the pre-takeover state: back onto the bridge.
+
+    The bridge kept the node connected before; a half-restored uplink may not. The
+    takeover is replayed from the same (original) snapshot, then CNIError(102) is raised.
+    """
+    snap = journal.snapshot
+    assert snap is not None
+    reason = "; ".join(problems)
+    log.error("uplink restore of %s differs from its snapshot: %s; back onto the bridge",
+              snap.uplink, reason)  # fmt: skip
+    journal.phase = uj.IN_PROGRESS
+    journal.steps = ["snapshot"]
+    journal.port_ifindex = _lookup(ipr, snap.uplink)
+    uj.save(state_dir, journal)
+    try:
+        # Not conditional on the gateway answering: the bridge is how the node was
+        # connected before the restore, whether or not the gateway answers right now.
+        _take_over(ipr, BridgeSpec(journal.bridge), journal, state_dir, 0, verify=False)
+    except Exception as exc:
+        journal.phase = uj.RESTORED
+        journal.error = f"restore: {reason}; back onto the bridge: {_describe(exc)}"
+        uj.save(state_dir, journal)
+        raise CNIError(
+            ErrorCode.UPLINK_FAILED,
+            f"uplink {snap.uplink!r} restored with differences from its snapshot, and "
+            f"putting it back on bridge {journal.bridge!r} failed too",
+            journal.error + "; check the node's addresses and routes by hand",
+        ) from exc
+    journal.phase = uj.DONE
+    journal.state = _state_from_snapshot(journal.bridge, snap).to_dict()
+    journal.error = f"restore rolled forward: {reason}"
+    uj.save(state_dir, journal)
+    br_index = _lookup(ipr, journal.bridge)
+    if br_index is not None:
+        try:
+            _verify(ipr, br_index, journal.bridge, snap, verify_timeout)
+        except CNIError as exc:
+            reason += f"; through the bridge too: {exc.msg}"
+    raise CNIError(
+        ErrorCode.UPLINK_FAILED,
+        f"uplink restore of {snap.uplink!r} did not give back its pre-takeover state; the "
+        f"node was put back on bridge {journal.bridge!r} (takeover still recorded)",
+        f"{reason}; fix the cause and run `cni-bridge-dhcp uplink restore` again",
+    )
+
+
+# --------------------------------------------------------------------------- re-enslaving
+
+RECREATED = "re-created"
+RELEASED = "released"
+
+
+@dataclass(frozen=True)
+class PortCheck:
+    """What :func:`check_port` found: a port ``re-created`` (and re-enslaved) or ``released``."""
+
+    kind: str
+    ifindex: int
+    message: str
+
+
+def check_port(
+    state_dir: Path, *, lock_timeout: float = 30.0, verify_timeout: float = 3.0
+) -> PortCheck | None:
+    """For the link watcher: re-enslave a re-created uplink; report one released on purpose.
+
+    A link under the recorded name (or, for a NIC back under another name, a physical link
+    with the recorded MAC) that is no port of the bridge is either the port we made,
+    released by ``ip link set nomaster`` (same ifindex: left alone until the next ADD), or
+    a new link (NIC re-plugged, driver reloaded): re-enslaved at once, keeping the
+    original snapshot. None when nothing needs attention (or no takeover of ours exists).
+    """
+    journal = _watched_journal(state_dir)
+    if journal is None:
+        return None
+    with node_ipr() as ipr:
+        index = _free_port(ipr, journal)
+    if index is None:
+        return None
+    if index == journal.port_index():
+        return PortCheck(
+            RELEASED,
+            index,
+            f"uplink {journal.uplink} (ifindex {index}) is no longer a port of "
+            f"{journal.bridge} (ip link set nomaster?): left alone until the next ADD",
+        )
+    with uj.locked(state_dir, lock_timeout), node_ipr() as ipr:
+        journal = _watched_journal(state_dir)
+        if journal is None or _free_port(ipr, journal) != index:
+            return None  # someone else (an ADD) dealt with it meanwhile
+        old = journal.port_index()
+        _reattach_locked(ipr, state_dir, journal, index, verify_timeout)
+    return PortCheck(
+        RECREATED,
+        index,
+        f"uplink {journal.uplink} was re-created (ifindex {old} -> {index}): re-enslaved "
+        f"into {journal.bridge}, original snapshot kept",
+    )
+
+
+def _watched_journal(state_dir: Path) -> uj.Journal | None:
+    journal = uj.load(state_dir)
+    if (
+        journal is None
+        or journal.phase != uj.DONE
+        or journal.snapshot is None
+        or not journal.belongs_here()
+    ):
+        return None
+    return journal
+
+
+def _free_port(ipr: Any, journal: uj.Journal) -> int | None:
+    """ifindex of the uplink when it exists and is no port of any master, else None."""
+    snap = journal.snapshot
+    assert snap is not None
+    br_index = _lookup(ipr, journal.bridge)
+    if br_index is None or link_kind(_link(ipr, br_index))[0] != "bridge":
+        return None  # without the bridge there is nothing to re-enslave into
+    index = _lookup(ipr, journal.uplink)
+    if index is None:
+        index = _nic_by_mac(ipr, snap.mac, br_index)
+    if index is None or _link(ipr, index).get_attr("IFLA_MASTER"):
+        return None
+    return index
+
+
+def _nic_by_mac(ipr: Any, mac: str, br_index: int) -> int | None:
+    """A physical link (no kind: not a vlan/macvlan/veth sharing the MAC) with ``mac``."""
+    for link in ipr.get_links():
+        index = int(link["index"])
+        if index == br_index or link_kind(link)[0] is not None:
+            continue
+        if mac in (link.get_attr("IFLA_ADDRESS"), link.get_attr("IFLA_PERM_ADDRESS")):
+            return index
+    return None
+
+
+def _reattach_locked(
+    ipr: Any, state_dir: Path, journal: uj.Journal, index: int, verify_timeout: float
+) -> None:
+    """Make link ``index`` the bridge's port again; the journal keeps its snapshot."""
+    snap = journal.snapshot
+    assert snap is not None
+    br_index = _lookup(ipr, journal.bridge)
+    if br_index is None:
+        raise CNIError(ErrorCode.UPLINK_FAILED, f"bridge {journal.bridge!r} disappeared")
+    name = str(_link(ipr, index).get_attr("IFLA_IFNAME"))
+    if name != snap.uplink:
+        # Restore, status and doctor know the uplink by its recorded name.
+        ipr.link("set", index=index, state="down")
+        ipr.link("set", index=index, ifname=snap.uplink)
+        log.warning("the uplink came back as %s (MAC %s): renamed to %s", name, snap.mac,
+                    snap.uplink)  # fmt: skip
+        name = snap.uplink
+    on_bridge = {
+        ipaddress.ip_address(_addr_from_msg(m).address)
+        for m in ipr.addr("dump")
+        if m["index"] == br_index
+    }
+    flush: list[AddrSnap] = []
+    foreign: list[AddrSnap] = []
+    for a in (_addr_from_msg(m) for m in ipr.addr("dump") if m["index"] == index):
+        if a.scope != RT_SCOPE_UNIVERSE:
+            continue
+        dynamic6 = a.family == AF_INET6 and a.valid_lft is not None  # RA-learned
+        (flush if dynamic6 or ipaddress.ip_address(a.address) in on_bridge else foreign).append(a)
+    if foreign:
+        raise CNIError(
+            ErrorCode.UPLINK_FAILED,
+            f"uplink {name!r} holds addresses bridge {journal.bridge!r} does not: not re-enslaved",
+            ", ".join(f"{a.address}/{a.prefixlen}" for a in foreign)
+            + "; a port's addresses are unusable: move them to the bridge or remove them",
+        )
+    _quiet_port(index, name, snap)
+    for a in flush:
+        _addr_del(ipr, index, a)
+    # Routes through the new link (a DHCP client's default route, say) bypass the bridge.
+    for route in _all_routes(ipr):
+        if route.dev == name and route.table != RT_TABLE_LOCAL and route.proto != RTPROT_KERNEL:
+            with contextlib.suppress(NetlinkError, CNIError):
+                _route_del(ipr, route, {name: index})
+    br_mtu = int(_link(ipr, br_index).get_attr("IFLA_MTU"))
+    if int(_link(ipr, index).get_attr("IFLA_MTU")) != br_mtu:
+        try:
+            ipr.link("set", index=index, mtu=br_mtu)
+        except NetlinkError as exc:
+            log.warning("uplink %s: MTU %d not applied: %s", name, br_mtu, _describe(exc))
+    ipr.link("set", index=index, master=br_index)
+    if snap.up:
+        ipr.link("set", index=index, state="up")
+    journal.port_ifindex = index
+    uj.save(state_dir, journal)
+    log.warning("uplink %s (ifindex %d) re-enslaved into bridge %s", name, index, journal.bridge)
+    try:
+        _verify(ipr, br_index, journal.bridge, snap, verify_timeout)
+    except CNIError as exc:
+        # Nothing better to fall back to: the node's addresses live on the bridge.
+        log.error("after re-enslaving %s: %s", name, exc.msg)
 
 
 # --------------------------------------------------------------------------- snapshot
@@ -1064,9 +1365,11 @@ def _describe(exc: BaseException) -> str:
 
 __all__ = [
     "BridgeSpec",
+    "PortCheck",
     "UplinkState",
     "arp_probe",
     "capture",
+    "check_port",
     "current_state",
     "ensure_uplink",
     "is_kernel_generated",
