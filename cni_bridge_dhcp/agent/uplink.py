@@ -838,11 +838,17 @@ def _free_port(ipr: Any, journal: uj.Journal) -> int | None:
     return index
 
 
+# Kinds a node's uplink can be; stacked links (vlan, macvlan, ...) share their parent's
+# MAC and must never be mistaken for it. A physical NIC has no kind; a veth is the uplink
+# of containerised or nested nodes (and of the test sandboxes).
+_UPLINK_KINDS = (None, "veth")
+
+
 def _nic_by_mac(ipr: Any, mac: str, br_index: int) -> int | None:
-    """A physical link (no kind: not a vlan/macvlan/veth sharing the MAC) with ``mac``."""
+    """A link that can be an uplink (see ``_UPLINK_KINDS``) whose MAC is ``mac``."""
     for link in ipr.get_links():
         index = int(link["index"])
-        if index == br_index or link_kind(link)[0] is not None:
+        if index == br_index or link_kind(link)[0] not in _UPLINK_KINDS:
             continue
         if mac in (link.get_attr("IFLA_ADDRESS"), link.get_attr("IFLA_PERM_ADDRESS")):
             return index

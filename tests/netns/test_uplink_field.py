@@ -102,6 +102,23 @@ def test_recreated_nic_is_reenslaved_by_the_agent_and_restore_keeps_the_node(
     restore_and_check_node_is_back(sb)
 
 
+def test_nic_back_under_another_name_is_found_by_its_mac(sandbox: Sandbox) -> None:
+    sb = sandbox
+    sb.start_agent()
+    ok(sb, "ensure", "cni0", "eth0")
+    mac = ip_json(sb, "link", "show", "dev", "cni0")[0]["address"]
+    run(["ip", "-n", sb.lan, "link", "del", "node0"])
+    run(["ip", "-n", sb.lan, "link", "add", "node0", "type", "veth", "peer", "name", "eth7",
+         "address", mac, "netns", sb.node])  # fmt: skip
+    run(["ip", "-n", sb.lan, "link", "set", "node0", "master", "lan0", "up"])
+    wait_for(
+        "the agent renames it eth0 and re-enslaves it", lambda: master_of(sb, "eth0") == "cni0"
+    )
+    assert not _exists(sb, "eth7")
+    assert wait_for("the node reaches its router again", lambda: ping(sb.node, ROUTER_IP, wait=1))
+    restore_and_check_node_is_back(sb)
+
+
 def test_admin_nomaster_is_left_alone_then_next_add_reenslaves_with_original_snapshot(
     sandbox: Sandbox,
 ) -> None:
