@@ -86,7 +86,7 @@ def test_recreated_nic_is_reenslaved_by_the_agent_and_restore_keeps_the_node(
 
     recreate_nic(sb)
     took = wait_for("the agent re-enslaves the new eth0", lambda: master_of(sb, "eth0") == "cni0")
-    assert took < 5
+    assert took < 3  # netlink events: ~0.4 s measured (the periodic check is every 5 s)
     assert wait_for("the node reaches its router again", lambda: ping(sb.node, ROUTER_IP, wait=1))
     wait_for("the agent says what it did", lambda: "was re-created" in sb.agent_logs())
     assert "re-enslaved into cni0, original snapshot kept" in sb.agent_logs()
