@@ -79,6 +79,9 @@ log = logging.getLogger(__name__)
 SYSFS_NET = Path("/sys/class/net")
 IFF_UP = 0x1
 NUD_REACHABLE = 0x02
+NUD_STALE = 0x04
+NUD_DELAY = 0x08
+NUD_FAILED = 0x20
 NUD_NOARP = 0x40
 ETH_P_ARP = 0x0806
 
@@ -1249,6 +1252,10 @@ def _nd_probe(ipr: Any, br_index: int, gw: ipaddress.IPv6Address, timeout: float
     scope = br_index if gw.is_link_local else 0
     with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as sock:
         while time.monotonic() < deadline:
+            # An entry learned from a router advertisement sits in STALE, and traffic
+            # then waits in DELAY for delay_first_probe_time (5 s) before any probe:
+            # dropped, the kernel resolves the gateway afresh (milliseconds).
+            _forget_unconfirmed(ipr, br_index, gw)
             # Fails with no usable source address while DAD is still running: retried.
             with contextlib.suppress(OSError):
                 sock.sendto(b"", (str(gw), 9, 0, scope))
@@ -1262,6 +1269,17 @@ def _nd_probe(ipr: Any, br_index: int, gw: ipaddress.IPv6Address, timeout: float
                         return True
                 time.sleep(0.05)
     return False
+
+
+def _forget_unconfirmed(ipr: Any, index: int, gw: ipaddress.IPv6Address) -> None:
+    for m in ipr.neigh("dump", family=AF_INET6):
+        if (
+            m["ifindex"] == index
+            and m.get_attr("NDA_DST") == str(gw)
+            and m["state"] & (NUD_STALE | NUD_DELAY | NUD_FAILED)
+        ):
+            with contextlib.suppress(NetlinkError):
+                ipr.neigh("del", family=AF_INET6, dst=str(gw), ifindex=index)
 
 
 # --------------------------------------------------------------------------- IPv6 on the port

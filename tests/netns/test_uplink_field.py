@@ -11,6 +11,8 @@ import sys
 import time
 from collections.abc import Callable
 
+import pytest
+
 from tests.netns.test_uplink import error, ip_json, journal, ok, sh
 from tests.netnslib import NODE_IP, REPO_ROOT, ROUTER_IP, Sandbox, ping, run
 
@@ -202,13 +204,18 @@ def test_restore_verifies_the_gateway_and_stays_on_the_bridge_when_it_fails(
 # --------------------------------------------------------------------------- item 1b
 
 
-def slaac_lan(sb: Sandbox) -> None:
-    """The LAN router announces 2001:db8:77::/64 (SLAAC) and the node learns it on eth0."""
+def slaac_lan(sb: Sandbox, *, ipv4_default: bool = True) -> None:
+    """The LAN router announces 2001:db8:77::/64 (SLAAC) and the node learns it on eth0.
+
+    Without ``ipv4_default`` the node's only default route is the RA's (a link-local
+    gateway), so the takeover verifies the gateway by neighbour discovery."""
     sh(sb, f"ip -6 addr add {ROUTER6}/64 dev lan0 nodad", netns=sb.lan)
     sb.start_dnsmasq(extra=["--enable-ra", "--dhcp-range=2001:db8:77::,ra-only,64",
                             "--ra-param=lan0,3"])  # fmt: skip
     # a router solicitation from the node gets an answer at once
-    sh(sb, "ip link set eth0 down", "ip link set eth0 up", f"ip route add default via {ROUTER_IP}")
+    sh(sb, "ip link set eth0 down", "ip link set eth0 up")
+    if ipv4_default:
+        sh(sb, f"ip route add default via {ROUTER_IP}")
 
     def learned() -> bool:
         routes = run(["ip", "-6", "route"], netns=sb.node).stdout
@@ -221,9 +228,10 @@ def slaac_lan(sb: Sandbox) -> None:
     wait_for("the node pings the router over IPv6", lambda: ping(sb.node, ROUTER6), 10)
 
 
-def test_slaac_node_keeps_ipv6_after_takeover(sandbox: Sandbox) -> None:
+@pytest.mark.parametrize("ipv4_default", [True, False], ids=["dual-stack", "ipv6-default-only"])
+def test_slaac_node_keeps_ipv6_after_takeover(sandbox: Sandbox, ipv4_default: bool) -> None:
     sb = sandbox
-    slaac_lan(sb)
+    slaac_lan(sb, ipv4_default=ipv4_default)
     ok(sb, "ensure", "cni0", "eth0")
 
     def via_bridge() -> bool:
@@ -232,9 +240,15 @@ def test_slaac_node_keeps_ipv6_after_takeover(sandbox: Sandbox) -> None:
 
     wait_for("the route to the router's global address leaves via cni0", via_bridge, 5)
     wait_for("an IPv6 ping from the node reaches the router", lambda: ping(sb.node, ROUTER6), 5)
-    routes = run(["ip", "-6", "route"], netns=sb.node).stdout
-    assert " dev eth0" not in routes.replace("fe80::/64 dev eth0", ""), routes
-    assert f"{PREFIX6} dev cni0" in routes and "default via fe80::" in routes, routes
+
+    def routes() -> str:
+        return run(["ip", "-6", "route"], netns=sb.node).stdout
+
+    # the bridge solicits and learns the router's announcement itself
+    wait_for("the RA default route on cni0", lambda: "default via fe80::" in routes(), 8)
+    assert f"{PREFIX6} dev cni0" in routes()
+    assert " dev cni0 " in run(["ip", "-6", "route", "get", "2001:db8:99::1"], netns=sb.node).stdout
+    assert " dev eth0" not in routes(), routes()
     sysctl = {
         k: run(["sysctl", "-n", f"net.ipv6.conf.{k}"], netns=sb.node).stdout.strip()
         for k in ("eth0.accept_ra", "eth0.autoconf", "cni0.accept_ra")
@@ -247,4 +261,4 @@ def test_slaac_node_keeps_ipv6_after_takeover(sandbox: Sandbox) -> None:
 
     ok(sb, "restore")
     wait_for("IPv6 back on eth0 after restore", lambda: ping(sb.node, ROUTER6), 10)
-    assert ping(sb.node, ROUTER_IP)
+    assert ping(sb.node, ROUTER_IP)  # on-link either way
