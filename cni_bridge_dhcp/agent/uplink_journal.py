@@ -92,7 +92,8 @@ class Journal:
             boot_id=str(data.get("boot_id", "")),
             netns=int(data.get("netns", 0)),
             updated_at=float(data.get("updated_at", 0.0)),
-            port_ifindex=int(data["port_ifindex"]) if data.get("port_ifindex") else None,
+            # Advisory (tells a released port from a re-created one): ignored if ill-typed.
+            port_ifindex=_positive_int(data.get("port_ifindex")),
         )
 
     def port_index(self) -> int | None:
@@ -104,6 +105,12 @@ class Journal:
     def belongs_here(self) -> bool:
         """Written during this boot, in this network namespace."""
         return self.boot_id == boot_id() and self.netns == netns_inode()
+
+
+def _positive_int(value: object) -> int | None:
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return value
+    return None
 
 
 def boot_id() -> str:

@@ -63,7 +63,11 @@ class UplinkWatcher:
             wait = min(max(0.0, next_check - now), 0.5)
             if ipr is not None:
                 try:
-                    ready, _, _ = select.select([ipr.fileno()], [], [], wait)
+                    # poll(), not select(): the agent may raise its open-file limit, and
+                    # select() fails on descriptors numbered 1024 and above.
+                    poller = select.poll()
+                    poller.register(ipr.fileno(), select.POLLIN)
+                    ready = poller.poll(wait * 1000)
                     if ready and self._link_changed(ipr):
                         next_check = min(next_check, time.monotonic() + DEBOUNCE)
                 except (OSError, ValueError) as exc:  # overrun (ENOBUFS) or a closed socket

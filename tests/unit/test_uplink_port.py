@@ -60,3 +60,17 @@ def test_bridge_accept_ra(
 
     monkeypatch.setattr(uplink, "read_sysctl", read)
     assert uplink._bridge_accept_ra(replace(snapshot(), accept_ra=accept_ra)) == bridge
+
+
+@pytest.mark.parametrize("bad", ["7", 1.5, True, -3, [2], {"a": 1}])
+def test_ill_typed_port_fields_are_ignored_not_fatal(tmp_path: Path, bad: object) -> None:
+    j = uj.Journal(bridge="cni0", uplink="eth0", spec="eth0", phase=uj.DONE, snapshot=snapshot())
+    uj.save(tmp_path, j)
+    data = json.loads((tmp_path / "uplink.json").read_text())
+    data["port_ifindex"] = bad
+    data["snapshot"]["disable_ipv6"] = bad
+    (tmp_path / "uplink.json").write_text(json.dumps(data))
+    loaded = uj.load(tmp_path)
+    assert loaded is not None and loaded.port_index() == 2  # the snapshot's
+    assert loaded.snapshot is not None
+    assert loaded.snapshot.disable_ipv6 is None
