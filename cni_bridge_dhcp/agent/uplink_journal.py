@@ -93,7 +93,7 @@ class Journal:
             netns=int(data.get("netns", 0)),
             updated_at=float(data.get("updated_at", 0.0)),
             # Advisory (tells a released port from a re-created one): ignored if ill-typed.
-            port_ifindex=_positive_int(data.get("port_ifindex")),
+            port_ifindex=cls._ifindex_or_none(data.get("port_ifindex")),
         )
 
     def port_index(self) -> int | None:
@@ -102,15 +102,15 @@ class Journal:
             return self.port_ifindex
         return self.snapshot.ifindex if self.snapshot is not None else None
 
+    @staticmethod
+    def _ifindex_or_none(value: object) -> int | None:
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+        return None
+
     def belongs_here(self) -> bool:
         """Written during this boot, in this network namespace."""
         return self.boot_id == boot_id() and self.netns == netns_inode()
-
-
-def _positive_int(value: object) -> int | None:
-    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-        return value
-    return None
 
 
 def boot_id() -> str:
