@@ -20,6 +20,19 @@ usage: cni-bridge-dhcp                       run as a CNI plugin (CNI_COMMAND in
        cni-bridge-dhcp version
 """
 
+# Where the README's install puts the full package (agent, doctor, uplink restore).
+FULL_INSTALL = "/opt/cni-bridge-dhcp/venv/bin/cni-bridge-dhcp"
+
+
+def needs_full_install(command: str, exc: ImportError) -> int:
+    """The single-file plugin carries no agent code: say so, and where the full install is."""
+    sys.stderr.write(
+        f"cni-bridge-dhcp {command} needs the installed package (pip/venv, e.g. "
+        f"{FULL_INSTALL}, or the DaemonSet image); the single-file plugin carries only "
+        f"the CNI plugin ({exc})\n"
+    )
+    return 2
+
 
 def main(argv: Sequence[str], env: Mapping[str, str]) -> int:
     if not argv:
@@ -34,12 +47,14 @@ def main(argv: Sequence[str], env: Mapping[str, str]) -> int:
         try:
             from .agent.server import daemon_main
         except ImportError as exc:
-            sys.stderr.write(
-                f"cni-bridge-dhcp daemon needs the installed package (pip/venv or the "
-                f"DaemonSet image); this build carries only the CNI plugin ({exc})\n"
-            )
-            return 2
+            return needs_full_install(command, exc)
         return daemon_main(rest)
+    if command == "uplink":
+        try:
+            # admin.py ships in the zipapp, the agent code it drives does not.
+            from .agent import uplink as _uplink  # noqa: F401
+        except ImportError as exc:
+            return needs_full_install(command, exc)
     if command in ("status", "uplink"):
         from .admin import admin_main
 
@@ -48,12 +63,8 @@ def main(argv: Sequence[str], env: Mapping[str, str]) -> int:
     if command == "doctor":
         try:
             from .doctor import doctor_main
-        except ImportError:
-            sys.stderr.write(
-                "cni-bridge-dhcp doctor needs the installed package (pip/venv or the "
-                "DaemonSet image); the single-file plugin carries only the CNI plugin\n"
-            )
-            return 2
+        except ImportError as exc:
+            return needs_full_install(command, exc)
         result: int = doctor_main(rest)
         return result
     if command in ("version", "--version"):

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..errors import CNIError, ErrorCode
 from . import ipam_role, plugin
@@ -28,6 +28,9 @@ from .config import NetConf
 from .fdlimits import is_fd_exhaustion
 from .keylock import KeyedLocks
 from .netlink import netns_ipr
+
+if TYPE_CHECKING:
+    from .uplink_watch import UplinkWatcher
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +71,7 @@ class Agent:
         self._tasks: list[asyncio.Task[None]] = []
         self._forwarding_done = False
         self._datapaths: dict[tuple[Any, str | None], plugin.Datapath] = {}
+        self._uplink_watch: UplinkWatcher | None = None
 
     # ------------------------------------------------------------ lifecycle
 
@@ -85,6 +89,11 @@ class Agent:
         outcome = await asyncio.to_thread(recover, self.state_dir)
         if outcome:
             log.warning("uplink journal recovery: %s", outcome)
+        from .uplink_watch import UplinkWatcher
+
+        # A re-created uplink goes back into its bridge without waiting for an ADD.
+        self._uplink_watch = UplinkWatcher(self.state_dir)
+        self._uplink_watch.start()
         from .dhcp import LeaseManager
         from .dhcp.manager import default_node_transports
         from .lease_follow import on_lease_change
@@ -149,6 +158,8 @@ class Agent:
                 log.exception("periodic cleanup of half-made ADDs failed")
 
     async def close(self) -> None:
+        if self._uplink_watch is not None:
+            await asyncio.to_thread(self._uplink_watch.stop)
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:

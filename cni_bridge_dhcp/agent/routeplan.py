@@ -189,6 +189,8 @@ class UplinkSnapshot:
     autoconf: str | None = None
     bridge_pre: BridgePre | None = None
     taken_at: float = 0.0
+    # None in journals written before it was recorded: then the port's is left as it is.
+    disable_ipv6: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -209,7 +211,13 @@ class UplinkSnapshot:
             autoconf=data.get("autoconf"),
             bridge_pre=BridgePre(**pre) if pre else None,
             taken_at=float(data.get("taken_at", 0.0)),
+            disable_ipv6=_sysctl_value(data.get("disable_ipv6")),
         )
+
+
+def _sysctl_value(value: object) -> str | None:
+    """A recorded boolean sysctl ("0" or "1"), or None when absent or anything else."""
+    return value if value in ("0", "1") else None
 
 
 def _route_from_dict(data: Mapping[str, Any]) -> RouteSnap:

@@ -55,6 +55,8 @@ from .routeplan import (
     INFINITY_LIFE_TIME,
     NUD_PERMANENT,
     RT_SCOPE_UNIVERSE,
+    RT_TABLE_LOCAL,
+    RTPROT_KERNEL,
     AddrSnap,
     BridgePre,
     NeighSnap,
@@ -76,6 +78,9 @@ log = logging.getLogger(__name__)
 SYSFS_NET = Path("/sys/class/net")
 IFF_UP = 0x1
 NUD_REACHABLE = 0x02
+NUD_STALE = 0x04
+NUD_DELAY = 0x08
+NUD_FAILED = 0x20
 NUD_NOARP = 0x40
 ETH_P_ARP = 0x0806
 
@@ -173,13 +178,23 @@ def recover(state_dir: Path, *, lock_timeout: float = 30.0) -> str | None:
 
 
 def restore(
-    state_dir: Path, *, pods_present: bool, force: bool = False, lock_timeout: float = 30.0
+    state_dir: Path,
+    *,
+    pods_present: bool,
+    force: bool = False,
+    lock_timeout: float = 30.0,
+    verify_timeout: float = 3.0,
 ) -> UplinkState | None:
     """Undo the takeover: the uplink gets back its addresses, routes, MAC exactly as snapshotted.
 
     Refused with CNIError(7) while pods are attached (``pods_present`` or other bridge
     ports) unless ``force``. The bridge is deleted when no other port remains. Returns the
     state that was undone, or None when there was nothing of ours to undo.
+
+    Never cuts the node off: refused with CNIError(102), nothing changed, when the bridge
+    holds addresses or routes the snapshot lacks; and when the result differs from the
+    snapshot or the default gateway does not answer through the uplink, the node is put
+    back on the bridge (original snapshot kept) and CNIError(102) says why.
     """
     with uj.locked(state_dir, lock_timeout):
         journal = uj.load(state_dir, strict=True)
@@ -203,18 +218,17 @@ def restore(
                     "remove them first or restore with --force",
                     f"bridge ports: {', '.join(others)}" if others else "",
                 )
+            _refuse_stripping(ipr, journal)
             journal.phase = uj.RESTORING
             uj.save(state_dir, journal)
             problems = _return_to_snapshot(ipr, journal, delete_any_bridge=True)
+            if not problems:
+                problems = _verify_restored(ipr, journal, verify_timeout)
+            if problems:
+                _roll_forward(ipr, state_dir, journal, problems, verify_timeout)
             journal.phase = uj.RESTORED
-            journal.error = "; ".join(problems) or None
+            journal.error = None
             uj.save(state_dir, journal)
-        if problems:
-            raise CNIError(
-                ErrorCode.UPLINK_FAILED,
-                f"uplink {journal.uplink!r} restored with differences from its snapshot",
-                "; ".join(problems),
-            )
         log.info("uplink %s restored from bridge %s", journal.uplink, journal.bridge)
         return state
 
@@ -255,6 +269,22 @@ def _ensure_locked(
     if journal is not None and journal.phase in uj.INTERRUPTED:
         outcome = _roll_back_interrupted(ipr, state_dir, journal)
         log.warning("before taking the uplink over: %s", outcome)
+
+    if (
+        journal is not None
+        and journal.phase == uj.DONE
+        and journal.bridge == bridge.name
+        and (port := _free_port(ipr, journal)) is not None
+    ):
+        # The uplink stopped being a port (NIC re-created, or released by an admin): the
+        # node's addresses are still on the bridge, so the journal's snapshot is still the
+        # pre-takeover truth. A fresh takeover would snapshot an empty eth0 instead.
+        how = "released" if port == journal.port_index() else "re-created"
+        log.warning(
+            "uplink %s was %s and is no longer a port of %s: re-enslaving it (original "
+            "snapshot kept)", journal.uplink, how, journal.bridge,
+        )  # fmt: skip
+        _reattach_locked(ipr, state_dir, journal, port, verify_timeout)
 
     links = [(int(link["index"]), str(link.get_attr("IFLA_IFNAME"))) for link in ipr.get_links()]
     uplink = select_uplink(uplink_spec, links, exclude=[bridge.name])
@@ -361,7 +391,13 @@ def _ensure_locked(
 
 
 def _take_over(
-    ipr: Any, spec: BridgeSpec, journal: uj.Journal, state_dir: Path, verify_timeout: float
+    ipr: Any,
+    spec: BridgeSpec,
+    journal: uj.Journal,
+    state_dir: Path,
+    verify_timeout: float,
+    *,
+    verify: bool = True,
 ) -> None:
     snap = journal.snapshot
     assert snap is not None
@@ -378,7 +414,7 @@ def _take_over(
         # The node's own traffic now leaves through the bridge: it gets the uplink's MTU
         # unless one was configured, and the uplink's IPv6 autoconfiguration settings.
         ensure_bridge(replace(spec, mtu=spec.mtu or snap.mtu), mac=snap.mac, ipr=ipr)
-        for key, value in (("accept_ra", snap.accept_ra), ("autoconf", snap.autoconf)):
+        for key, value in (("accept_ra", _bridge_accept_ra(snap)), ("autoconf", snap.autoconf)):
             if value is not None:
                 write_sysctl(f"net/ipv6/conf/{brname}/{key}", value)
 
@@ -402,7 +438,11 @@ def _take_over(
 
         step(f"addr:{n}", move)
 
-    step("enslave", lambda: ipr.link("set", index=up_index, master=br_index))
+    def enslave() -> None:
+        _quiet_port(up_index, uplink, snap)
+        ipr.link("set", index=up_index, master=br_index)
+
+    step("enslave", enslave)
 
     names = {uplink: up_index, brname: br_index}
     for n, route in enumerate(replay_plan(snap.routes, uplink)):
@@ -418,7 +458,8 @@ def _take_over(
     if snap.neighbours:
         step("neigh", lambda: _neigh_replace(ipr, br_index, snap.neighbours))
 
-    step("verify", lambda: _verify(ipr, br_index, brname, snap, verify_timeout))
+    if verify:
+        step("verify", lambda: _verify(ipr, br_index, brname, snap, verify_timeout))
 
 
 def _accept_preconfigured(
@@ -510,6 +551,7 @@ def _return_to_snapshot(ipr: Any, journal: uj.Journal, *, delete_any_bridge: boo
                 )
         if _link(ipr, up_index).get_attr("IFLA_MASTER") == br_index:
             ipr.link("set", index=up_index, master=0)
+    _unquiet_port(uplink, snap)
     _restore_addresses(ipr, up_index, snap, moved)
     if br_index is not None:
         for addr in reversed(moved):
@@ -605,6 +647,279 @@ def snapshot_differences(want: UplinkSnapshot, have: UplinkSnapshot) -> list[str
     return problems
 
 
+# --------------------------------------------------------------------------- restore checks
+
+
+def _refuse_stripping(ipr: Any, journal: uj.Journal) -> None:
+    """Refuse (nothing changed) a restore that would remove what the node lives on.
+
+    Everything of the node's on the bridge must be in the snapshot: an address or route
+    it lacks (a snapshot taken of an emptied uplink, or something configured on the bridge
+    since) would be deleted with the bridge. RA-learned state is exempt: it comes back on
+    the uplink once the uplink accepts RAs again.
+    """
+    snap = journal.snapshot
+    assert snap is not None
+    br_index = _lookup(ipr, journal.bridge)
+    if br_index is None:
+        return
+    held = capture(ipr, journal.bridge, None)
+    want_addrs = {(a.address, a.prefixlen) for a in addresses_to_move(snap)}
+    extra_addrs = [
+        f"{a.address}/{a.prefixlen}"
+        for a in addresses_to_move(held)
+        if a.scope == RT_SCOPE_UNIVERSE
+        and (a.address, a.prefixlen) not in want_addrs
+        and not (a.family == AF_INET6 and a.valid_lft is not None)
+    ]
+
+    def key(r: RouteSnap) -> tuple[Any, ...]:
+        return (r.family, r.dst, r.dst_len, r.table, r.gateway)
+
+    want_routes = {key(r.on_device(snap.uplink, journal.bridge)) for r in snap.routes}
+    extra_routes = [
+        r.describe() for r in replay_plan(held.routes, journal.bridge) if key(r) not in want_routes
+    ]
+    if extra_addrs or extra_routes:
+        raise CNIError(
+            ErrorCode.UPLINK_FAILED,
+            f"uplink restore refused: bridge {journal.bridge!r} holds addresses or routes "
+            f"that the snapshot of {snap.uplink!r} lacks; restoring would cut the node off",
+            "; ".join(
+                ([f"addresses {', '.join(extra_addrs)}"] if extra_addrs else [])
+                + ([f"routes {', '.join(extra_routes)}"] if extra_routes else [])
+            )
+            + f"; nothing was changed (snapshot taken at {time.ctime(snap.taken_at)}); move "
+            "them to the uplink by hand if the snapshot is wrong",
+        )
+
+
+def _verify_restored(ipr: Any, journal: uj.Journal, timeout: float) -> list[str]:
+    """After a restore the node must reach its default gateway through the uplink."""
+    snap = journal.snapshot
+    assert snap is not None
+    index = _lookup(ipr, snap.uplink)
+    if index is None:
+        return [f"uplink {snap.uplink} has disappeared"]
+    if not snap.up:
+        return []  # it was down before the takeover: nothing can answer through it
+    try:
+        _verify(ipr, index, snap.uplink, snap, timeout)
+    except CNIError as exc:
+        return [exc.msg]
+    return []
+
+
+def _roll_forward(
+    ipr: Any, state_dir: Path, journal: uj.Journal, problems: list[str], verify_timeout: float
+) -> None:
+    """A restore that did not give back the pre-takeover state: back onto the bridge.
+
+    The bridge kept the node connected before; a half-restored uplink may not. The
+    takeover is replayed from the same (original) snapshot, then CNIError(102) is raised.
+    """
+    snap = journal.snapshot
+    assert snap is not None
+    reason = "; ".join(problems)
+    log.error("uplink restore of %s differs from its snapshot: %s; back onto the bridge",
+              snap.uplink, reason)  # fmt: skip
+    journal.phase = uj.IN_PROGRESS
+    journal.steps = ["snapshot"]
+    journal.port_ifindex = _lookup(ipr, snap.uplink)
+    uj.save(state_dir, journal)
+    try:
+        # Not conditional on the gateway answering: the bridge is how the node was
+        # connected before the restore, whether or not the gateway answers right now.
+        _take_over(ipr, BridgeSpec(journal.bridge), journal, state_dir, 0, verify=False)
+    except Exception as exc:
+        journal.phase = uj.RESTORED
+        journal.error = f"restore: {reason}; back onto the bridge: {_describe(exc)}"
+        uj.save(state_dir, journal)
+        raise CNIError(
+            ErrorCode.UPLINK_FAILED,
+            f"uplink {snap.uplink!r} restored with differences from its snapshot, and "
+            f"putting it back on bridge {journal.bridge!r} failed too",
+            journal.error + "; check the node's addresses and routes by hand",
+        ) from exc
+    journal.phase = uj.DONE
+    journal.state = _state_from_snapshot(journal.bridge, snap).to_dict()
+    journal.error = f"restore rolled forward: {reason}"
+    uj.save(state_dir, journal)
+    br_index = _lookup(ipr, journal.bridge)
+    if br_index is not None:
+        try:
+            _verify(ipr, br_index, journal.bridge, snap, verify_timeout)
+        except CNIError as exc:
+            reason += f"; through the bridge too: {exc.msg}"
+    raise CNIError(
+        ErrorCode.UPLINK_FAILED,
+        f"uplink restore of {snap.uplink!r} did not give back its pre-takeover state; the "
+        f"node was put back on bridge {journal.bridge!r} (takeover still recorded)",
+        f"{reason}; fix the cause and run `cni-bridge-dhcp uplink restore` again",
+    )
+
+
+# --------------------------------------------------------------------------- re-enslaving
+
+RECREATED = "re-created"
+RELEASED = "released"
+
+
+@dataclass(frozen=True)
+class PortCheck:
+    """What :func:`check_port` found: a port ``re-created`` (and re-enslaved) or ``released``."""
+
+    kind: str
+    ifindex: int
+    message: str
+
+
+def check_port(
+    state_dir: Path, *, lock_timeout: float = 30.0, verify_timeout: float = 3.0
+) -> PortCheck | None:
+    """For the link watcher: re-enslave a re-created uplink; report one released on purpose.
+
+    A link under the recorded name (or, for a NIC back under another name, a physical link
+    with the recorded MAC) that is no port of the bridge is either the port we made,
+    released by ``ip link set nomaster`` (same ifindex: left alone until the next ADD), or
+    a new link (NIC re-plugged, driver reloaded): re-enslaved at once, keeping the
+    original snapshot. None when nothing needs attention (or no takeover of ours exists).
+    """
+    journal = _watched_journal(state_dir)
+    if journal is None:
+        return None
+    with node_ipr() as ipr:
+        index = _free_port(ipr, journal)
+    if index is None:
+        return None
+    if index == journal.port_index():
+        return PortCheck(
+            RELEASED,
+            index,
+            f"uplink {journal.uplink} (ifindex {index}) is no longer a port of "
+            f"{journal.bridge} (ip link set nomaster?): left alone until the next ADD",
+        )
+    with uj.locked(state_dir, lock_timeout), node_ipr() as ipr:
+        journal = _watched_journal(state_dir)
+        if journal is None or _free_port(ipr, journal) != index:
+            return None  # someone else (an ADD) dealt with it meanwhile
+        old = journal.port_index()
+        _reattach_locked(ipr, state_dir, journal, index, verify_timeout)
+    return PortCheck(
+        RECREATED,
+        index,
+        f"uplink {journal.uplink} was re-created (ifindex {old} -> {index}): re-enslaved "
+        f"into {journal.bridge}, original snapshot kept",
+    )
+
+
+def _watched_journal(state_dir: Path) -> uj.Journal | None:
+    journal = uj.load(state_dir)
+    if (
+        journal is None
+        or journal.phase != uj.DONE
+        or journal.snapshot is None
+        or not journal.belongs_here()
+    ):
+        return None
+    return journal
+
+
+def _free_port(ipr: Any, journal: uj.Journal) -> int | None:
+    """ifindex of the uplink when it exists and is no port of any master, else None."""
+    snap = journal.snapshot
+    assert snap is not None
+    br_index = _lookup(ipr, journal.bridge)
+    if br_index is None or link_kind(_link(ipr, br_index))[0] != "bridge":
+        return None  # without the bridge there is nothing to re-enslave into
+    index = _lookup(ipr, journal.uplink)
+    if index is None:
+        index = _nic_by_mac(ipr, snap.mac, br_index)
+    if index is None or _link(ipr, index).get_attr("IFLA_MASTER"):
+        return None
+    return index
+
+
+# Kinds a node's uplink can be; stacked links (vlan, macvlan, ...) share their parent's
+# MAC and must never be mistaken for it. A physical NIC has no kind; a veth is the uplink
+# of containerised or nested nodes (and of the test sandboxes).
+_UPLINK_KINDS = (None, "veth")
+
+
+def _nic_by_mac(ipr: Any, mac: str, br_index: int) -> int | None:
+    """A link that can be an uplink (see ``_UPLINK_KINDS``) whose MAC is ``mac``."""
+    for link in ipr.get_links():
+        index = int(link["index"])
+        if index == br_index or link_kind(link)[0] not in _UPLINK_KINDS:
+            continue
+        if mac in (link.get_attr("IFLA_ADDRESS"), link.get_attr("IFLA_PERM_ADDRESS")):
+            return index
+    return None
+
+
+def _reattach_locked(
+    ipr: Any, state_dir: Path, journal: uj.Journal, index: int, verify_timeout: float
+) -> None:
+    """Make link ``index`` the bridge's port again; the journal keeps its snapshot."""
+    snap = journal.snapshot
+    assert snap is not None
+    br_index = _lookup(ipr, journal.bridge)
+    if br_index is None:
+        raise CNIError(ErrorCode.UPLINK_FAILED, f"bridge {journal.bridge!r} disappeared")
+    name = str(_link(ipr, index).get_attr("IFLA_IFNAME"))
+    if name != snap.uplink:
+        # Restore, status and doctor know the uplink by its recorded name.
+        ipr.link("set", index=index, state="down")
+        ipr.link("set", index=index, ifname=snap.uplink)
+        log.warning("the uplink came back as %s (MAC %s): renamed to %s", name, snap.mac,
+                    snap.uplink)  # fmt: skip
+        name = snap.uplink
+    on_bridge = {
+        ipaddress.ip_address(_addr_from_msg(m).address)
+        for m in ipr.addr("dump")
+        if m["index"] == br_index
+    }
+    flush: list[AddrSnap] = []
+    foreign: list[AddrSnap] = []
+    for a in (_addr_from_msg(m) for m in ipr.addr("dump") if m["index"] == index):
+        if a.scope != RT_SCOPE_UNIVERSE:
+            continue
+        dynamic6 = a.family == AF_INET6 and a.valid_lft is not None  # RA-learned
+        (flush if dynamic6 or ipaddress.ip_address(a.address) in on_bridge else foreign).append(a)
+    if foreign:
+        raise CNIError(
+            ErrorCode.UPLINK_FAILED,
+            f"uplink {name!r} holds addresses bridge {journal.bridge!r} does not: not re-enslaved",
+            ", ".join(f"{a.address}/{a.prefixlen}" for a in foreign)
+            + "; a port's addresses are unusable: move them to the bridge or remove them",
+        )
+    _quiet_port(index, name, snap)
+    for a in flush:
+        _addr_del(ipr, index, a)
+    # Routes through the new link (a DHCP client's default route, say) bypass the bridge.
+    for route in _all_routes(ipr):
+        if route.dev == name and route.table != RT_TABLE_LOCAL and route.proto != RTPROT_KERNEL:
+            with contextlib.suppress(NetlinkError, CNIError):
+                _route_del(ipr, route, {name: index})
+    br_mtu = int(_link(ipr, br_index).get_attr("IFLA_MTU"))
+    if int(_link(ipr, index).get_attr("IFLA_MTU")) != br_mtu:
+        try:
+            ipr.link("set", index=index, mtu=br_mtu)
+        except NetlinkError as exc:
+            log.warning("uplink %s: MTU %d not applied: %s", name, br_mtu, _describe(exc))
+    ipr.link("set", index=index, master=br_index)
+    if snap.up:
+        ipr.link("set", index=index, state="up")
+    journal.port_ifindex = index
+    uj.save(state_dir, journal)
+    log.warning("uplink %s (ifindex %d) re-enslaved into bridge %s", name, index, journal.bridge)
+    try:
+        _verify(ipr, br_index, journal.bridge, snap, verify_timeout)
+    except CNIError as exc:
+        # Nothing better to fall back to: the node's addresses live on the bridge.
+        log.error("after re-enslaving %s: %s", name, exc.msg)
+
+
 # --------------------------------------------------------------------------- snapshot
 
 
@@ -648,6 +963,7 @@ def capture(ipr: Any, ifname: str, bridge: str | None) -> UplinkSnapshot:
         autoconf=read_sysctl(f"net/ipv6/conf/{ifname}/autoconf"),
         bridge_pre=pre,
         taken_at=time.time(),
+        disable_ipv6=read_sysctl(f"net/ipv6/conf/{ifname}/disable_ipv6"),
     )
 
 
@@ -862,7 +1178,9 @@ def _verify(ipr: Any, br_index: int, brname: str, snap: UplinkSnapshot, timeout:
         return
     gw = gw4 if gw4 is not None else gw6
     assert gw is not None
-    got = ipr.route("get", dst=str(gw))[0]
+    # A link-local gateway is only meaningful with its interface (the bridge now).
+    scoped = {"oif": br_index} if gw.is_link_local else {}
+    got = ipr.route("get", dst=str(gw), **scoped)[0]
     oif = got.get_attr("RTA_OIF")
     if oif != br_index:
         raise CNIError(
@@ -936,6 +1254,10 @@ def _nd_probe(ipr: Any, br_index: int, gw: ipaddress.IPv6Address, timeout: float
     scope = br_index if gw.is_link_local else 0
     with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as sock:
         while time.monotonic() < deadline:
+            # An entry learned from a router advertisement sits in STALE, and traffic
+            # then waits in DELAY for delay_first_probe_time (5 s) before any probe:
+            # dropped, the kernel resolves the gateway afresh (milliseconds).
+            _forget_unconfirmed(ipr, br_index, gw)
             # Fails with no usable source address while DAD is still running: retried.
             with contextlib.suppress(OSError):
                 sock.sendto(b"", (str(gw), 9, 0, scope))
@@ -949,6 +1271,61 @@ def _nd_probe(ipr: Any, br_index: int, gw: ipaddress.IPv6Address, timeout: float
                         return True
                 time.sleep(0.05)
     return False
+
+
+def _forget_unconfirmed(ipr: Any, index: int, gw: ipaddress.IPv6Address) -> None:
+    for m in ipr.neigh("dump", family=AF_INET6):
+        if (
+            m["ifindex"] == index
+            and m.get_attr("NDA_DST") == str(gw)
+            and m["state"] & (NUD_STALE | NUD_DELAY | NUD_FAILED)
+        ):
+            with contextlib.suppress(NetlinkError):
+                ipr.neigh("del", family=AF_INET6, dst=str(gw), ifindex=index)
+
+
+# --------------------------------------------------------------------------- IPv6 on the port
+
+
+def _bridge_accept_ra(snap: UplinkSnapshot) -> str | None:
+    """The bridge takes over the uplink's RA acceptance, made immune to forwarding.
+
+    A host with IPv6 forwarding on ignores RAs unless ``accept_ra=2``: an uplink that
+    accepted them (1, forwarding off) hands the bridge 2, so the node keeps its SLAAC
+    prefix and default route even when forwarding is turned on later (2 acts as 1 while
+    forwarding is off). An uplink that ignored RAs, or forwarded, keeps its value.
+    """
+    forwarding = read_sysctl(f"net/ipv6/conf/{snap.uplink}/forwarding")
+    if snap.accept_ra == "1" and forwarding != "1":
+        return "2"
+    return snap.accept_ra
+
+
+def _quiet_port(index: int, name: str, snap: UplinkSnapshot) -> None:
+    """Before enslaving: the port must never autoconfigure, learn RAs or hold IPv6 routes.
+
+    RA-learned routes on the port (``<prefix>/64 dev eth0 proto kernel``, ``default via
+    fe80::... dev eth0 proto ra``) would win over the bridge's and break the node's IPv6.
+    ``disable_ipv6`` also flushes what the port already learned (addresses and every IPv6
+    route through it); frames still cross it at layer 2. Skipped, like the rest of the
+    snapshot's IPv6 settings, when the snapshot did not record it.
+    """
+    for key, value in (("accept_ra", "0"), ("autoconf", "0")):
+        write_sysctl(f"net/ipv6/conf/{name}/{key}", value)
+    if snap.disable_ipv6 is not None:
+        write_sysctl(f"net/ipv6/conf/{name}/disable_ipv6", "1")
+    log.debug("uplink port %s (ifindex %d): IPv6 autoconfiguration and RAs off", name, index)
+
+
+def _unquiet_port(name: str, snap: UplinkSnapshot) -> None:
+    """Give the uplink back its own IPv6 settings (RA settings first, then IPv6 itself)."""
+    for key, value in (
+        ("accept_ra", snap.accept_ra),
+        ("autoconf", snap.autoconf),
+        ("disable_ipv6", snap.disable_ipv6),
+    ):
+        if value is not None:
+            write_sysctl(f"net/ipv6/conf/{name}/{key}", value)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -1014,9 +1391,11 @@ def _describe(exc: BaseException) -> str:
 
 __all__ = [
     "BridgeSpec",
+    "PortCheck",
     "UplinkState",
     "arp_probe",
     "capture",
+    "check_port",
     "current_state",
     "ensure_uplink",
     "is_kernel_generated",

@@ -57,6 +57,9 @@ class Journal:
     boot_id: str = ""
     netns: int = 0
     updated_at: float = 0.0
+    # ifindex of the link we last made the bridge's port (the snapshot's until a re-created
+    # NIC is re-enslaved): an unenslaved uplink with this index was released on purpose.
+    port_ifindex: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -72,6 +75,7 @@ class Journal:
             "boot_id": self.boot_id,
             "netns": self.netns,
             "updated_at": self.updated_at,
+            "port_ifindex": self.port_ifindex,
         }
 
     @classmethod
@@ -113,7 +117,21 @@ class Journal:
             boot_id=str(data.get("boot_id", "")),
             netns=int(data.get("netns", 0)),
             updated_at=float(data.get("updated_at", 0.0)),
+            # Advisory (tells a released port from a re-created one): ignored if ill-typed.
+            port_ifindex=cls._ifindex_or_none(data.get("port_ifindex")),
         )
+
+    def port_index(self) -> int | None:
+        """ifindex of the bridge port we made of the uplink (see ``port_ifindex``)."""
+        if self.port_ifindex is not None:
+            return self.port_ifindex
+        return self.snapshot.ifindex if self.snapshot is not None else None
+
+    @staticmethod
+    def _ifindex_or_none(value: object) -> int | None:
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+        return None
 
     def belongs_here(self) -> bool:
         """Written during this boot, in this network namespace."""

@@ -54,3 +54,34 @@ def test_zipapp_runs_with_a_scrubbed_environment(tmp_path: Path) -> None:
     assert proc.returncode == 1
     err = json.loads(proc.stdout)
     assert err["code"] == 11 and str(sock) in err["msg"] and err["cniVersion"] == "0.4.0"
+
+
+def test_zipapp_admin_commands_needing_the_agent_say_where_the_full_install_is(
+    tmp_path: Path,
+) -> None:
+    """`uplink restore` and `doctor` from the single-file plugin: a clear message, no traceback."""
+    out = tmp_path / "cni-bridge-dhcp"
+    subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "build-zipapp.py"), str(out)],
+        check=True,
+        timeout=60,
+        capture_output=True,
+    )
+    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "PYTHONPATH": "/nonexistent"}
+    state = tmp_path / "state"
+    for argv in (["uplink", "restore", "--state-dir", str(state)], ["doctor"]):
+        proc = subprocess.run(
+            [str(out), *argv],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            cwd=tmp_path,
+            stdin=subprocess.DEVNULL,
+        )
+        assert proc.returncode == 2, (argv, proc.stderr)
+        assert "Traceback" not in proc.stderr and "ModuleNotFoundError" not in proc.stderr
+        assert f"cni-bridge-dhcp {argv[0]}" in proc.stderr
+        assert "needs the installed package" in proc.stderr
+        assert "/opt/cni-bridge-dhcp/venv/bin/cni-bridge-dhcp" in proc.stderr
+        assert not state.exists()  # nothing was done
