@@ -36,8 +36,13 @@ SERVER_IP = IPv4Address("192.168.77.1")
 SERVER_MAC = "02:00:00:00:00:01"
 
 
+_HOLDS: list[Callable[[], bool]] = []
+
+
 class FakeClock:
-    """Time moves only when someone sleeps; sleeping returns at once."""
+    """Time moves only when someone sleeps; sleeping returns at once, except while a test's
+    ``until`` condition holds: then time stands still until the test has looked, so the state
+    it waited for cannot race on to the next timer while a journal thread finishes."""
 
     def __init__(self) -> None:
         self.t = 0.0
@@ -50,6 +55,8 @@ class FakeClock:
         return self.t
 
     async def sleep(self, seconds: float) -> None:
+        while any(hold() for hold in _HOLDS):
+            await asyncio.sleep(0)
         self.t += max(0.0, seconds)
         await asyncio.sleep(0)
 
@@ -282,11 +289,15 @@ async def until(cond: Callable[[], bool], steps: int = 20000, patience: float = 
     # spins, so the step budget alone fails spuriously. Give up only when both ran out.
     deadline = time.monotonic() + patience
     n = 0
-    while n < steps or time.monotonic() < deadline:
-        if cond():
-            return
-        n += 1
-        await asyncio.sleep(0 if n < steps else 0.001)
+    _HOLDS.append(cond)
+    try:
+        while n < steps or time.monotonic() < deadline:
+            if cond():
+                return
+            n += 1
+            await asyncio.sleep(0 if n < steps else 0.001)
+    finally:
+        _HOLDS.remove(cond)
     raise AssertionError("condition not reached")
 
 
