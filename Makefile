@@ -8,7 +8,7 @@ CNI_BIN_DIR ?= /opt/cni/bin
 BUILD := build
 PYTEST_ARGS ?=
 
-.PHONY: all venv deps lint typecheck unit netns e2e test test-reliability cnitool demo bench binary install clean
+.PHONY: all venv deps lint typecheck unit netns e2e runtimes test test-reliability cnitool demo bench binary install clean
 
 all: venv cnitool
 
@@ -37,9 +37,16 @@ unit: venv
 netns: venv cnitool
 	$(PY) -m pytest -q tests/netns tests/e2e $(PYTEST_ARGS)
 
-# Every test: the unit/netns/e2e layers, then the reliability layer (~4 min, own report).
+# Real container runtimes (containerd's CRI, podman's CNI backend) drive the plugin inside
+# the test's own namespaces, with private state (issue 13); images are built offline.
+runtimes: venv
+	$(PY) -m pytest -q tests/runtimes $(PYTEST_ARGS)
+
+# Every test: the unit/netns/e2e layers, the runtimes layer, then the reliability layer
+# (~4 min, own report).
 test: deps venv lint typecheck cnitool
-	$(PY) -m pytest -q tests --ignore=tests/reliability $(PYTEST_ARGS)
+	$(PY) -m pytest -q tests --ignore=tests/reliability --ignore=tests/runtimes $(PYTEST_ARGS)
+	$(PY) -m pytest -q tests/runtimes $(PYTEST_ARGS)
 	$(PY) -m pytest -q tests/reliability $(PYTEST_ARGS)
 
 # Faults, load and hostile input alone (issue 8); writes results/reliability.md.

@@ -18,6 +18,7 @@ from tests.netnslib import Sandbox
 from tests.runtimes.cri import Containerd
 from tests.runtimes.images import Image, build_images
 from tests.runtimes.mounts import leaked_mounts, mount_targets
+from tests.runtimes.podman import Podman
 
 # reference plugins the runtimes call besides ours: containerd sets up the pod's lo with
 # loopback; portmap and macvlan are chained/used by the scenarios
@@ -76,3 +77,19 @@ def containerd(node: Sandbox, images: tuple[Image, Image]) -> Iterator[Container
         leaks = leaked_mounts(mounts_before, [runtime.dir, node.tmp])
         runtime.remove_dir()
     assert not leaks, f"containerd left mounts behind (now unmounted): {leaks}"
+
+
+@pytest.fixture
+def podman(node: Sandbox, images: tuple[Image, Image]) -> Iterator[Podman]:
+    require("podman", "runc", "conmon")
+    mounts_before = mount_targets()
+    runtime = Podman(node, plugin_dirs=[node.cni_bin_dir])
+    try:
+        for image in images:
+            runtime.load(image)
+        yield runtime
+    finally:
+        runtime.stop()
+        leaks = leaked_mounts(mounts_before, [runtime.dir, node.tmp])
+        runtime.remove_dir()
+    assert not leaks, f"podman left mounts behind (now unmounted): {leaks}"

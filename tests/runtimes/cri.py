@@ -5,7 +5,10 @@ containerd runs in the node's network namespace and a private (slave) mount name
 mounts under /run/netns, /dev/shm) never appear in the machine's own mount namespace and go
 away with the last process in it. Its root, state, config, CNI bin and conf dirs and grpc
 socket are private temporary paths; nothing reads the machine's /etc/cni/net.d, /opt/cni/bin
-or /var/lib/containerd.
+or /var/lib/containerd. What containerd 1.6 and libcni still put in machine paths: empty
+directories /run/containerd/s (shim sockets, a fixed root in 1.6; each socket is removed
+with its shim) and /var/lib/cni/results (libcni's result cache, one file per attachment,
+removed by DEL).
 """
 
 from __future__ import annotations
@@ -75,6 +78,7 @@ oom_score = 0
       runtime_type = "io.containerd.runc.v2"
       [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
         SystemdCgroup = false
+        Root = "{state}/runc"
 """
 
 
