@@ -81,8 +81,10 @@ install: binary
 demo: deps venv cnitool
 	$(PY) scripts/demo.py
 
+# bench.py rewrites docs/BENCH.md; bench_cri.py then adds the containerd CRI section.
 bench: deps venv cnitool
 	$(PY) scripts/bench.py
+	$(PY) scripts/bench_cri.py
 
 clean:
 	rm -rf $(BUILD) .mypy_cache .ruff_cache .pytest_cache

@@ -117,8 +117,8 @@ def write_oci_archive(
         "architecture": _ARCH.get(platform.machine(), platform.machine()),
         "os": "linux",
         "config": {
-            "Entrypoint": entrypoint,
-            "Cmd": cmd or [],
+            **({"Entrypoint": entrypoint} if entrypoint else {}),
+            **({"Cmd": cmd} if cmd else {}),
             "Env": ["PATH=/bin"],
             "WorkingDir": "/",
         },
@@ -197,7 +197,12 @@ def busybox_static_binary(build_dir: Path = BUILD_DIR) -> Path:
     debs.mkdir(parents=True, exist_ok=True)
     found = sorted(debs.glob("busybox-static_*.deb"))
     if not found:
-        _run(["apt-get", "download", "busybox-static"], cwd=debs)
+        try:
+            _run(["apt-get", "download", "busybox-static"], cwd=debs)
+        except SandboxError:
+            # a machine whose package lists were cleaned after install-deps
+            _run(["apt-get", "-o", "DPkg::Lock::Timeout=300", "update"])
+            _run(["apt-get", "download", "busybox-static"], cwd=debs)
         found = sorted(debs.glob("busybox-static_*.deb"))
         if not found:
             raise SandboxError(f"apt-get download busybox-static left no .deb in {debs}")
