@@ -20,6 +20,11 @@ from pathlib import Path
 from tests.netnslib import NETNS_DIR, REPO_ROOT, Daemon, Sandbox
 
 
+# The PATH a node's runtime runs with (systemd's), not this shell's: a pyenv shim first on
+# PATH would make every `#!/usr/bin/env python3` plugin exec a shell script (+150 ms).
+NODE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
 def node_cmd(sb: Sandbox, cmd: list[str]) -> list[str]:
     netns = NETNS_DIR / sb.node
     return ["nsenter", f"--net={netns}", "--", *cmd]
@@ -36,7 +41,7 @@ def spawn_in_node(
             stdin=subprocess.DEVNULL,
             stdout=log_fh,
             stderr=subprocess.STDOUT,
-            env={**os.environ, **(env or {})},
+            env={**os.environ, "PATH": NODE_PATH, **(env or {})},
             cwd=str(REPO_ROOT),
             start_new_session=True,
         )

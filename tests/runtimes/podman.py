@@ -18,7 +18,7 @@ from pathlib import Path
 
 from tests.netnslib import Sandbox, SandboxError
 from tests.runtimes.images import Image
-from tests.runtimes.nodeexec import node_cmd
+from tests.runtimes.nodeexec import NODE_PATH, node_cmd
 
 
 def _within_hard_limit(which: int, wanted: int) -> int:
@@ -106,7 +106,7 @@ class Podman:
             capture_output=True,
             text=True,
             timeout=timeout,
-            env={**os.environ, **self.env},
+            env={**os.environ, "PATH": NODE_PATH, **self.env},
             stdin=subprocess.DEVNULL,
         )
         if check and proc.returncode != 0:
