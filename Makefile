@@ -60,6 +60,17 @@ $(BUILD)/cnitool: $(wildcard tests/cnitool/*.go)
 	cd tests/cnitool && CGO_ENABLED=0 GO111MODULE=off GOPATH=/usr/share/gocode GOCACHE=$(CURDIR)/$(BUILD)/gocache \
 		go build -o $(CURDIR)/$(BUILD)/cnitool .
 
+# The DaemonSet image (deploy/Containerfile) with podman: wheels and zipapp built here;
+# IMAGE_BASE=local makes the base from Debian packages (mmdebstrap) when no registry is
+# reachable. PODMAN may carry global options, e.g. PODMAN="podman --root DIR".
+IMAGE ?= localhost/cni-bridge-dhcp:0.1.0
+IMAGE_BASE ?= registry
+PODMAN ?= podman
+
+.PHONY: image
+image: venv
+	PODMAN="$(PODMAN)" $(PY) scripts/build-image.py --image $(IMAGE) --base $(IMAGE_BASE)
+
 binary: venv
 	$(PY) scripts/build-zipapp.py $(BUILD)/cni-bridge-dhcp
 
