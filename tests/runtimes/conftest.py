@@ -16,6 +16,7 @@ import pytest
 from tests.e2e.helpers import NET, conflist
 from tests.netnslib import Sandbox
 from tests.runtimes.cri import Containerd
+from tests.runtimes.daemonset import build_daemonset_image
 from tests.runtimes.images import Image, build_images
 from tests.runtimes.mounts import leaked_mounts, mount_targets
 from tests.runtimes.podman import Podman
@@ -91,5 +92,34 @@ def podman(node: Sandbox, images: tuple[Image, Image]) -> Iterator[Podman]:
     finally:
         runtime.stop()
         leaks = leaked_mounts(mounts_before, [runtime.dir, node.tmp])
+        runtime.remove_dir()
+    assert not leaks, f"podman left mounts behind (now unmounted): {leaks}"
+
+
+@pytest.fixture(scope="session")
+def daemonset_image() -> Image:
+    """The DaemonSet image, built by make image with the local base (once per session)."""
+    require("podman", "mmdebstrap")
+    return build_daemonset_image()
+
+
+@pytest.fixture
+def lan_only(sandbox: Sandbox) -> Sandbox:
+    """dnsmasq on the LAN; the node runs no agent (the DaemonSet container brings it)."""
+    sandbox.start_dnsmasq()
+    return sandbox
+
+
+@pytest.fixture
+def ds_podman(lan_only: Sandbox, daemonset_image: Image) -> Iterator[Podman]:
+    mounts_before = mount_targets()
+    lan_only.cni_bin_dir.mkdir(parents=True, exist_ok=True)  # podman checks its plugin dirs
+    runtime = Podman(lan_only, plugin_dirs=[lan_only.cni_bin_dir])
+    try:
+        runtime.load(daemonset_image)
+        yield runtime
+    finally:
+        runtime.stop()
+        leaks = leaked_mounts(mounts_before, [runtime.dir, lan_only.tmp])
         runtime.remove_dir()
     assert not leaks, f"podman left mounts behind (now unmounted): {leaks}"
