@@ -95,8 +95,11 @@ class PodSandbox:
 class Containerd:
     """One containerd in ``sb.node`` with a CRI client; ``stop()`` ends it and its pods."""
 
-    def __init__(self, sb: Sandbox, *, bin_dir: Path, conf_dir: Path) -> None:
+    def __init__(
+        self, sb: Sandbox, *, bin_dir: Path, conf_dir: Path, node: str | None = None
+    ) -> None:
         self.sb = sb
+        self.node = node or sb.node  # another node namespace on the sandbox's LAN
         self.bin_dir = bin_dir
         self.conf_dir = conf_dir
         # short: the grpc socket path, and containerd's shim sockets derive from it
@@ -125,7 +128,8 @@ class Containerd:
             self.sb,
             "containerd",
             ["containerd", "--config", str(self.config)],
-            log_path=self.sb.tmp / "containerd.log",
+            log_path=self.sb.tmp / f"containerd-{self.node}.log",
+            node=self.node,
         )
         deadline = time.monotonic() + START_TIMEOUT
         while not self.socket.exists():

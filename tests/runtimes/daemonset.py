@@ -84,13 +84,17 @@ def configmap_settings() -> dict[str, str]:
 class DaemonSetPod:
     """The DaemonSet's container for one simulated node (a sandbox's node namespace)."""
 
-    def __init__(self, sb: Sandbox, podman: Podman, image: Image) -> None:
+    def __init__(
+        self, sb: Sandbox, podman: Podman, image: Image, *, node: str | None = None
+    ) -> None:
         self.sb, self.podman, self.image = sb, podman, image
-        self.host = sb.tmp / "host"
+        self.node = node or sb.node
+        tag = "" if node is None else f"-{node.rsplit('-', 1)[-1]}"
+        self.host = sb.tmp / f"host{tag}"
         self.bin_dir = self.host / "opt" / "cni" / "bin"
         self.conf_dir = self.host / "etc" / "cni" / "net.d"
-        self.state_dir = sb.tmp / "ds-state"
-        self.sock_dir = podman.dir / "agent"  # short: a unix socket path
+        self.state_dir = sb.tmp / f"ds-state{tag}"
+        self.sock_dir = podman.dir / f"agent{tag}"  # short: a unix socket path
         self.socket = self.sock_dir / "agent.sock"
         for d in (self.bin_dir, self.conf_dir, self.state_dir, self.sock_dir):
             d.mkdir(parents=True, exist_ok=True)
@@ -98,7 +102,7 @@ class DaemonSetPod:
         # the container, and PORTMAP=auto looks for portmap there)
         for name in ("loopback", "portmap"):
             shutil.copy2(Path("/usr/lib/cni") / name, self.bin_dir / name)
-        self.name = f"{sb.prefix}-ds"
+        self.name = f"{sb.prefix}-ds{tag}"
 
     def env(self, **overrides: str) -> dict[str, str]:
         return {
@@ -115,7 +119,7 @@ class DaemonSetPod:
             xtables_lock.touch()  # what iptables itself creates on first use
         args = [
             "--privileged",
-            "--network", f"ns:{NETNS_DIR / self.sb.node}",
+            "--network", f"ns:{NETNS_DIR / self.node}",
             "-v", f"{self.bin_dir}:/host/opt/cni/bin",
             "-v", f"{self.conf_dir}:/host/etc/cni/net.d",
             "-v", f"{NETNS_DIR}:/var/run/netns:rslave",

@@ -24,19 +24,27 @@ from tests.netnslib import NETNS_DIR, REPO_ROOT, Daemon, Sandbox
 NODE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
-def node_cmd(sb: Sandbox, cmd: list[str]) -> list[str]:
-    netns = NETNS_DIR / sb.node
+def node_cmd(sb: Sandbox, cmd: list[str], *, node: str | None = None) -> list[str]:
+    """``cmd`` in ``node`` (default: the sandbox's node namespace)."""
+    netns = NETNS_DIR / (node or sb.node)
     return ["nsenter", f"--net={netns}", "--", *cmd]
 
 
 def spawn_in_node(
-    sb: Sandbox, name: str, cmd: list[str], *, log_path: Path, env: dict[str, str] | None = None
+    sb: Sandbox,
+    name: str,
+    cmd: list[str],
+    *,
+    log_path: Path,
+    env: dict[str, str] | None = None,
+    node: str | None = None,
 ) -> Daemon:
-    """A daemon in ``sb.node`` (own session, stopped by pid at sandbox teardown)."""
+    """A daemon in ``node`` (default ``sb.node``; own session, stopped by pid at sandbox
+    teardown)."""
     log_fh = open(log_path, "ab")  # noqa: SIM115 - owned by the Daemon, closed in stop()
     try:
         proc = subprocess.Popen(
-            node_cmd(sb, cmd),
+            node_cmd(sb, cmd, node=node),
             stdin=subprocess.DEVNULL,
             stdout=log_fh,
             stderr=subprocess.STDOUT,
