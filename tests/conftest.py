@@ -1,7 +1,7 @@
 """Shared fixtures: the netns sandbox and the guard on the machine's own network namespace.
 
-Tests under tests/netns and tests/e2e are marked ``netns``/``e2e`` automatically; they need
-root and are skipped with a reason otherwise. Each of them runs under ``root_guard``: the
+Tests under tests/netns, tests/e2e and tests/runtimes are marked ``netns``/``e2e``/``runtimes``
+automatically; they need root and are skipped with a reason otherwise. Each of them runs under ``root_guard``: the
 root namespace is snapshotted before the first such test and compared after every one of
 them, so a leak fails the test that caused it.
 """
@@ -16,7 +16,7 @@ import pytest
 
 from tests.netnslib import Sandbox, Snapshot, diff_snapshots, snapshot_root
 
-ROOT_MARKERS = ("netns", "e2e")
+ROOT_MARKERS = ("netns", "e2e", "runtimes")
 _TESTS_DIR = Path(__file__).resolve().parent
 
 

@@ -1,0 +1,140 @@
+"""containerd's CRI drives the plugin the way kubelet does: RunPodSandbox, containers, Stop,
+Remove, and portmap chained after us."""
+
+from __future__ import annotations
+
+import ipaddress
+
+from tests.e2e.helpers import agent_report, ip_json, links
+from tests.netnslib import (
+    NODE_IP,
+    POOL_END,
+    POOL_START,
+    ROUTER_IP,
+    Sandbox,
+    parse_dnsmasq_leases,
+    ping,
+    run,
+)
+from tests.runtimes.cri import Containerd, PodSandbox
+from tests.runtimes.images import BUSYBOX_REF
+
+
+def leased(sb: Sandbox) -> set[str]:
+    return {lease["ip"] for lease in parse_dnsmasq_leases(sb.dnsmasq_leases_path)}
+
+
+def in_pool(address: str) -> bool:
+    ip = ipaddress.ip_address(address)
+    return ipaddress.ip_address(POOL_START) <= ip <= ipaddress.ip_address(POOL_END)
+
+
+def pod_ping(ctrd: Containerd, pod: PodSandbox, address: str) -> bool:
+    cmd = ["busybox", "ping", "-c", "1", "-W", "2", address]
+    return ctrd.pod_run(pod, cmd, check=False).returncode == 0
+
+
+def veths(sb: Sandbox) -> list[str]:
+    return [name for name in links(sb.node) if name.startswith("veth")]
+
+
+def firewall_lines(sb: Sandbox, pod_id: str) -> list[str]:
+    """Lines of the node's rulesets (every backend) that name the pod's container id."""
+    out = ""
+    for cmd in (["iptables-legacy-save"], ["iptables-nft-save"], ["nft", "list", "ruleset"]):
+        out += run(cmd, netns=sb.node).stdout
+    return [ln for ln in out.splitlines() if pod_id in ln]
+
+
+def test_run_pod_sandbox_leases_routes_reaches_and_stop_releases(
+    node: Sandbox, containerd: Containerd
+) -> None:
+    sb, ctrd = node, containerd
+    # a node whose FORWARD policy is DROP (Docker, Ubuntu): pods work only through our rules
+    run(["iptables-nft", "-P", "FORWARD", "DROP"], netns=sb.node)
+    cfg_a = ctrd.sandbox_config("web-0", namespace="shop", attempt=0)
+    cfg_b = ctrd.sandbox_config("web-1", namespace="shop", attempt=1)
+    a, b = ctrd.run_pod(cfg_a), ctrd.run_pod(cfg_b)
+
+    # CRI reports the DHCP lease as the pod IP; the server has it
+    assert in_pool(a.ip) and in_pool(b.ip) and a.ip != b.ip
+    assert {a.ip, b.ip} <= leased(sb)
+    # the agent knows the pod by kubelet's metadata (K8S_POD_NAMESPACE/NAME from containerd)
+    pods = {p["containerId"]: p for p in agent_report(sb)["pods"]}
+    assert a.id in pods and b.id in pods, pods
+    assert "shop" in str(pods[a.id]) and "web-0" in str(pods[a.id])
+
+    routes = [
+        ln.replace(" proto static", "").strip()
+        for ln in ctrd.pod_run(a, ["ip", "route"]).stdout.splitlines()
+    ]
+    assert f"default via {NODE_IP} dev eth0" in routes, routes
+    assert pod_ping(ctrd, a, ROUTER_IP), sb.agent_logs()[-3000:]
+    assert pod_ping(ctrd, a, NODE_IP)
+    assert pod_ping(ctrd, a, b.ip) and pod_ping(ctrd, b, a.ip)
+    lan_host = sb.add_pod("lanhost")
+    sb.attach_to_lan(lan_host)
+    run(["ip", "-n", lan_host.name, "addr", "add", "192.168.77.50/24", "dev", "eth0"])
+    assert pod_ping(ctrd, a, "192.168.77.50")
+    assert ping(lan_host.name, a.ip)
+
+    # a container in the sandbox (busybox-static image) sees the leased address
+    cid = ctrd.start_container(a, cfg_a, BUSYBOX_REF, ["/bin/sleep", "3600"])
+    code, out = ctrd.exec_sync(cid, ["/bin/ip", "-4", "-o", "addr", "show", "eth0"])
+    assert code == 0 and f"inet {a.ip}/24" in out, out
+
+    assert firewall_lines(sb, a.id), "the agent writes per-pod FORWARD rules"
+    ctrd.stop_pod(a.id)
+    assert a.ip not in leased(sb), "StopPodSandbox must release the lease at the server"
+    assert b.ip in leased(sb)
+    assert a.id not in {p["containerId"] for p in agent_report(sb)["pods"]}
+    ctrd.stop_pod(b.id)
+    assert not veths(sb)
+    assert not ({a.ip, b.ip} & leased(sb))
+    assert agent_report(sb)["pods"] == []
+    assert firewall_lines(sb, a.id) == [] and firewall_lines(sb, b.id) == []
+
+    # RemovePodSandbox after Stop is a clean repeat (containerd calls DEL again)
+    ctrd.remove_pod(a.id)
+    ctrd.remove_pod(b.id)
+    assert agent_report(sb)["pods"] == []
+    assert not veths(sb)
+    assert "ERROR" not in sb.agent_logs()
+
+
+def test_portmap_chained_after_us_forwards_a_host_port(
+    node: Sandbox, containerd: Containerd
+) -> None:
+    sb, ctrd = node, containerd
+    cfg = ctrd.sandbox_config("echo", port_mappings=[(8080, 80)])
+    pod = ctrd.run_pod(cfg)
+    cid = ctrd.start_container(
+        pod,
+        cfg,
+        BUSYBOX_REF,
+        ["/bin/nc", "-ll", "-p", "80", "-e", "/bin/busybox", "echo", "hello-from-pod"],
+    )
+    # the LAN reaches the pod through the node's host port (portmap's DNAT in the node)
+    got = ""
+    for _ in range(20):
+        proc = run(
+            ["busybox", "nc", "-w", "2", NODE_IP, "8080"], netns=sb.lan, check=False, input=""
+        )
+        got = proc.stdout
+        if "hello-from-pod" in got:
+            break
+    direct = run(["busybox", "nc", "-w", "2", pod.ip, "80"], netns=sb.lan, check=False, input="")
+    assert "hello-from-pod" in got, (
+        got,
+        direct,
+        ctrd.exec_sync(cid, ["/bin/busybox", "netstat", "-ltn"]),
+        ctrd.container_log(cid),
+        run(["iptables-save", "-t", "nat"], netns=sb.node).stdout,
+    )
+    assert cid
+    nat_before_stop = run(["iptables-save", "-t", "nat"], netns=sb.node).stdout
+    assert "8080" in nat_before_stop
+    ctrd.stop_pod(pod.id)
+    assert "8080" not in run(["iptables-save", "-t", "nat"], netns=sb.node).stdout
+    assert pod.ip not in leased(sb)
+    assert ip_json(["link"], sb.node)
