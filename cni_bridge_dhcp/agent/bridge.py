@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import CNIError, ErrorCode
+from ..cni.errors import CNIError, ErrorCode
 from .netlink import NetlinkError, node_ipr
 from .routeplan import valid_ifname
 

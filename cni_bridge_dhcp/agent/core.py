@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from ..errors import CNIError, ErrorCode
+from ..cni.errors import CNIError, ErrorCode
 from . import ipam_role, plugin
 from .addressbook import AddressBook
 from .attachments import Attachment, AttachmentStore, attachment_key
@@ -502,7 +502,7 @@ def _log_op(r: plugin.Request, started: float, outcome: str, level: int = loggin
 
 def _validate_ids(r: plugin.Request) -> None:
     # The plugin validated these too; the agent does not trust its socket peers blindly.
-    from ..skel import validate_container_id, validate_ifname
+    from ..plugin.skel import validate_container_id, validate_ifname
 
     validate_container_id(r.container_id)
     validate_ifname(r.ifname)

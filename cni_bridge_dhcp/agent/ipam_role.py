@@ -13,7 +13,7 @@ import os
 import time
 from typing import TYPE_CHECKING, Any
 
-from ..errors import CNIError, ErrorCode
+from ..cni.errors import CNIError, ErrorCode
 from .attachments import Attachment, attachment_key
 from .config import IPAMConf
 from .netns import netns_inode

@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ..errors import CNIError, ErrorCode
+from ..cni.errors import CNIError, ErrorCode
 from . import identity
 from .attachments import Attachment, attachment_key
 from .bridge import veth_mtu

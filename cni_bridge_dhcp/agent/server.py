@@ -1,6 +1,6 @@
 """The agent process: asyncio unix-socket server, socket activation, signals, routing.
 
-One request per connection (see ``cni_bridge_dhcp.protocol``). Each connection is read
+One request per connection (see ``cni_bridge_dhcp.cni.wire``). Each connection is read
 with a deadline so a stalled client never blocks others; oversize or malformed messages
 are answered with an error and never reach the orchestration.
 """
@@ -24,8 +24,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..errors import CNIError, ErrorCode
-from ..protocol import HEADER, error_response, frame, frame_length, ok_response, parse_request
+from ..cni.errors import CNIError, ErrorCode
+from ..cni.wire import HEADER, error_response, frame, frame_length, ok_response, parse_request
 from . import fdlimits
 from .core import Agent
 from .statefile import StateDirError, check_state_dir

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import CNIError, ErrorCode
+from ..cni.errors import CNIError, ErrorCode
 from .routeplan import UplinkSnapshot
 from .statefile import ShapeError, read_json, read_trusted, write_json
 

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..errors import CNIError
+from ..cni.errors import CNIError
 from .netlink import node_ipr
 
 log = logging.getLogger(__name__)

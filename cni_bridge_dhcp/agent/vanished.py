@@ -14,7 +14,7 @@ import logging
 import os
 from typing import TYPE_CHECKING
 
-from ..errors import CNIError
+from ..cni.errors import CNIError
 from .attachments import Attachment
 from .netns import netns_inode, open_netns
 

@@ -26,7 +26,7 @@ logging.basicConfig(level=logging.INFO, stream=sys.stderr,
 logging.getLogger("pyroute2").setLevel(logging.WARNING)
 from cni_bridge_dhcp.agent import uplink
 from cni_bridge_dhcp.agent.bridge import BridgeSpec
-from cni_bridge_dhcp.errors import CNIError
+from cni_bridge_dhcp.cni.errors import CNIError
 op, state_dir, args = sys.argv[1], Path(sys.argv[2]), sys.argv[3:]
 try:
     if op == "ensure":

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from cni_bridge_dhcp.agent import core, plugin
-from cni_bridge_dhcp.errors import CNIError, ErrorCode
+from cni_bridge_dhcp.cni.errors import CNIError, ErrorCode
 
 
 def _request(container_id: str = "c1", op: str = "ADD") -> plugin.Request:

@@ -17,10 +17,10 @@ from typing import Any
 
 import pytest
 
-from cni_bridge_dhcp import client
 from cni_bridge_dhcp.agent import fdlimits, server
-from cni_bridge_dhcp.errors import CNIError, ErrorCode
-from cni_bridge_dhcp.protocol import make_request
+from cni_bridge_dhcp.cni.errors import CNIError, ErrorCode
+from cni_bridge_dhcp.cni.wire import make_request
+from cni_bridge_dhcp.plugin import agent_client as client
 
 
 class GatedAgent:

@@ -27,7 +27,7 @@ from cni_bridge_dhcp.agent.routeplan import (
     routes_from_ip_json,
     select_uplink,
 )
-from cni_bridge_dhcp.errors import CNIError
+from cni_bridge_dhcp.cni.errors import CNIError
 
 # Captured with `ip -j -4|-6 route show table all` and `ip -j addr show dev eth0` on a node
 # netns with a /32 host route, a gateway route behind it in table 1000, a second address

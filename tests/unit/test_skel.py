@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from cni_bridge_dhcp import client
-from cni_bridge_dhcp.errors import CNIError, ErrorCode
-from cni_bridge_dhcp.result import SUPPORTED_VERSIONS
-from cni_bridge_dhcp.skel import main, parse_cni_args
+from cni_bridge_dhcp.cni.errors import CNIError, ErrorCode
+from cni_bridge_dhcp.cni.result import SUPPORTED_VERSIONS
+from cni_bridge_dhcp.plugin import agent_client as client
+from cni_bridge_dhcp.plugin.skel import main, parse_cni_args
 
 BASE_ENV = {
     "CNI_COMMAND": "ADD",
@@ -206,7 +206,7 @@ def test_cni_args_parsing() -> None:
 
 
 def test_role_follows_the_name_the_runtime_execd() -> None:
-    from cni_bridge_dhcp.skel import executable_name, role_for
+    from cni_bridge_dhcp.plugin.skel import executable_name, role_for
 
     assert executable_name("/opt/cni/bin/cni-bridge-dhcp") == "cni-bridge-dhcp"
     assert executable_name("/opt/cni/bin/dhcp") == "dhcp"

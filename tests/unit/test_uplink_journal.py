@@ -28,7 +28,7 @@ from cni_bridge_dhcp.agent.uplink import (
     is_wireless,
     snapshot_differences,
 )
-from cni_bridge_dhcp.errors import CNIError
+from cni_bridge_dhcp.cni.errors import CNIError
 
 
 def snapshot() -> UplinkSnapshot:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 from ipaddress import IPv4Address
 from pathlib import Path
 
-from ...errors import CNIError, ErrorCode
+from ...cni.errors import CNIError, ErrorCode
 from ..netns import netns_inode
 from ..shielded import to_completion
 from . import podif

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from ipaddress import IPv4Interface
 from typing import Any
 
-from ...errors import CNIError
+from ...cni.errors import CNIError
 from ..netlink import NetlinkError, ipr_for_netns
 from ..netns import netns_inode, open_netns, run_in_netns
 from .lease import Lease

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address
 from typing import Protocol
 
-from ...errors import CNIError
+from ...cni.errors import CNIError
 from ..netns import netns_inode, open_netns, run_in_netns
 from . import codec
 from .codec import BROADCAST, BROADCAST_MAC, CLIENT_PORT, SERVER_PORT, ZERO

@@ -13,10 +13,10 @@ import sys
 from collections.abc import Callable, Mapping
 from typing import Any, TextIO
 
-from . import client
-from .errors import CNIError, ErrorCode
-from .protocol import make_request
-from .result import LATEST, SUPPORTED_VERSIONS, convert, is_supported, version_tuple
+from ..cni.errors import CNIError, ErrorCode
+from ..cni.result import LATEST, SUPPORTED_VERSIONS, convert, is_supported, version_tuple
+from ..cni.wire import make_request
+from . import agent_client as client
 
 COMMANDS = ("ADD", "DEL", "CHECK", "VERSION", "GC", "STATUS")
 MAX_STDIN = 1 << 20

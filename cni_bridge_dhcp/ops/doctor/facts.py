@@ -31,10 +31,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import doctor_checks as dc
-from .client import DEFAULT_SOCKET, call
-from .errors import CNIError
-from .protocol import make_request
+from ...cni.errors import CNIError
+from ...cni.wire import make_request
+from ...plugin.agent_client import DEFAULT_SOCKET, call
+from . import checks as dc
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +157,7 @@ def _links() -> tuple[dict[str, dc.LinkFacts], dict[str, str]]:
 
 
 def _read_attachments(state_dir: Path) -> list[dict[str, Any]]:
-    from .agent import statefile
+    from ...agent import statefile
 
     out: list[dict[str, Any]] = []
     folder = state_dir / "attachments"
@@ -198,7 +198,7 @@ def _uplink_name(
 
 
 def build_context(args: argparse.Namespace) -> tuple[Context, list[dc.ConfFile]]:
-    from .agent import uplink_journal as uj
+    from ...agent import uplink_journal as uj
 
     root = Path(args.root)
     conf_dir = Path(args.conf_dir)
@@ -241,7 +241,7 @@ def agent_check(ctx: Context) -> list[dc.Finding]:
 
 
 def uplink_check(ctx: Context) -> list[dc.Finding]:
-    from .agent import uplink_journal as uj
+    from ...agent import uplink_journal as uj
 
     path = uj.journal_path(ctx.state_dir)
     journal = uj.load(ctx.state_dir) if path.exists() else None
@@ -274,7 +274,7 @@ class FirewallFacts:
 
 def _nft_ruleset() -> tuple[list[dict[str, Any]], bool]:
     try:
-        from .agent.firewall.libnft import Nft
+        from ...agent.firewall.libnft import Nft
 
         return Nft().list_ruleset(), True
     except Exception as exc:  # no libnftables, or a failing netlink call
@@ -290,7 +290,7 @@ def _nft_ruleset() -> tuple[list[dict[str, Any]], bool]:
 
 
 def gather_firewall() -> FirewallFacts:
-    from .agent.firewall import detect
+    from ...agent.firewall import detect
 
     legacy_texts: dict[int, str] = {}
     for family, names in detect.legacy_tables().items():
@@ -353,7 +353,7 @@ def _pods_fw(ctx: Context) -> list[dc.PodFw]:
 
 
 def firewall_checks(ctx: Context, fw: FirewallFacts) -> list[dc.Finding]:
-    from .agent.firewall import detect
+    from ...agent.firewall import detect
 
     bridge_exists = ctx.bridge in ctx.links
     findings = dc.check_forward(fw.places, ctx.bridge, bridge_exists, _pods_fw(ctx))
@@ -482,7 +482,7 @@ def manager_check(ctx: Context) -> list[dc.Finding]:
 
 
 def state_check(ctx: Context) -> list[dc.Finding]:
-    from .agent import uplink_journal as uj
+    from ...agent import uplink_journal as uj
 
     atts = []
     for att in ctx.attachments:
@@ -630,10 +630,10 @@ def _random_mac() -> str:
 
 
 async def _discover(netns_fd: int, ifname: str, mac: str, timeout: float) -> list[dc.Offer]:
-    from .agent.dhcp import codec
-    from .agent.dhcp.codec import BOOTREQUEST, Message, MessageType, Opt
-    from .agent.dhcp.lease import request_list
-    from .agent.dhcp.transport import PodTransportFactory, Target
+    from ...agent.dhcp import codec
+    from ...agent.dhcp.codec import BOOTREQUEST, Message, MessageType, Opt
+    from ...agent.dhcp.lease import request_list
+    from ...agent.dhcp.transport import PodTransportFactory, Target
 
     tr = await PodTransportFactory().open(
         Target(netns_path="doctor-probe", ifname=ifname, mac=mac, netns_fd=netns_fd),
@@ -702,7 +702,7 @@ def probe_dhcp(
 ) -> dc.ProbeResult:
     """One DISCOVER from a throwaway namespace plugged into the bridge (or, before the
     takeover, a macvlan on the uplink); every OFFER heard within ``timeout``."""
-    from .agent.netlink import node_ipr
+    from ...agent.netlink import node_ipr
 
     if bridge in links and links[bridge].kind == "bridge":
         via = f"through a veth on {bridge}"

@@ -12,8 +12,8 @@ import stat
 from collections.abc import Mapping
 from typing import Any
 
-from .errors import CNIError, ErrorCode
-from .protocol import HEADER, frame, frame_length, parse_response
+from ..cni.errors import CNIError, ErrorCode
+from ..cni.wire import HEADER, frame, frame_length, parse_response
 
 DEFAULT_SOCKET = "/run/cni-bridge-dhcp/agent.sock"
 CONNECT_TIMEOUT = 5.0

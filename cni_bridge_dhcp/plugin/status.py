@@ -1,4 +1,4 @@
-"""Operator subcommands: `status` (asks the agent) and `uplink restore` (acts locally)."""
+"""`cni-bridge-dhcp status`: asks the agent over its socket (stdlib only, ships in the zipapp)."""
 
 from __future__ import annotations
 
@@ -6,14 +6,11 @@ import argparse
 import json
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
-from .client import DEFAULT_SOCKET, call
-from .errors import CNIError
-from .protocol import make_request
-
-DEFAULT_STATE_DIR = "/var/lib/cni-bridge-dhcp"
+from ..cni.errors import CNIError
+from ..cni.wire import make_request
+from .agent_client import DEFAULT_SOCKET, call
 
 
 def _ask(socket_path: str, op: str) -> dict[str, Any]:
@@ -65,43 +62,16 @@ def render_status(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def admin_main(command: str, argv: list[str]) -> int:
-    if command == "status":
-        p = argparse.ArgumentParser(prog="cni-bridge-dhcp status")
-        p.add_argument("--socket", default=DEFAULT_SOCKET)
-        p.add_argument("--json", action="store_true")
-        args = p.parse_args(argv)
-        try:
-            report = _ask(args.socket, "REPORT")
-        except CNIError as err:
-            sys.stderr.write(f"cni-bridge-dhcp status: {err.msg}\n{err.details}\n")
-            return 1
-        sys.stdout.write(json.dumps(report, indent=2) if args.json else render_status(report))
-        sys.stdout.write("\n")
-        return 0
-    p = argparse.ArgumentParser(prog="cni-bridge-dhcp uplink")
-    sub = p.add_subparsers(dest="action", required=True)
-    r = sub.add_parser("restore", help="undo the uplink takeover")
-    r.add_argument("--state-dir", default=DEFAULT_STATE_DIR)
-    r.add_argument("--socket", default=DEFAULT_SOCKET)
-    r.add_argument("--force", action="store_true", help="restore even if pods remain")
+def status_main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="cni-bridge-dhcp status")
+    p.add_argument("--socket", default=DEFAULT_SOCKET)
+    p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
-    from .agent.attachments import AttachmentStore
-    from .agent.uplink import restore
-
-    state_dir = Path(args.state_dir)
-    pods = AttachmentStore(state_dir).all()
     try:
-        state = restore(state_dir, pods_present=bool(pods), force=args.force)
+        report = _ask(args.socket, "REPORT")
     except CNIError as err:
-        sys.stderr.write(f"cni-bridge-dhcp uplink restore: {err.msg}\n")
-        if err.details:
-            sys.stderr.write(f"{err.details}\n")
+        sys.stderr.write(f"cni-bridge-dhcp status: {err.msg}\n{err.details}\n")
         return 1
-    if state is None:
-        print("nothing to restore: no uplink takeover is recorded")
-    else:
-        print(
-            f"restored {state.uplink}: addresses, routes and MAC are back; {state.bridge} released"
-        )
+    sys.stdout.write(json.dumps(report, indent=2) if args.json else render_status(report))
+    sys.stdout.write("\n")
     return 0

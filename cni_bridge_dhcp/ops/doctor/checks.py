@@ -14,10 +14,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .agent.firewall.detect import HINT_CHAINS, Usage
-from .agent.firewall.model import CHAIN_PREFIX, FORWARD_CHAIN, OWN_TABLE, pod_chain, pod_comment
-from .agent.firewall.plan import bridge_rule
-from .agent.firewall.rules import XRule, from_nft_rule, parse_iptables_line
+from ...agent.firewall.detect import HINT_CHAINS, Usage
+from ...agent.firewall.model import CHAIN_PREFIX, FORWARD_CHAIN, OWN_TABLE, pod_chain, pod_comment
+from ...agent.firewall.plan import bridge_rule
+from ...agent.firewall.rules import XRule, from_nft_rule, parse_iptables_line
 
 # Check names, in the order they are reported.
 AGENT = "agent"
