@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -266,3 +267,51 @@ def _semantic_checks(conf: NetConf) -> None:
             )
         if trunk.min_id is not None and trunk.max_id is not None and trunk.min_id > trunk.max_id:
             raise CNIError(ErrorCode.INVALID_CONFIG, "vlanTrunk minID is greater than maxID")
+
+
+# CNI_ARGS and MAC precedence (were agent/identity.py, merged here: both read a NetConf).
+KNOWN_ARGS = frozenset(
+    {
+        "IgnoreUnknown",
+        "K8S_POD_NAMESPACE",
+        "K8S_POD_NAME",
+        "K8S_POD_INFRA_CONTAINER_ID",
+        "K8S_POD_UID",
+        "MAC",
+    }
+)
+
+
+def check_args(conf: NetConf, args: Mapping[str, str]) -> None:
+    """Refuse unknown CNI_ARGS keys unless IgnoreUnknown is set, like the reference."""
+    if args.get("IgnoreUnknown", "").lower() in ("1", "true"):
+        return
+    known = set(KNOWN_ARGS)
+    if conf.ipam is not None:
+        known.update(p.from_arg for p in conf.ipam.provide if p.from_arg)
+    for key in args:
+        if key not in known:
+            raise CNIError(
+                ErrorCode.UNSUPPORTED_FIELD,
+                f"CNI_ARGS: unknown key {key!r}",
+                "set IgnoreUnknown=1 in CNI_ARGS to ignore keys this plugin does not use",
+            )
+
+
+def choose_mac(conf: NetConf, args: Mapping[str, str]) -> str | None:
+    """runtimeConfig.mac > args.cni.mac > CNI_ARGS MAC (None: kernel or stableMac decides)."""
+    for source, mac in (
+        ("runtimeConfig.mac", conf.runtime_config.mac),
+        ("args.cni.mac", conf.args_mac),
+        ("CNI_ARGS MAC", args.get("MAC")),
+    ):
+        if mac:
+            if not _MAC.match(mac):
+                raise CNIError(ErrorCode.INVALID_CONFIG, f"{source} {mac!r} is not a MAC address")
+            first = int(mac[:2], 16)
+            if first & 1:
+                raise CNIError(
+                    ErrorCode.INVALID_CONFIG, f"{source} {mac!r} is a multicast MAC address"
+                )
+            return mac.lower()
+    return None

@@ -26,9 +26,9 @@ from typing import Any
 
 from ..cni.errors import CNIError, ErrorCode
 from ..cni.wire import HEADER, error_response, frame, frame_length, ok_response, parse_request
-from . import fdlimits
-from .core import Agent
-from .statefile import StateDirError, check_state_dir
+from .runtime import fdlimits
+from .service import Agent
+from .state.statefile import StateDirError, check_state_dir
 
 log = logging.getLogger("cni_bridge_dhcp.agent")
 
@@ -422,7 +422,7 @@ def daemon_main(argv: list[str]) -> int:
     args = _parse_args(argv)
     setup_logging(args.log_level, args.log_file)
     fdlimits.raise_nofile()
-    from .allocator import tune_malloc
+    from .runtime.allocator import tune_malloc
 
     log.debug("malloc settings applied: %s", ", ".join(tune_malloc()) or "none")
     try:

@@ -6,8 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..agent.attachments import AttachmentStore
-from ..agent.uplink import restore
+from ..agent.state.attachments import AttachmentStore
+from ..agent.uplink.core import restore
 from ..cni.errors import CNIError
 from ..plugin.agent_client import DEFAULT_SOCKET
 

@@ -25,7 +25,7 @@ logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                     format="%(process)d %(name)s %(levelname)s %(message)s")
 logging.getLogger("pyroute2").setLevel(logging.WARNING)
 from cni_bridge_dhcp.agent import uplink
-from cni_bridge_dhcp.agent.bridge import BridgeSpec
+from cni_bridge_dhcp.agent.datapath.bridge import BridgeSpec
 from cni_bridge_dhcp.cni.errors import CNIError
 op, state_dir, args = sys.argv[1], Path(sys.argv[2]), sys.argv[3:]
 try:

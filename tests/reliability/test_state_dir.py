@@ -267,8 +267,8 @@ def test_a_record_torn_at_any_byte_is_ignored_and_never_breaks_loading(
 ) -> None:
     """Every possible torn write of a lease record and an attachment record (truncation
     at each byte): loading skips it and keeps the intact neighbour."""
-    from cni_bridge_dhcp.agent.attachments import Attachment, AttachmentStore
     from cni_bridge_dhcp.agent.dhcp.journal import Journal
+    from cni_bridge_dhcp.agent.state.attachments import Attachment, AttachmentStore
 
     state = tmp_path / "state"
     journal = Journal(state)

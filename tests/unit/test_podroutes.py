@@ -6,7 +6,7 @@ from ipaddress import IPv4Address, IPv4Network
 
 import pytest
 
-from cni_bridge_dhcp.agent.podroutes import PodRoute, plan_routes
+from cni_bridge_dhcp.agent.datapath.podroutes import PodRoute, plan_routes
 from cni_bridge_dhcp.cni.errors import CNIError
 
 NODE = IPv4Address("192.168.77.10")

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cni_bridge_dhcp.agent.routeplan import (
+from cni_bridge_dhcp.agent.uplink.plan import (
     AF_INET,
     AF_INET6,
     AddrSnap,

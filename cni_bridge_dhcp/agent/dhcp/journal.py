@@ -16,7 +16,7 @@ import logging
 import os
 from pathlib import Path
 
-from .. import statefile
+from ..state import statefile
 from .lease import Lease, from_record, to_record
 
 log = logging.getLogger(__name__)

@@ -19,8 +19,8 @@ from ipaddress import IPv4Address
 from pathlib import Path
 
 from ...cni.errors import CNIError, ErrorCode
-from ..netns import netns_inode
-from ..shielded import to_completion
+from ..datapath.netns import netns_inode
+from ..runtime.shielded import to_completion
 from . import podif
 from .client import Bound, DhcpClient, DhcpNaked, DhcpTimeout, Identity, Nak, Timing
 from .clock import Clock, SystemClock

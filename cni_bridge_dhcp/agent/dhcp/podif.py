@@ -20,8 +20,8 @@ from ipaddress import IPv4Interface
 from typing import Any
 
 from ...cni.errors import CNIError
-from ..netlink import NetlinkError, ipr_for_netns
-from ..netns import netns_inode, open_netns, run_in_netns
+from ..datapath.netlink import NetlinkError, ipr_for_netns
+from ..datapath.netns import netns_inode, open_netns, run_in_netns
 from .lease import Lease
 
 log = logging.getLogger(__name__)

@@ -25,7 +25,7 @@ from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any
 
-from .. import statefile
+from ..state import statefile
 
 log = logging.getLogger(__name__)
 

@@ -32,7 +32,7 @@ from ipaddress import IPv4Address
 from typing import Protocol
 
 from ...cni.errors import CNIError
-from ..netns import netns_inode, open_netns, run_in_netns
+from ..datapath.netns import netns_inode, open_netns, run_in_netns
 from . import codec
 from .codec import BROADCAST, BROADCAST_MAC, CLIENT_PORT, SERVER_PORT, ZERO
 

@@ -157,7 +157,7 @@ def _links() -> tuple[dict[str, dc.LinkFacts], dict[str, str]]:
 
 
 def _read_attachments(state_dir: Path) -> list[dict[str, Any]]:
-    from ...agent import statefile
+    from ...agent.state import statefile
 
     out: list[dict[str, Any]] = []
     folder = state_dir / "attachments"
@@ -198,7 +198,7 @@ def _uplink_name(
 
 
 def build_context(args: argparse.Namespace) -> tuple[Context, list[dc.ConfFile]]:
-    from ...agent import uplink_journal as uj
+    from ...agent.uplink import journal as uj
 
     root = Path(args.root)
     conf_dir = Path(args.conf_dir)
@@ -241,7 +241,7 @@ def agent_check(ctx: Context) -> list[dc.Finding]:
 
 
 def uplink_check(ctx: Context) -> list[dc.Finding]:
-    from ...agent import uplink_journal as uj
+    from ...agent.uplink import journal as uj
 
     path = uj.journal_path(ctx.state_dir)
     journal = uj.load(ctx.state_dir) if path.exists() else None
@@ -482,7 +482,7 @@ def manager_check(ctx: Context) -> list[dc.Finding]:
 
 
 def state_check(ctx: Context) -> list[dc.Finding]:
-    from ...agent import uplink_journal as uj
+    from ...agent.uplink import journal as uj
 
     atts = []
     for att in ctx.attachments:
@@ -702,7 +702,7 @@ def probe_dhcp(
 ) -> dc.ProbeResult:
     """One DISCOVER from a throwaway namespace plugged into the bridge (or, before the
     takeover, a macvlan on the uplink); every OFFER heard within ``timeout``."""
-    from ...agent.netlink import node_ipr
+    from ...agent.datapath.netlink import node_ipr
 
     if bridge in links and links[bridge].kind == "bridge":
         via = f"through a veth on {bridge}"

@@ -14,12 +14,12 @@ import logging
 import os
 from typing import TYPE_CHECKING
 
-from ..cni.errors import CNIError
-from .attachments import Attachment
-from .netns import netns_inode, open_netns
+from ...cni.errors import CNIError
+from ..datapath.netns import netns_inode, open_netns
+from ..state.attachments import Attachment
 
 if TYPE_CHECKING:
-    from .core import Agent
+    from ..service import Agent
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ def netns_gone(att: Attachment) -> bool:
         finally:
             os.close(fd)
     if gone and att.host_veth and att.result.get("role") != "ipam":
-        from .veth import host_veth_state
+        from ..datapath.veth import host_veth_state
 
         exists, _ = host_veth_state(att.host_veth)
         if exists:
@@ -60,7 +60,7 @@ async def reap_vanished(agent: Agent) -> int:
     """Tear down every ready attachment whose pod is gone; returns how many went."""
     import asyncio
 
-    from .plugin import teardown
+    from .main_role import teardown
 
     removed = 0
     for att in await asyncio.to_thread(agent.store.all):

@@ -18,7 +18,7 @@ import threading
 from collections.abc import Callable
 from typing import TypeVar
 
-from ..cni.errors import CNIError, ErrorCode
+from ...cni.errors import CNIError, ErrorCode
 
 CLONE_NEWNET = 0x40000000
 _NS_GET_NSTYPE = 0xB703  # ioctl from linux/nsfs.h: returns the CLONE_NEW* type of an nsfs fd

@@ -12,7 +12,7 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..cni.errors import CNIError, ErrorCode
+from ...cni.errors import CNIError, ErrorCode
 from .netlink import IPRoute, NetlinkError, ipr_for_netns, netns_ipr, node_ipr
 from .netns import own_netns_fd, run_in_netns
 

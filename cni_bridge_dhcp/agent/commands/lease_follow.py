@@ -16,12 +16,12 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING
 
-from .dhcp import Lease
-from .dhcp.manager import default_on_change
-from .shielded import to_completion
+from ..dhcp import Lease
+from ..dhcp.manager import default_on_change
+from ..runtime.shielded import to_completion
 
 if TYPE_CHECKING:
-    from .core import Agent
+    from ..service import Agent
 
 log = logging.getLogger(__name__)
 

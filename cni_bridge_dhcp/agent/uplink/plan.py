@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from ..cni.errors import CNIError, ErrorCode
+from ...cni.errors import CNIError, ErrorCode
 
 AF_INET = 2
 AF_INET6 = 10

@@ -29,9 +29,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..cni.errors import CNIError, ErrorCode
+from ...cni.errors import CNIError, ErrorCode
+from ..uplink.plan import valid_ifname
 from .netlink import NetlinkError, node_ipr
-from .routeplan import valid_ifname
 
 log = logging.getLogger(__name__)
 

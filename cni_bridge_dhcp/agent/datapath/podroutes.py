@@ -11,7 +11,7 @@ import ipaddress
 import logging
 from dataclasses import dataclass, field
 
-from ..cni.errors import CNIError, ErrorCode
+from ...cni.errors import CNIError, ErrorCode
 from .netlink import NetlinkError, netns_ipr
 
 log = logging.getLogger(__name__)

@@ -25,7 +25,7 @@ import stat
 from pathlib import Path
 from typing import Any
 
-from ..cni.errors import CNIError, ErrorCode
+from ...cni.errors import CNIError, ErrorCode
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..cni.errors import CNIError
+from ...cni.errors import CNIError
 from . import statefile
 from .statefile import ShapeError
 

@@ -35,9 +35,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from ..cni.errors import CNIError, ErrorCode
-from . import uplink_journal as uj
-from .bridge import (
+from ...cni.errors import CNIError, ErrorCode
+from ..datapath.bridge import (
     BridgeSpec,
     bridge_ports,
     ensure_bridge,
@@ -46,9 +45,10 @@ from .bridge import (
     read_sysctl,
     write_sysctl,
 )
-from .faults import maybe_crash
-from .netlink import NetlinkError, node_ipr
-from .routeplan import (
+from ..datapath.netlink import NetlinkError, node_ipr
+from ..runtime.faults import maybe_crash
+from . import journal as uj
+from .plan import (
     _RTNH_STATE_FLAGS,
     AF_INET,
     AF_INET6,

@@ -18,19 +18,19 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ..cni.errors import CNIError, ErrorCode
-from . import identity
-from .attachments import Attachment, attachment_key
-from .bridge import veth_mtu
-from .config import IPAMConf, NetConf, parse_netconf
-from .faults import maybe_crash, maybe_fail
-from .netns import netns_inode, open_netns, validate_netns_fd
-from .podroutes import PodAddressing, PodRoute, configure_pod, plan_routes, pod_state
+from ...cni.errors import CNIError, ErrorCode
+from ..config import IPAMConf, NetConf, check_args, choose_mac, parse_netconf
+from ..datapath.bridge import veth_mtu
+from ..datapath.netns import netns_inode, open_netns, validate_netns_fd
+from ..datapath.podroutes import PodAddressing, PodRoute, configure_pod, plan_routes, pod_state
+from ..datapath.veth import VethSpec, delete_pod_link, host_veth_state, new_host_name, setup_veth
+from ..dhcp.identity import dns_label, option_code
+from ..runtime.faults import maybe_crash, maybe_fail
+from ..state.attachments import Attachment, attachment_key
 from .prevresult import parse_prev_result
-from .veth import VethSpec, delete_pod_link, host_veth_state, new_host_name, setup_veth
 
 if TYPE_CHECKING:
-    from .core import Agent
+    from ..service import Agent
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ async def _thread(fn: Callable[..., Any], *args: Any) -> Any:
 
 async def cmd_add(agent: Agent, req: Request) -> dict[str, Any]:
     conf = parse_netconf(req.raw)
-    identity.check_args(conf, req.args)
+    check_args(conf, req.args)
     netns_fd = _open_pod_netns(req, required=True)
     assert netns_fd is not None
     try:
@@ -106,12 +106,12 @@ async def _add(agent: Agent, req: Request, conf: NetConf, netns_fd: int) -> dict
     fw = await agent.firewall_for(conf.firewall_backend)
     await agent.in_firewall(fw.ensure_bridge, conf.bridge)
 
-    mac = identity.choose_mac(conf, req.args)
+    mac = choose_mac(conf, req.args)
     pod_ns = req.args.get("K8S_POD_NAMESPACE")
     pod_name = req.args.get("K8S_POD_NAME")
     ours = conf.ipam is not None and conf.ipam.is_ours
     if mac is None and ours and conf.ipam is not None and conf.ipam.stable_mac:
-        from .dhcp import stable_mac_for
+        from ..dhcp import stable_mac_for
 
         # Claims the DHCP identity now: a second live sandbox of the pod needs its own MAC.
         _, per_sandbox = claim_identity(agent, req, conf.name, key)
@@ -286,7 +286,7 @@ async def _ipam_add(
         }
         return addressing, dns
 
-    from .ipam_delegate import exec_ipam
+    from .delegate import exec_ipam
 
     ipam_type = conf.ipam.type
 
@@ -388,13 +388,13 @@ def lease_request(
 ) -> Any:
     """The DHCP client's request for one attachment, identity derived from the pod
     (``client_id``: the one claim_identity chose)."""
-    from .dhcp import LeaseRequest, client_id_for
+    from ..dhcp import LeaseRequest, client_id_for
 
     pod_ns = req.args.get("K8S_POD_NAMESPACE") or None
     pod_name = req.args.get("K8S_POD_NAME") or None
     provide: list[tuple[int, bytes]] = []
     for p in ipam.provide:
-        code = identity.option_code(p.option, "ipam.provide")
+        code = option_code(p.option, "ipam.provide")
         value = req.args.get(p.from_arg, "") if p.from_arg else (p.value or "")
         if value:
             provide.append((code, value.encode()))
@@ -408,8 +408,8 @@ def lease_request(
         or client_id_for(pod_ns, pod_name, req.container_id, network, req.ifname),
         client_id_mode=ipam.client_id,
         prefer_address=prefer,
-        hostname=identity.dns_label(pod_name),
-        extra_request=tuple(identity.option_code(r.option, "ipam.request") for r in ipam.request),
+        hostname=dns_label(pod_name),
+        extra_request=tuple(option_code(r.option, "ipam.request") for r in ipam.request),
         provide=tuple(provide),
         timeout=ipam.timeout,
         server_allow_list=tuple(ipam.server_allow_list),
@@ -459,7 +459,7 @@ def claim_identity(agent: Agent, req: Request, network: str, key: str) -> tuple[
     would otherwise be one client to the server, which moves the lease between them. Then
     the container id is added; the address book key follows the client id.
     """
-    from .dhcp import client_id_for
+    from ..dhcp import client_id_for
 
     pod_ns = req.args.get("K8S_POD_NAMESPACE") or None
     pod_name = req.args.get("K8S_POD_NAME") or None
@@ -511,7 +511,7 @@ async def teardown(
             delegate = att.result.get("delegate", {})
             raw = delegate.get("conf") or (conf.model_dump(by_alias=True) if conf else None)
             if raw is not None:
-                from .ipam_delegate import exec_ipam
+                from .delegate import exec_ipam
 
                 work = exec_ipam(
                     "DEL",
@@ -570,7 +570,7 @@ async def _del_unrecorded(
     if netns_fd is not None:
         await _thread(delete_pod_link, netns_fd, req.ifname, None)
     if conf.ipam is not None and not conf.ipam.is_ours and req.cni_path:
-        from .ipam_delegate import exec_ipam
+        from .delegate import exec_ipam
 
         with contextlib.suppress(CNIError):
             await exec_ipam(

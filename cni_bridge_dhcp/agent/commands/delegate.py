@@ -7,8 +7,8 @@ import json
 import os
 from typing import Any
 
-from ..cni.errors import CNIError, ErrorCode
-from ..cni.result import to_internal
+from ...cni.errors import CNIError, ErrorCode
+from ...cni.result import to_internal
 
 TIMEOUT = 60.0
 

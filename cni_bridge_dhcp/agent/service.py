@@ -21,27 +21,27 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..cni.errors import CNIError, ErrorCode
-from . import ipam_role, plugin
-from .addressbook import AddressBook
-from .attachments import Attachment, AttachmentStore, attachment_key
+from .commands import ipam_role, main_role
 from .config import NetConf
-from .fdlimits import is_fd_exhaustion
-from .keylock import KeyedLocks
-from .netlink import netns_ipr
+from .datapath.netlink import netns_ipr
+from .runtime.fdlimits import is_fd_exhaustion
+from .runtime.keylock import KeyedLocks
+from .state.addressbook import AddressBook
+from .state.attachments import Attachment, AttachmentStore, attachment_key
 
 if TYPE_CHECKING:
-    from .uplink_watch import UplinkWatcher
+    from .uplink.watch import UplinkWatcher
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
 _HANDLERS = {
-    "ADD": plugin.cmd_add,
-    "DEL": plugin.cmd_del,
-    "CHECK": plugin.cmd_check,
-    "GC": plugin.cmd_gc,
-    "STATUS": plugin.cmd_status,
+    "ADD": main_role.cmd_add,
+    "DEL": main_role.cmd_del,
+    "CHECK": main_role.cmd_check,
+    "GC": main_role.cmd_gc,
+    "STATUS": main_role.cmd_status,
 }
 
 
@@ -70,7 +70,7 @@ class Agent:
         self._rules_removed: dict[tuple[str, str, str], float] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._forwarding_done = False
-        self._datapaths: dict[tuple[Any, str | None], plugin.Datapath] = {}
+        self._datapaths: dict[tuple[Any, str | None], main_role.Datapath] = {}
         self._uplink_watch: UplinkWatcher | None = None
 
     # ------------------------------------------------------------ lifecycle
@@ -84,19 +84,19 @@ class Agent:
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         loop.set_default_executor(ThreadPoolExecutor(max_workers=32, thread_name_prefix="agent"))
-        from .uplink import recover
+        from .uplink.core import recover
 
         outcome = await asyncio.to_thread(recover, self.state_dir)
         if outcome:
             log.warning("uplink journal recovery: %s", outcome)
-        from .uplink_watch import UplinkWatcher
+        from .uplink.watch import UplinkWatcher
 
         # A re-created uplink goes back into its bridge without waiting for an ADD.
         self._uplink_watch = UplinkWatcher(self.state_dir)
         self._uplink_watch.start()
+        from .commands.lease_follow import on_lease_change
         from .dhcp import LeaseManager
         from .dhcp.manager import default_node_transports
-        from .lease_follow import on_lease_change
 
         self._leases = LeaseManager(
             self.state_dir,
@@ -108,10 +108,10 @@ class Agent:
             if att.state != "ready":
                 log.warning("cleaning up interrupted ADD of %s", att.key)
                 try:
-                    await plugin.teardown(self, att, None, None)
+                    await main_role.teardown(self, att, None, None)
                 except Exception:
                     log.exception("cleanup of interrupted ADD %s failed", att.key)
-        from .vanished import reap_vanished
+        from .commands.vanished import reap_vanished
 
         await reap_vanished(self)
         # Re-adopted pods' rules now, before the socket is bound: the node's firewall may have
@@ -142,7 +142,7 @@ class Agent:
                     continue  # an operation finished it meanwhile
                 log.warning("cleaning up half-made ADD of %s", att.key)
                 try:
-                    await plugin.teardown(self, current, None, None)
+                    await main_role.teardown(self, current, None, None)
                 except Exception as exc:
                     log.warning("cleanup of half-made ADD %s incomplete: %s", att.key, exc)
                     continue
@@ -180,7 +180,7 @@ class Agent:
             return await self.report()
         env = req.get("env", {})
         conf = req.get("config", {})
-        r = plugin.Request(
+        r = main_role.Request(
             op=op,
             cni_version=req.get("cniVersion", ""),
             container_id=env.get("containerId", ""),
@@ -207,7 +207,9 @@ class Agent:
         _log_op(r, started, _outcome(result))
         return result
 
-    async def _dispatch(self, op: str, r: plugin.Request, conf: dict[str, Any]) -> dict[str, Any]:
+    async def _dispatch(
+        self, op: str, r: main_role.Request, conf: dict[str, Any]
+    ) -> dict[str, Any]:
         try:
             if op in ("ADD", "DEL", "CHECK"):
                 _validate_ids(r)
@@ -223,11 +225,11 @@ class Agent:
 
     # ------------------------------------------------------------ datapath
 
-    async def ensure_datapath(self, conf: NetConf) -> plugin.Datapath:
+    async def ensure_datapath(self, conf: NetConf) -> main_role.Datapath:
         return await asyncio.to_thread(self._ensure_datapath, conf)
 
-    def _ensure_datapath(self, conf: NetConf) -> plugin.Datapath:
-        from .bridge import BridgeSpec, ensure_bridge
+    def _ensure_datapath(self, conf: NetConf) -> main_role.Datapath:
+        from .datapath.bridge import BridgeSpec, ensure_bridge
 
         spec = BridgeSpec(
             name=conf.bridge,
@@ -244,7 +246,7 @@ class Agent:
             node_ip: ipaddress.IPv4Address | None = None
             uplink: str | None = None
             if conf.uplink_interface:
-                from .uplink import ensure_uplink
+                from .uplink.core import ensure_uplink
 
                 state = ensure_uplink(spec, conf.uplink_interface, self.state_dir)
                 node_ip, uplink = state.node_ipv4, state.uplink
@@ -262,7 +264,7 @@ class Agent:
                 for addr in ipr.get_addr(index=index, family=2):
                     node_ip = ipaddress.IPv4Address(addr.get("address"))
                     break
-            datapath = plugin.Datapath(
+            datapath = main_role.Datapath(
                 bridge_index=index,
                 bridge_mac=link.get("address"),
                 node_ip=node_ip,
@@ -272,7 +274,7 @@ class Agent:
         self._datapaths[key] = datapath
         return datapath
 
-    def _still_valid(self, datapath: plugin.Datapath, bridge: str) -> bool:
+    def _still_valid(self, datapath: main_role.Datapath, bridge: str) -> bool:
         """Cheap re-check of a datapath set up earlier: same bridge, uplink still its port.
 
         The full ensure (journal, lock, snapshot comparison) costs tens of ms and is
@@ -299,14 +301,14 @@ class Agent:
         self, conf: NetConf, *, before_takeover_ok: bool = False
     ) -> str | None:
         def check() -> str | None:
-            from .uplink import current_state
+            from .uplink.core import current_state
 
             state = current_state(self.state_dir)
             with netns_ipr(None) as ipr:
                 if state is None:
                     if not before_takeover_ok:
                         return f"uplink {conf.uplink_interface} has not been taken over"
-                    from .routeplan import select_uplink
+                    from .uplink.plan import select_uplink
 
                     links = [(link["index"], link.get("ifname")) for link in ipr.get_links()]
                     try:
@@ -434,7 +436,7 @@ class Agent:
     # ------------------------------------------------------------ status
 
     async def report(self) -> dict[str, Any]:
-        from .uplink import current_state
+        from .uplink.core import current_state
 
         uplink = await asyncio.to_thread(current_state, self.state_dir)
         pods = []
@@ -484,7 +486,7 @@ def _outcome(result: dict[str, Any]) -> str:
     return "ok" + (f": {', '.join(ips)}" if ips else "")
 
 
-def _log_op(r: plugin.Request, started: float, outcome: str, level: int = logging.INFO) -> None:
+def _log_op(r: main_role.Request, started: float, outcome: str, level: int = logging.INFO) -> None:
     """One line per operation: what, which pod, how long, how it ended (kubelet hides stderr)."""
     log.log(
         level,
@@ -500,7 +502,7 @@ def _log_op(r: plugin.Request, started: float, outcome: str, level: int = loggin
     )
 
 
-def _validate_ids(r: plugin.Request) -> None:
+def _validate_ids(r: main_role.Request) -> None:
     # The plugin validated these too; the agent does not trust its socket peers blindly.
     from ..plugin.skel import validate_container_id, validate_ifname
 

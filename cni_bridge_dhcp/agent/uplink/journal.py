@@ -22,9 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..cni.errors import CNIError, ErrorCode
-from .routeplan import UplinkSnapshot
-from .statefile import ShapeError, read_json, read_trusted, write_json
+from ...cni.errors import CNIError, ErrorCode
+from ..state.statefile import ShapeError, read_json, read_trusted, write_json
+from .plan import UplinkSnapshot
 
 log = logging.getLogger(__name__)
 

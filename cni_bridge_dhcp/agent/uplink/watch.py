@@ -23,8 +23,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..cni.errors import CNIError
-from .netlink import node_ipr
+from ...cni.errors import CNIError
+from ..datapath.netlink import node_ipr
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +99,7 @@ class UplinkWatcher:
         return any(m.get("event") == "RTM_NEWLINK" for m in ipr.get())
 
     def _check(self) -> None:
-        from .uplink import RELEASED, check_port
+        from .core import RELEASED, check_port
 
         try:
             found = check_port(self.state_dir)

@@ -10,7 +10,7 @@ import ipaddress
 from dataclasses import dataclass
 from typing import Any
 
-from ..cni.errors import CNIError, ErrorCode
+from ...cni.errors import CNIError, ErrorCode
 
 
 @dataclass(frozen=True)

@@ -13,15 +13,15 @@ import os
 import time
 from typing import TYPE_CHECKING, Any
 
-from ..cni.errors import CNIError, ErrorCode
-from .attachments import Attachment, attachment_key
-from .config import IPAMConf
-from .netns import netns_inode
-from .plugin import Request, _open_pod_netns, _thread, acquire, teardown
-from .podroutes import PodRoute, plan_routes, pod_state
+from ...cni.errors import CNIError, ErrorCode
+from ..config import IPAMConf
+from ..datapath.netns import netns_inode
+from ..datapath.podroutes import PodRoute, plan_routes, pod_state
+from ..state.attachments import Attachment, attachment_key
+from .main_role import Request, _open_pod_netns, _thread, acquire, teardown
 
 if TYPE_CHECKING:
-    from .core import Agent
+    from ..service import Agent
 
 log = logging.getLogger(__name__)
 
