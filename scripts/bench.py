@@ -64,7 +64,7 @@ from bench_stats import (  # noqa: E402
     render_report,
 )
 
-from tests.netnslib import (  # noqa: E402
+from testbed.sandbox import (  # noqa: E402
     NETNS_DIR,
     Daemon,
     Sandbox,
@@ -200,7 +200,7 @@ def seq_op(side: Side, op: str, bp: BenchPod) -> dict[str, Any]:
 
 
 def leases_left(sb: Sandbox, addresses: list[str]) -> dict[str, int]:
-    from tests.netnslib import parse_dnsmasq_leases
+    from testbed.sandbox import parse_dnsmasq_leases
 
     time.sleep(1.0)  # dnsmasq rewrites its lease file right after a RELEASE; let it land
     held = {row["ip"] for row in parse_dnsmasq_leases(sb.dnsmasq_leases_path)}

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tests.netnslib import (
+from testbed.sandbox import (
     CNITOOL,
     NODE_IP,
     ROUTER_IP,

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.netnslib import REPO_ROOT, Sandbox, run
+from testbed.sandbox import REPO_ROOT, Sandbox, run
 
 DRIVER = r"""
 import json, sys

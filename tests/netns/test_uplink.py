@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.netnslib import REPO_ROOT, ROUTER_IP, Sandbox, ping, run
+from testbed.sandbox import REPO_ROOT, ROUTER_IP, Sandbox, ping, run
 
 DRIVER = r"""
 import json, logging, sys

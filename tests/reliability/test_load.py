@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
+from testbed.sandbox import Sandbox, parse_dnsmasq_leases, run
 from tests.e2e.helpers import NET, agent_report, conflist
-from tests.netnslib import Sandbox, parse_dnsmasq_leases, run
 from tests.reliability.lib import (
     fd_count,
     firewall_text,

@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
+from testbed.sandbox import ROUTER_IP, Pod, Sandbox, parse_dnsmasq_leases, ping, run
 from tests.e2e.helpers import NET, add, agent_report, conflist, container_id, links
-from tests.netnslib import ROUTER_IP, Pod, Sandbox, parse_dnsmasq_leases, ping, run
 from tests.reliability.lib import (
     agent_daemon,
     firewall_text,

@@ -205,7 +205,7 @@ def isc_leases(lease_file: Path) -> list[ServerLease]:
 
 def dnsmasq_leases(lease_file: Path) -> list[ServerLease]:
     """dnsmasq removes a released lease from its file: every row is active."""
-    out = []
+    out: list[ServerLease] = []
     if not lease_file.exists():
         return out
     for line in lease_file.read_text().splitlines():

@@ -4,7 +4,7 @@ Real servers (dnsmasq, ISC dhcpd) are used wherever they can show a fault; this 
 what they will not do: omit or garble T1/T2, hand out a different address at renewal,
 NAK every renewal, act as a rogue server, or precede every reply with a burst of
 malformed packets. It runs inside the sandbox's ``lan`` namespace only
-(``ip netns exec <lan> python -m tests.reliability.fakedhcp CONFIG.json``), receives on
+(``ip netns exec <lan> python -m testbed.fakedhcp CONFIG.json``), receives on
 an AF_PACKET socket bound to ``lan0`` and sends hand-built IPv4/UDP packets, so malformed
 IP and UDP headers can be sent too. Every request and reply is logged as a JSON line.
 """

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from tests.dhcpservers import Reservation
+    from testbed.dhcpservers import Reservation
 
 LAN_SUBNET = "192.168.77.0/24"
 ROUTER_IP = "192.168.77.1"
@@ -446,7 +446,7 @@ class Sandbox:
     ) -> Daemon:
         """ISC Kea (kea-dhcp4, memfile leases in ``kea_leases_path``) on lan0; returns once
         it listens. Its pid and lock files go to the sandbox's tmp dir, never /run/kea."""
-        from tests.dhcpservers import kea_config
+        from testbed.dhcpservers import kea_config
 
         conf = self.tmp / "kea-dhcp4.json"
         conf.write_text(
@@ -472,8 +472,8 @@ class Sandbox:
         arp_ping_ms: int = 2000,
     ) -> Daemon:
         """busybox udhcpd on lan0 (ARP-pings each new address for ``arp_ping_ms``, one packet
-        at a time); leases in ``udhcpd_leases_path`` (tests.dhcpservers.udhcpd_leases)."""
-        from tests.dhcpservers import udhcpd_config
+        at a time); leases in ``udhcpd_leases_path`` (testbed.dhcpservers.udhcpd_leases)."""
+        from testbed.dhcpservers import udhcpd_config
 
         conf = self.tmp / "udhcpd.conf"
         conf.write_text(
