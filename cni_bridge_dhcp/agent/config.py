@@ -14,9 +14,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ..cni.errors import CNIError, ErrorCode
-
-_MAC = re.compile(r"^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}$")
-_IFNAME_MAX = 15
+from ..cni.names import MAC, valid_ifname
 
 
 class _Model(BaseModel):
@@ -105,7 +103,7 @@ class IPAMConf(_Model):
         for entry in entries:
             if isinstance(entry, str) and "@" in entry:
                 ip, _, mac = entry.partition("@")
-                if not _MAC.match(mac):
+                if not MAC.match(mac):
                     raise ValueError(
                         f"serverAllowList entry {entry!r}: {mac!r} is not a MAC address "
                         '(expected "ip" or "ip@aa:bb:cc:dd:ee:ff")'
@@ -140,7 +138,7 @@ class RuntimeConfig(_Model):
     @field_validator("mac")
     @classmethod
     def _mac(cls, v: str | None) -> str | None:
-        if v is not None and not _MAC.match(v):
+        if v is not None and not MAC.match(v):
             raise ValueError(f"{v!r} is not a MAC address")
         return v
 
@@ -183,7 +181,7 @@ class NetConf(_Model):
     @field_validator("bridge")
     @classmethod
     def _bridge(cls, v: str) -> str:
-        if not v or len(v) > _IFNAME_MAX or "/" in v or ":" in v or any(c.isspace() for c in v):
+        if not valid_ifname(v):
             raise ValueError(f"{v!r} is not a valid interface name")
         return v
 
@@ -306,7 +304,7 @@ def choose_mac(conf: NetConf, args: Mapping[str, str]) -> str | None:
         ("CNI_ARGS MAC", args.get("MAC")),
     ):
         if mac:
-            if not _MAC.match(mac):
+            if not MAC.match(mac):
                 raise CNIError(ErrorCode.INVALID_CONFIG, f"{source} {mac!r} is not a MAC address")
             first = int(mac[:2], 16)
             if first & 1:

@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..cni.defaults import DEFAULT_SOCKET, DEFAULT_STATE_DIR
 from ..cni.errors import CNIError, ErrorCode
 from ..cni.wire import HEADER, error_response, frame, frame_length, ok_response, parse_request
 from .runtime import fdlimits
@@ -42,8 +43,8 @@ SHED_LOG_INTERVAL = 10.0
 
 def _parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="cni-bridge-dhcp daemon", description="Run the agent.")
-    p.add_argument("--socket", default="/run/cni-bridge-dhcp/agent.sock", help="unix socket path")
-    p.add_argument("--state-dir", default="/var/lib/cni-bridge-dhcp", help="leases and journals")
+    p.add_argument("--socket", default=DEFAULT_SOCKET, help="unix socket path")
+    p.add_argument("--state-dir", default=DEFAULT_STATE_DIR, help="leases and journals")
     p.add_argument("--log-file", default=None, help="also log to this file")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.add_argument("--pidfile", default=None)

@@ -504,7 +504,7 @@ def _log_op(r: main_role.Request, started: float, outcome: str, level: int = log
 
 def _validate_ids(r: main_role.Request) -> None:
     # The plugin validated these too; the agent does not trust its socket peers blindly.
-    from ..plugin.skel import validate_container_id, validate_ifname
+    from ..cni.names import validate_container_id, validate_ifname
 
     validate_container_id(r.container_id)
     validate_ifname(r.ifname)

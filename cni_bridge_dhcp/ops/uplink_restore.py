@@ -8,10 +8,8 @@ from pathlib import Path
 
 from ..agent.state.attachments import AttachmentStore
 from ..agent.uplink.core import restore
+from ..cni.defaults import DEFAULT_SOCKET, DEFAULT_STATE_DIR
 from ..cni.errors import CNIError
-from ..plugin.agent_client import DEFAULT_SOCKET
-
-DEFAULT_STATE_DIR = "/var/lib/cni-bridge-dhcp"
 
 
 def uplink_main(argv: list[str]) -> int:

@@ -15,7 +15,6 @@ from typing import Any
 from ..cni.errors import CNIError, ErrorCode
 from ..cni.wire import HEADER, frame, frame_length, parse_response
 
-DEFAULT_SOCKET = "/run/cni-bridge-dhcp/agent.sock"
 CONNECT_TIMEOUT = 5.0
 # ADD waits for a DHCP exchange (bounded by ipam.timeout, 30 s by default, at most 600 s)
 # plus the rest: a queued operation on the same pod, the uplink takeover and its gateway

@@ -13,14 +13,15 @@ import sys
 from collections.abc import Callable, Mapping
 from typing import Any, TextIO
 
+from ..cni.defaults import DEFAULT_SOCKET
 from ..cni.errors import CNIError, ErrorCode
+from ..cni.names import validate_container_id, validate_ifname
 from ..cni.result import LATEST, SUPPORTED_VERSIONS, convert, is_supported, version_tuple
 from ..cni.wire import make_request
 from . import agent_client as client
 
 COMMANDS = ("ADD", "DEL", "CHECK", "VERSION", "GC", "STATUS")
 MAX_STDIN = 1 << 20
-_CONTAINER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 _NETWORK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 _MIN_VERSION = {"CHECK": (0, 4, 0), "GC": (1, 1, 0), "STATUS": (1, 1, 0)}
 
@@ -40,33 +41,6 @@ def parse_cni_args(raw: str) -> dict[str, str]:
             )
         out[key.strip()] = value.strip()
     return out
-
-
-def validate_ifname(name: str) -> None:
-    if not name:
-        raise CNIError(ErrorCode.INVALID_ENV, "CNI_IFNAME is not set")
-    if len(name) > 15:
-        raise CNIError(ErrorCode.INVALID_ENV, f"CNI_IFNAME {name!r} is longer than 15 characters")
-    if name in (".", "..") or any(c in name for c in "/:") or any(c.isspace() for c in name):
-        raise CNIError(ErrorCode.INVALID_ENV, f"CNI_IFNAME {name!r} is not a valid interface name")
-    if "%" in name:
-        # libcni lets it through, but the kernel takes it as a template ("e%d" becomes "e0")
-        raise CNIError(
-            ErrorCode.INVALID_ENV,
-            f"CNI_IFNAME {name!r} is not a valid interface name: "
-            "the kernel treats '%' as a name template",
-        )
-
-
-def validate_container_id(cid: str) -> None:
-    if not cid:
-        raise CNIError(ErrorCode.INVALID_ENV, "CNI_CONTAINERID is not set")
-    if not _CONTAINER_ID.match(cid):
-        raise CNIError(
-            ErrorCode.INVALID_ENV,
-            f"CNI_CONTAINERID {cid!r} is invalid",
-            "it must start with a letter or digit and contain only letters, digits, '_', '.', '-'",
-        )
 
 
 def _need(env: Mapping[str, str], key: str) -> str:
@@ -147,7 +121,7 @@ def _agent_socket(conf: Mapping[str, Any], role: str) -> str:
         key = "ipam.agentSocket" if "agentSocket" in ipam else "ipam.daemonSocketPath"
         path = ipam.get("agentSocket", ipam.get("daemonSocketPath"))
     if path is None:
-        return client.DEFAULT_SOCKET
+        return DEFAULT_SOCKET
     if not isinstance(path, str) or not os.path.isabs(path):
         raise CNIError(ErrorCode.INVALID_CONFIG, f"{key} {path!r} must be an absolute path")
     return path

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
+from cni_bridge_dhcp.cni.defaults import DEFAULT_SOCKET
 from cni_bridge_dhcp.cni.errors import CNIError, ErrorCode
 from cni_bridge_dhcp.cni.result import SUPPORTED_VERSIONS
-from cni_bridge_dhcp.plugin import agent_client as client
 from cni_bridge_dhcp.plugin.skel import main, parse_cni_args
 
 BASE_ENV = {
@@ -140,7 +140,7 @@ def test_add_forwards_and_converts_the_result(version: str) -> None:
     assert out["ips"][0]["address"] == "192.168.77.101/24"
     assert ("version" in out["ips"][0]) == version.startswith("0.")
     socket_path, request = agent.calls[0]
-    assert socket_path == client.DEFAULT_SOCKET
+    assert socket_path == DEFAULT_SOCKET
     assert request["op"] == "ADD" and request["cniVersion"] == version
     assert request["env"]["args"] == {"IgnoreUnknown": "1", "K8S_POD_NAME": "web"}
     assert request["env"]["containerId"] == "abc123"

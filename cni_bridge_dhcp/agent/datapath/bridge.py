@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from ...cni.errors import CNIError, ErrorCode
-from ..uplink.plan import valid_ifname
+from ...cni.names import valid_ifname
 from .netlink import NetlinkError, node_ipr
 
 log = logging.getLogger(__name__)

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ...cni.defaults import ADDRESS_BOOK
 from ...cni.errors import CNIError
 from . import statefile
 from .statefile import ShapeError
@@ -25,7 +26,7 @@ MAX_ENTRIES = 4096
 
 class AddressBook:
     def __init__(self, state_dir: Path) -> None:
-        self.path = state_dir / "addressbook.json"
+        self.path = state_dir / ADDRESS_BOOK
         self._lock = threading.Lock()
         self._entries: dict[str, tuple[str, float]] = {}
         data = statefile.read_json(self.path, aside=True) or {}

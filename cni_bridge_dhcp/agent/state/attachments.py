@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ...cni.defaults import ATTACHMENTS_DIR
 from . import statefile
 from .statefile import ShapeError
 
@@ -117,7 +118,7 @@ def check_shape(data: dict[str, Any]) -> None:
 
 class AttachmentStore:
     def __init__(self, state_dir: Path) -> None:
-        self.dir = state_dir / "attachments"
+        self.dir = state_dir / ATTACHMENTS_DIR
         self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
 
     def _path(self, key: str) -> Path:

@@ -22,13 +22,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ...cni.defaults import UPLINK_JOURNAL
 from ...cni.errors import CNIError, ErrorCode
 from ..state.statefile import ShapeError, read_json, read_trusted, write_json
 from .plan import UplinkSnapshot
 
 log = logging.getLogger(__name__)
 
-JOURNAL_NAME = "uplink.json"
+JOURNAL_NAME = UPLINK_JOURNAL
 LOCK_NAME = "uplink.lock"
 VERSION = 1
 

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from ...cni.errors import CNIError, ErrorCode
+from ...cni.names import IFNAMSIZ
 
 AF_INET = 2
 AF_INET6 = 10
@@ -46,8 +47,6 @@ IFA_SETTABLE_FLAGS = (
 IFAPROT_KERNEL_LL = 3
 INFINITY_LIFE_TIME = 0xFFFFFFFF
 NUD_PERMANENT = 0x80
-
-IFNAMSIZ = 16
 
 # rtm_flags/rtnh_flags the kernel reports but refuses or ignores on input.
 _RTNH_STATE_FLAGS = 1 | 2 | 8 | 16 | 32 | 64
@@ -333,15 +332,6 @@ def bridge_label(label: str | None, uplink: str, bridge: str) -> str | None:
         moved = bridge + label[len(uplink) :]
         return moved if len(moved) < IFNAMSIZ else bridge
     return label
-
-
-def valid_ifname(name: str) -> bool:
-    return (
-        0 < len(name) < IFNAMSIZ
-        and name not in (".", "..")
-        and not any(c in name for c in "/:")
-        and not any(c.isspace() for c in name)
-    )
 
 
 def select_uplink(

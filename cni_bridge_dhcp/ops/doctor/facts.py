@@ -31,14 +31,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ...cni.defaults import ATTACHMENTS_DIR, DEFAULT_SOCKET, DEFAULT_STATE_DIR, LEASES_DIR
 from ...cni.errors import CNIError
 from ...cni.wire import make_request
-from ...plugin.agent_client import DEFAULT_SOCKET, call
+from ...plugin.agent_client import call
 from . import checks as dc
 
 log = logging.getLogger(__name__)
 
-DEFAULT_STATE_DIR = "/var/lib/cni-bridge-dhcp"
 DEFAULT_CONF_DIR = "/etc/cni/net.d"
 CLONE_NEWNET = 0x40000000
 HELD_STATES = ("bound", "renewing", "rebinding")  # lease states in which a pod uses its address
@@ -160,7 +160,7 @@ def _read_attachments(state_dir: Path) -> list[dict[str, Any]]:
     from ...agent.state import statefile
 
     out: list[dict[str, Any]] = []
-    folder = state_dir / "attachments"
+    folder = state_dir / ATTACHMENTS_DIR
     if not folder.is_dir():
         return out
     for path in sorted(folder.glob("*.json")):
@@ -514,7 +514,7 @@ def state_check(ctx: Context) -> list[dc.Finding]:
             updated_at=journal.updated_at,
         )
     records = []
-    for path in sorted((ctx.state_dir / "leases").glob("*.json")):
+    for path in sorted((ctx.state_dir / LEASES_DIR).glob("*.json")):
         text = _read(path)
         try:
             data = json.loads(text) if text else None
@@ -571,7 +571,7 @@ def server_leases_check(ctx: Context) -> list[dc.Finding]:
     except (OSError, ValueError, KeyError) as exc:
         server, error = None, str(exc)
     client_ids: dict[str, bytes] = {}
-    for rec_path in (ctx.state_dir / "leases").glob("*.json"):
+    for rec_path in (ctx.state_dir / LEASES_DIR).glob("*.json"):
         text = _read(rec_path)
         with contextlib.suppress(ValueError, TypeError):
             data = json.loads(text or "")
