@@ -596,7 +596,7 @@ def bench(plan: Plan, quick: bool, argv: list[str]) -> dict[str, Any]:
         "dnsmasq pool: the default .100-.199 plus .20-.99 in both LANs (180 addresses), "
         "because the reference leaves every lease held at the server after DEL.",
         "The 250-lease case runs on isc-dhcp-server started by the bench with a pool of the "
-        "whole /24 (252 addresses): netnslib's start_dhcpd serves .100-.199 only.",
+        "whole /24 (252 addresses): testbed/sandbox.py's start_dhcpd serves .100-.199 only.",
         "Other sessions' test runs may share the machine: see the load averages and the "
         "count of other cbd-* namespaces.",
     ]

@@ -218,7 +218,7 @@ class PodTransport:
         self._arp_rx: asyncio.Queue[codec.Arp] = asyncio.Queue(_QUEUE_MAX)
         self._closed = False
         # One receive buffer per transport: a fresh 64 KiB buffer per packet would be an
-        # mmap/munmap pair under the agent's malloc settings (agent/allocator.py).
+        # mmap/munmap pair under the agent's malloc settings (agent/runtime/allocator.py).
         self._buffer = bytearray(65535)
         self._loop.add_reader(socks.ip.fileno(), self._on_ip)
         self._loop.add_reader(socks.arp.fileno(), self._on_arp)

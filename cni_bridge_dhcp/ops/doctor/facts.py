@@ -4,7 +4,7 @@ Runs in the node's network namespace (the one the command runs in) and only read
 except for ``--probe-dhcp``, which plugs a throwaway namespace into the bridge for one
 DHCP DISCOVER. That namespace has no name: only an fd of this process pins it, so it
 (and the veth into it) vanishes with the process even if it is killed; it is also
-removed explicitly. The decisions live in ``doctor_checks``; this module gathers facts.
+removed explicitly. The decisions live in ``checks``; this module gathers facts.
 """
 
 from __future__ import annotations
