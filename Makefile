@@ -25,8 +25,8 @@ deps:
 	./scripts/install-deps
 
 lint: venv
-	$(VENV)/bin/ruff check cni_bridge_dhcp tests scripts deploy
-	$(VENV)/bin/ruff format --check cni_bridge_dhcp tests scripts deploy
+	$(VENV)/bin/ruff check cni_bridge_dhcp testbed tests scripts deploy
+	$(VENV)/bin/ruff format --check cni_bridge_dhcp testbed tests scripts deploy
 
 typecheck: venv
 	$(VENV)/bin/mypy

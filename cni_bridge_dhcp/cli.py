@@ -39,7 +39,7 @@ def main(argv: Sequence[str], env: Mapping[str, str]) -> int:
         if "CNI_COMMAND" not in env and sys.stdin.isatty():
             sys.stderr.write(USAGE)
             return 2
-        from .skel import plugin_main
+        from .plugin.skel import plugin_main
 
         return plugin_main()
     command, rest = argv[0], list(argv[1:])
@@ -49,27 +49,29 @@ def main(argv: Sequence[str], env: Mapping[str, str]) -> int:
         except ImportError as exc:
             return needs_full_install(command, exc)
         return daemon_main(rest)
+    if command == "status":
+        from .plugin.status import status_main
+
+        code: int = status_main(rest)
+        return code
     if command == "uplink":
         try:
-            # admin.py ships in the zipapp, the agent code it drives does not.
-            from .agent import uplink as _uplink  # noqa: F401
+            # status ships in the zipapp; uplink restore drives agent code, which does not.
+            from .ops.uplink_restore import uplink_main
         except ImportError as exc:
             return needs_full_install(command, exc)
-    if command in ("status", "uplink"):
-        from .admin import admin_main
-
-        code: int = admin_main(command, rest)
-        return code
+        restored: int = uplink_main(rest)
+        return restored
     if command == "doctor":
         try:
-            from .doctor import doctor_main
+            from .ops.doctor.facts import doctor_main
         except ImportError as exc:
             return needs_full_install(command, exc)
         result: int = doctor_main(rest)
         return result
     if command in ("version", "--version"):
         from . import __version__
-        from .result import SUPPORTED_VERSIONS
+        from .cni.result import SUPPORTED_VERSIONS
 
         print(f"cni-bridge-dhcp {__version__} (CNI {', '.join(SUPPORTED_VERSIONS)})")
         return 0

@@ -10,7 +10,7 @@
 3. exec the agent. On SIGTERM (pod deleted or updated) the agent exits leaving pods
    running, their leases journaled and the uplink bridged; the next agent adopts them.
 
-Standard library only. ``--root`` is / inside a plain node, /host in the container (where
+Standard library and the package's stdlib-only cni/ (installed in the image). ``--root`` is / inside a plain node, /host in the container (where
 the host's directories are mounted); ``--no-exec`` stops after step 2 (a dry run).
 """
 
@@ -25,9 +25,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+# The image installs the package next to this entrypoint (deploy/Containerfile); cni/ is
+# stdlib only, so this stays a standard-library program.
+from cni_bridge_dhcp.cni.defaults import DEFAULT_SOCKET, DEFAULT_STATE_DIR
+from cni_bridge_dhcp.cni.names import MAX_IFNAME, ifname_problem
+
 PLUGIN_NAME = "cni-bridge-dhcp"
 DEFAULT_PLUGIN_SOURCE = "/opt/cni-bridge-dhcp/cni-bridge-dhcp"  # the zipapp, built into the image
-IFNAMSIZ = 15
 NETWORK_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$")
 
 # env name -> (default, meaning); the ConfigMap sets these
@@ -42,8 +46,8 @@ SETTINGS: dict[str, tuple[str, str]] = {
     "IPAM_TIMEOUT": ("30", "seconds to wait for a DHCP lease at ADD"),
     "MTU": ("", "pod MTU (empty: the uplink's)"),
     "PORTMAP": ("auto", "chain the portmap plugin: auto (if installed), true, false"),
-    "AGENT_SOCKET": ("/run/cni-bridge-dhcp/agent.sock", "the agent's unix socket"),
-    "STATE_DIR": ("/var/lib/cni-bridge-dhcp", "leases and journals"),
+    "AGENT_SOCKET": (DEFAULT_SOCKET, "the agent's unix socket"),
+    "STATE_DIR": (DEFAULT_STATE_DIR, "leases and journals"),
     "LOG_LEVEL": ("info", "debug, info, warning or error"),
     "AGENT_BIN": ("cni-bridge-dhcp", "the agent executable"),
 }
@@ -63,10 +67,11 @@ class InstallError(Exception):
 def _ifname_problem(key: str, value: str) -> str | None:
     if not value:
         return f"{key} is empty"
-    if len(value) > IFNAMSIZ:
-        return f"{key}={value!r} is longer than {IFNAMSIZ} characters (Linux interface names)"
-    if value in (".", "..") or any(c in value for c in "/:") or any(c.isspace() for c in value):
-        return f"{key}={value!r} is not a valid interface name"
+    problem = ifname_problem(value)
+    if problem and len(value) > MAX_IFNAME:
+        return f"{key}={value!r} {problem} (Linux interface names)"
+    if problem:
+        return f"{key}={value!r} {problem}"
     return None
 
 

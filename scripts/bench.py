@@ -64,7 +64,7 @@ from bench_stats import (  # noqa: E402
     render_report,
 )
 
-from tests.netnslib import (  # noqa: E402
+from testbed.sandbox import (  # noqa: E402
     NETNS_DIR,
     Daemon,
     Sandbox,
@@ -200,7 +200,7 @@ def seq_op(side: Side, op: str, bp: BenchPod) -> dict[str, Any]:
 
 
 def leases_left(sb: Sandbox, addresses: list[str]) -> dict[str, int]:
-    from tests.netnslib import parse_dnsmasq_leases
+    from testbed.sandbox import parse_dnsmasq_leases
 
     time.sleep(1.0)  # dnsmasq rewrites its lease file right after a RELEASE; let it land
     held = {row["ip"] for row in parse_dnsmasq_leases(sb.dnsmasq_leases_path)}
@@ -596,7 +596,7 @@ def bench(plan: Plan, quick: bool, argv: list[str]) -> dict[str, Any]:
         "dnsmasq pool: the default .100-.199 plus .20-.99 in both LANs (180 addresses), "
         "because the reference leaves every lease held at the server after DEL.",
         "The 250-lease case runs on isc-dhcp-server started by the bench with a pool of the "
-        "whole /24 (252 addresses): netnslib's start_dhcpd serves .100-.199 only.",
+        "whole /24 (252 addresses): testbed/sandbox.py's start_dhcpd serves .100-.199 only.",
         "Other sessions' test runs may share the machine: see the load averages and the "
         "count of other cbd-* namespaces.",
     ]

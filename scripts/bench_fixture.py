@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tests.netnslib import (
+from testbed.sandbox import (
     CNITOOL,
     NODE_IP,
     ROUTER_IP,
@@ -343,7 +343,7 @@ def start_ours(sb: Sandbox, zipapp: Path, *, log_level: str = "debug") -> Side:
 def start_wide_dhcpd(sb: Sandbox, lease_seconds: int) -> tuple[Daemon, Path]:
     """isc-dhcp-server on lan0 with the whole /24 as pool (252 addresses).
 
-    netnslib's start_dhcpd serves 192.168.77.100-199 only, too few for 250 leases.
+    testbed/sandbox.py's start_dhcpd serves 192.168.77.100-199 only, too few for 250 leases.
     """
     wide = (("192.168.77.2", "192.168.77.9"), ("192.168.77.11", "192.168.77.254"))
     daemon = sb.start_dhcpd(config=dhcpd_config(lease_seconds=lease_seconds, ranges=wide))

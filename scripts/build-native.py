@@ -203,6 +203,7 @@ def stage(staging: Path, modules: tuple[str, ...]) -> Path:
     pkg = staging / PACKAGE
     pkg.mkdir(parents=True)
     for name in modules:
+        (pkg / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ROOT / PACKAGE / name, pkg / name)
     entry = staging / ENTRY_FILE
     entry.write_text(ENTRY)

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Build the single-file plugin executable (a zipapp) that admins drop into /opt/cni/bin.
 
-Only the plugin-side modules go in: they need nothing but the standard library, so the
+Only the plugin side goes in (cni/, plugin/ and the entry modules): they need nothing but the standard library, so the
 file runs on any node with python3 >= 3.9. The agent ships separately (pip/venv, image).
 """
 
@@ -16,16 +16,21 @@ import zipapp
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PLUGIN_MODULES = (
-    "__init__.py",
-    "cli.py",
-    "skel.py",
-    "client.py",
-    "protocol.py",
-    "result.py",
-    "errors.py",
-    "admin.py",
-)
+# The exec plugin is "these folders and files", nothing else: cni/ (shared CNI types, wire
+# protocol, name rules) and plugin/ (skel, agent client, status), plus the entry modules.
+# tests/unit/test_plugin_boundary.py checks that the exec path loads nothing outside them.
+PLUGIN_DIRS = ("cni", "plugin")
+PLUGIN_FILES = ("__init__.py", "__main__.py", "cli.py")
+
+
+def plugin_modules() -> tuple[str, ...]:
+    """Paths relative to the package directory of every module the plugin ships."""
+    pkg = ROOT / "cni_bridge_dhcp"
+    found = [p.relative_to(pkg).as_posix() for d in PLUGIN_DIRS for p in (pkg / d).glob("*.py")]
+    return (*PLUGIN_FILES, *sorted(found))
+
+
+PLUGIN_MODULES = plugin_modules()
 
 MAIN = '''\
 """Entry point of the cni-bridge-dhcp zipapp."""
@@ -54,6 +59,7 @@ def build(output: Path, interpreter: str) -> None:
         pkg = staging / "cni_bridge_dhcp"
         pkg.mkdir()
         for name in PLUGIN_MODULES:
+            (pkg / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / "cni_bridge_dhcp" / name, pkg / name)
             # zipimport loads <module>.pyc next to the source when its magic matches the
             # running interpreter, saving a compile on every exec (~10 ms); any other Python

@@ -16,7 +16,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.netnslib import NODE_IP, ROUTER_IP, Sandbox, ping, run  # noqa: E402
+from testbed.sandbox import NODE_IP, ROUTER_IP, Sandbox, ping, run  # noqa: E402
 
 NET = "lan"
 

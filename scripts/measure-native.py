@@ -47,9 +47,9 @@ sys.path.insert(0, str(ROOT))
 from plugin_inputs import SYSTEM_PATH, VERSION_IN, agent_down_add  # noqa: E402
 from plugin_inputs import version_env as plugin_version_env  # noqa: E402
 
-from cni_bridge_dhcp.agent.netns import open_netns, run_in_netns  # noqa: E402
+from cni_bridge_dhcp.agent.datapath.netns import open_netns, run_in_netns  # noqa: E402
+from testbed.sandbox import Sandbox  # noqa: E402
 from tests.e2e.helpers import conflist  # noqa: E402
-from tests.netnslib import Sandbox  # noqa: E402
 
 OUT = ROOT / "build" / "native-variants"
 NATIVE = ("pyinstaller-onedir", "pyinstaller-onefile", "nuitka-standalone", "nuitka-onefile")

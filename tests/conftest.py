@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.netnslib import Sandbox, Snapshot, diff_snapshots, snapshot_root
+from testbed.sandbox import Sandbox, Snapshot, diff_snapshots, snapshot_root
 
 ROOT_MARKERS = ("netns", "e2e", "runtimes")
 _TESTS_DIR = Path(__file__).resolve().parent

@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from ..errors import CNIError, ErrorCode
-
-_MAC = re.compile(r"^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}$")
-_IFNAME_MAX = 15
+from ..cni.errors import CNIError, ErrorCode
+from ..cni.names import MAC, valid_ifname
 
 
 class _Model(BaseModel):
@@ -104,7 +103,7 @@ class IPAMConf(_Model):
         for entry in entries:
             if isinstance(entry, str) and "@" in entry:
                 ip, _, mac = entry.partition("@")
-                if not _MAC.match(mac):
+                if not MAC.match(mac):
                     raise ValueError(
                         f"serverAllowList entry {entry!r}: {mac!r} is not a MAC address "
                         '(expected "ip" or "ip@aa:bb:cc:dd:ee:ff")'
@@ -139,7 +138,7 @@ class RuntimeConfig(_Model):
     @field_validator("mac")
     @classmethod
     def _mac(cls, v: str | None) -> str | None:
-        if v is not None and not _MAC.match(v):
+        if v is not None and not MAC.match(v):
             raise ValueError(f"{v!r} is not a MAC address")
         return v
 
@@ -182,7 +181,7 @@ class NetConf(_Model):
     @field_validator("bridge")
     @classmethod
     def _bridge(cls, v: str) -> str:
-        if not v or len(v) > _IFNAME_MAX or "/" in v or ":" in v or any(c.isspace() for c in v):
+        if not valid_ifname(v):
             raise ValueError(f"{v!r} is not a valid interface name")
         return v
 
@@ -266,3 +265,51 @@ def _semantic_checks(conf: NetConf) -> None:
             )
         if trunk.min_id is not None and trunk.max_id is not None and trunk.min_id > trunk.max_id:
             raise CNIError(ErrorCode.INVALID_CONFIG, "vlanTrunk minID is greater than maxID")
+
+
+# CNI_ARGS and MAC precedence (were agent/identity.py, merged here: both read a NetConf).
+KNOWN_ARGS = frozenset(
+    {
+        "IgnoreUnknown",
+        "K8S_POD_NAMESPACE",
+        "K8S_POD_NAME",
+        "K8S_POD_INFRA_CONTAINER_ID",
+        "K8S_POD_UID",
+        "MAC",
+    }
+)
+
+
+def check_args(conf: NetConf, args: Mapping[str, str]) -> None:
+    """Refuse unknown CNI_ARGS keys unless IgnoreUnknown is set, like the reference."""
+    if args.get("IgnoreUnknown", "").lower() in ("1", "true"):
+        return
+    known = set(KNOWN_ARGS)
+    if conf.ipam is not None:
+        known.update(p.from_arg for p in conf.ipam.provide if p.from_arg)
+    for key in args:
+        if key not in known:
+            raise CNIError(
+                ErrorCode.UNSUPPORTED_FIELD,
+                f"CNI_ARGS: unknown key {key!r}",
+                "set IgnoreUnknown=1 in CNI_ARGS to ignore keys this plugin does not use",
+            )
+
+
+def choose_mac(conf: NetConf, args: Mapping[str, str]) -> str | None:
+    """runtimeConfig.mac > args.cni.mac > CNI_ARGS MAC (None: kernel or stableMac decides)."""
+    for source, mac in (
+        ("runtimeConfig.mac", conf.runtime_config.mac),
+        ("args.cni.mac", conf.args_mac),
+        ("CNI_ARGS MAC", args.get("MAC")),
+    ):
+        if mac:
+            if not MAC.match(mac):
+                raise CNIError(ErrorCode.INVALID_CONFIG, f"{source} {mac!r} is not a MAC address")
+            first = int(mac[:2], 16)
+            if first & 1:
+                raise CNIError(
+                    ErrorCode.INVALID_CONFIG, f"{source} {mac!r} is a multicast MAC address"
+                )
+            return mac.lower()
+    return None

@@ -1,6 +1,6 @@
 """The agent process: asyncio unix-socket server, socket activation, signals, routing.
 
-One request per connection (see ``cni_bridge_dhcp.protocol``). Each connection is read
+One request per connection (see ``cni_bridge_dhcp.cni.wire``). Each connection is read
 with a deadline so a stalled client never blocks others; oversize or malformed messages
 are answered with an error and never reach the orchestration.
 """
@@ -24,11 +24,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..errors import CNIError, ErrorCode
-from ..protocol import HEADER, error_response, frame, frame_length, ok_response, parse_request
-from . import fdlimits
-from .core import Agent
-from .statefile import StateDirError, check_state_dir
+from ..cni.defaults import DEFAULT_SOCKET, DEFAULT_STATE_DIR
+from ..cni.errors import CNIError, ErrorCode
+from ..cni.wire import HEADER, error_response, frame, frame_length, ok_response, parse_request
+from .runtime import fdlimits
+from .service import Agent
+from .state.statefile import StateDirError, check_state_dir
 
 log = logging.getLogger("cni_bridge_dhcp.agent")
 
@@ -42,8 +43,8 @@ SHED_LOG_INTERVAL = 10.0
 
 def _parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="cni-bridge-dhcp daemon", description="Run the agent.")
-    p.add_argument("--socket", default="/run/cni-bridge-dhcp/agent.sock", help="unix socket path")
-    p.add_argument("--state-dir", default="/var/lib/cni-bridge-dhcp", help="leases and journals")
+    p.add_argument("--socket", default=DEFAULT_SOCKET, help="unix socket path")
+    p.add_argument("--state-dir", default=DEFAULT_STATE_DIR, help="leases and journals")
     p.add_argument("--log-file", default=None, help="also log to this file")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.add_argument("--pidfile", default=None)
@@ -422,7 +423,7 @@ def daemon_main(argv: list[str]) -> int:
     args = _parse_args(argv)
     setup_logging(args.log_level, args.log_file)
     fdlimits.raise_nofile()
-    from .allocator import tune_malloc
+    from .runtime.allocator import tune_malloc
 
     log.debug("malloc settings applied: %s", ", ".join(tune_malloc()) or "none")
     try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.netnslib import Sandbox
+from testbed.sandbox import Sandbox
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ import json
 import sys
 from typing import Any
 
-from tests.netnslib import Pod, Sandbox, ping, run
+from testbed.sandbox import Pod, Sandbox, ping, run
 
 __all__ = ["ping"]
 

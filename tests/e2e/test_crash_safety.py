@@ -6,8 +6,8 @@ import json
 
 import pytest
 
+from testbed.sandbox import ROUTER_IP, Sandbox, parse_dnsmasq_leases, ping, run
 from tests.e2e.helpers import NET, add, agent_report, conflist, links
-from tests.netnslib import ROUTER_IP, Sandbox, parse_dnsmasq_leases, ping, run
 
 pytestmark = [pytest.mark.netns, pytest.mark.e2e]
 

@@ -10,8 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tests.e2e.helpers import NET, add, conflist, container_id, ip_json, links, ping, pod_routes
-from tests.netnslib import (
+from testbed.sandbox import (
     NODE_IP,
     POOL_END,
     POOL_START,
@@ -20,6 +19,7 @@ from tests.netnslib import (
     parse_dnsmasq_leases,
     run,
 )
+from tests.e2e.helpers import NET, add, conflist, container_id, ip_json, links, ping, pod_routes
 
 pytestmark = [pytest.mark.netns, pytest.mark.e2e]
 
@@ -102,7 +102,7 @@ def test_del_is_idempotent_and_survives_a_vanished_netns(lan: Sandbox) -> None:
     sb.cnitool("del", NET, pod, conflist=conf)  # twice: still success
     other = sb.add_pod("vanish")
     add(sb, other, conf)
-    from tests.netnslib import run
+    from testbed.sandbox import run
 
     run(["ip", "netns", "del", other.name])
     other_path_gone = sb.cnitool("del", NET, other, conflist=conf, check=False)
@@ -117,7 +117,7 @@ def test_check_passes_then_reports_drift(lan: Sandbox) -> None:
     add(sb, pod, conf)
     ok = sb.cnitool("check", NET, pod, conflist=conf, check=False)
     assert ok.returncode == 0, ok.stderr
-    from tests.netnslib import run
+    from testbed.sandbox import run
 
     run(["ip", "route", "del", "default"], netns=pod.name)
     bad = sb.cnitool("check", NET, pod, conflist=conf, check=False)
@@ -130,7 +130,7 @@ def test_add_fails_cleanly_when_the_interface_exists(lan: Sandbox) -> None:
     sb = lan
     conf = conflist(sb)
     pod = sb.add_pod("dup")
-    from tests.netnslib import run
+    from testbed.sandbox import run
 
     run(["ip", "link", "add", "eth0", "type", "veth", "peer", "name", "other0"], netns=pod.name)
     proc = sb.cnitool("add", NET, pod, conflist=conf, check=False)
@@ -176,7 +176,7 @@ def test_ten_concurrent_adds_one_takeover_ten_leases(lan: Sandbox) -> None:
 
 
 def test_uplink_restore_returns_the_node_to_its_snapshot(sandbox: Sandbox) -> None:
-    from tests.netnslib import run
+    from testbed.sandbox import run
 
     sb = sandbox
     sb.start_dnsmasq()

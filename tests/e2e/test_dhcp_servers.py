@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from cni_bridge_dhcp.agent.dhcp.journal import Journal
-from tests.dhcpservers import (
+from testbed.dhcpservers import (
     Reservation,
     ServerLease,
     dnsmasq_leases,
@@ -30,8 +30,8 @@ from tests.dhcpservers import (
     kea_leases,
     udhcpd_leases,
 )
+from testbed.sandbox import Daemon, Pod, Sandbox, dhcpd_config
 from tests.e2e.helpers import NET, add, conflist, ip_json
-from tests.netnslib import Daemon, Pod, Sandbox, dhcpd_config
 
 pytestmark = [pytest.mark.netns, pytest.mark.e2e]
 

@@ -16,11 +16,11 @@ from typing import Any
 
 import pytest
 
-from cni_bridge_dhcp import client
-from cni_bridge_dhcp.errors import CNIError, ErrorCode
-from cni_bridge_dhcp.protocol import make_request
+from cni_bridge_dhcp.cni.errors import CNIError, ErrorCode
+from cni_bridge_dhcp.cni.wire import make_request
+from cni_bridge_dhcp.plugin import agent_client as client
+from testbed.sandbox import Pod, Sandbox
 from tests.e2e.helpers import NET, add, agent_report, conflist, container_id, links
-from tests.netnslib import Pod, Sandbox
 
 pytestmark = [pytest.mark.netns, pytest.mark.e2e]
 

@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
+from testbed.sandbox import ROUTER_IP, Sandbox, ping, run
 from tests.e2e.helpers import NET, add, conflist, container_id
-from tests.netnslib import ROUTER_IP, Sandbox, ping, run
 
 pytestmark = [pytest.mark.netns, pytest.mark.e2e]
 

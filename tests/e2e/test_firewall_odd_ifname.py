@@ -11,9 +11,9 @@ import time
 
 import pytest
 
+from testbed.sandbox import ROUTER_IP, Sandbox, ping, run
 from tests.e2e.helpers import NET, conflist
 from tests.e2e.test_firewall_drop import NATIVE_DROP, SETUPS, rulesets
-from tests.netnslib import ROUTER_IP, Sandbox, ping, run
 
 pytestmark = [pytest.mark.netns, pytest.mark.e2e]
 

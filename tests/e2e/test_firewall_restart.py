@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import pytest
 
+from testbed.sandbox import ROUTER_IP, Sandbox, ping, run
 from tests.e2e.helpers import NET, add, conflist
-from tests.netnslib import ROUTER_IP, Sandbox, ping, run
 
 pytestmark = [pytest.mark.netns, pytest.mark.e2e]
 

@@ -1,12 +1,12 @@
-"""CNI 1.1 GC and STATUS, driven by tests/cnidriver.py (libcni 1.1.2 predates them)."""
+"""CNI 1.1 GC and STATUS, driven by testbed/cnidriver.py (libcni 1.1.2 predates them)."""
 
 from __future__ import annotations
 
 import pytest
 
-from tests import cnidriver
+from testbed import cnidriver
+from testbed.sandbox import Sandbox, parse_dnsmasq_leases
 from tests.e2e.helpers import NET, add, agent_report, conflist, container_id, links
-from tests.netnslib import Sandbox, parse_dnsmasq_leases
 
 pytestmark = [pytest.mark.netns, pytest.mark.e2e]
 

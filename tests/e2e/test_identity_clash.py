@@ -11,8 +11,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from dhcp_leases import DhcpLeases
 
+from testbed.sandbox import Pod, Sandbox, parse_dnsmasq_leases
 from tests.e2e.helpers import NET, add, conflist, ip_json
-from tests.netnslib import Pod, Sandbox, parse_dnsmasq_leases
 
 pytestmark = [pytest.mark.netns, pytest.mark.e2e]
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from testbed.sandbox import ROUTER_IP, Sandbox, parse_dnsmasq_leases, ping
 from tests.e2e.helpers import NET, add, agent_report, links, pod_routes
-from tests.netnslib import ROUTER_IP, Sandbox, parse_dnsmasq_leases, ping
 
 pytestmark = [pytest.mark.netns, pytest.mark.e2e]
 

@@ -10,8 +10,8 @@ import json
 import pytest
 from dhcp_leases import DhcpLeases
 
+from testbed.sandbox import ROUTER_IP, Sandbox, parse_dnsmasq_leases, ping, run
 from tests.e2e.helpers import NET, add, agent_report, conflist, container_id
-from tests.netnslib import ROUTER_IP, Sandbox, parse_dnsmasq_leases, ping, run
 from tests.reliability.lib import agent_daemon, firewall_text, state_files, wait_for
 
 pytestmark = [pytest.mark.netns, pytest.mark.e2e]

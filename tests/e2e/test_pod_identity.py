@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from testbed.sandbox import Sandbox, parse_dnsmasq_leases
 from tests.e2e.helpers import NET, add, conflist, ip_json
-from tests.netnslib import Sandbox, parse_dnsmasq_leases
 
 pytestmark = [pytest.mark.netns, pytest.mark.e2e]
 

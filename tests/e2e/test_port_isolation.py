@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
+from testbed.sandbox import NODE_IP, ROUTER_IP, Pod, Sandbox, ping, run
 from tests.e2e.helpers import NET, add, conflist
 from tests.e2e.test_firewall_drop import NATIVE_DROP, SETUPS, rulesets
-from tests.netnslib import NODE_IP, ROUTER_IP, Pod, Sandbox, ping, run
 
 pytestmark = [pytest.mark.netns, pytest.mark.e2e]
 

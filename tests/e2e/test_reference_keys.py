@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from testbed.sandbox import Sandbox
 from tests.e2e.helpers import NET, add, conflist, ip_json, links, pod_routes
-from tests.netnslib import Sandbox
 
 pytestmark = [pytest.mark.netns, pytest.mark.e2e]
 

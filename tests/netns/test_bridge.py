@@ -8,12 +8,12 @@ from typing import Any
 
 import pytest
 
-from tests.netnslib import REPO_ROOT, Sandbox, run
+from testbed.sandbox import REPO_ROOT, Sandbox, run
 
 DRIVER = r"""
 import json, sys
-from cni_bridge_dhcp.agent.bridge import BridgeSpec, ensure_bridge
-from cni_bridge_dhcp.errors import CNIError
+from cni_bridge_dhcp.agent.datapath.bridge import BridgeSpec, ensure_bridge
+from cni_bridge_dhcp.cni.errors import CNIError
 spec = BridgeSpec(**json.loads(sys.argv[1]))
 try:
     print(json.dumps({"ok": ensure_bridge(spec)}))

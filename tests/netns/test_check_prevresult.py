@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
+from testbed.sandbox import REPO_ROOT, Pod, Sandbox, run
 from tests.e2e.helpers import NET, add, conflist, container_id
-from tests.netnslib import REPO_ROOT, Pod, Sandbox, run
 
 GOOD_IF = {"name": "eth0", "mac": "02:00:00:00:00:01", "sandbox": "/x"}
 

@@ -21,10 +21,10 @@ from typing import Any
 import pytest
 from dhcp_leases import DhcpLeases
 
+from cni_bridge_dhcp.agent.datapath.netns import open_netns
 from cni_bridge_dhcp.agent.dhcp import BOUND, Lease, LeaseManager, LeaseRequest, client_id_for
 from cni_bridge_dhcp.agent.dhcp.journal import Journal
-from cni_bridge_dhcp.agent.netns import open_netns
-from tests.netnslib import (
+from testbed.sandbox import (
     LAN_DOMAIN,
     POOL_END,
     POOL_START,

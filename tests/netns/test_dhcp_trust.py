@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from cni_bridge_dhcp.agent.dhcp import codec
+from testbed.sandbox import NODE_IP, ROUTER_IP, Sandbox, ping, run
 from tests.e2e.helpers import NET, add, conflist, ip_json, pod_routes
-from tests.netnslib import NODE_IP, ROUTER_IP, Sandbox, ping, run
 from tests.reliability.lib import events, journal_by_key, lease_key, pod_ipv4, wait_for
 
 ROGUE_POOL = ("192.168.77.50", "192.168.77.59")
@@ -26,11 +26,11 @@ def mac_of(netns: str, ifname: str) -> str:
 
 
 def fake_dhcp_in(sb: Sandbox, netns: str, name: str, **behaviour: Any) -> Path:
-    """tests/reliability/fakedhcp.py in ``netns`` (a LAN host of its own); its log path."""
+    """testbed/fakedhcp.py in ``netns`` (a LAN host of its own); its log path."""
     log = sb.tmp / f"{name}.jsonl"
     conf = sb.tmp / f"{name}.json"
     conf.write_text(json.dumps({"log": str(log), **behaviour}))
-    cmd = [sys.executable, "-m", "tests.reliability.fakedhcp", str(conf)]
+    cmd = [sys.executable, "-m", "testbed.fakedhcp", str(conf)]
     daemon = sb._spawn(name, cmd, netns=netns, log_path=sb.tmp / f"{name}.log")
     sb._wait_until(daemon, lambda: log.exists() and "started" in log.read_text(), f"{name} up")
     return log

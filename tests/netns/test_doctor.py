@@ -17,17 +17,17 @@ from typing import Any
 
 import pytest
 
+from cni_bridge_dhcp.agent.datapath.netns import open_netns
 from cni_bridge_dhcp.agent.dhcp import client_id_for
 from cni_bridge_dhcp.agent.dhcp.client import DhcpClient, Identity, Timing
 from cni_bridge_dhcp.agent.dhcp.clock import SystemClock
 from cni_bridge_dhcp.agent.dhcp.transport import PodTransportFactory, Target
-from cni_bridge_dhcp.agent.netns import open_netns
+from testbed.sandbox import ROUTER_IP, Pod, Sandbox, netns_exists, run
 from tests.e2e.helpers import NET, add, conflist, ip_json
-from tests.netnslib import ROUTER_IP, Pod, Sandbox, netns_exists, run
 
 pytestmark = [pytest.mark.netns]
 
-DOCTOR = "import sys; from cni_bridge_dhcp.doctor import doctor_main; sys.exit(doctor_main(sys.argv[1:]))"
+DOCTOR = "import sys; from cni_bridge_dhcp.ops.doctor.facts import doctor_main; sys.exit(doctor_main(sys.argv[1:]))"
 POD_ARGS = "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=web-a"
 
 

@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 
 from cni_bridge_dhcp.agent.firewall.model import pod_chain
+from testbed.sandbox import run
 from tests.netns.test_firewall_traffic import HOST_DROP, NET, P1, Net, net  # noqa: F401
-from tests.netnslib import run
 
 pytestmark = pytest.mark.netns
 

@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 
 from cni_bridge_dhcp.agent.firewall.model import pod_chain
-from tests.netnslib import NODE_IP, ROUTER_IP, Pod, Sandbox, ping, run
+from testbed.sandbox import NODE_IP, ROUTER_IP, Pod, Sandbox, ping, run
 
 pytestmark = pytest.mark.netns
 

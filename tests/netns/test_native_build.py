@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
+from testbed.sandbox import REPO_ROOT, Sandbox, run
 from tests.e2e.helpers import NET, conflist
-from tests.netnslib import REPO_ROOT, Sandbox, run
 
 NATIVE = REPO_ROOT / "build" / "native"
 EXE = NATIVE / "cni-bridge-dhcp"

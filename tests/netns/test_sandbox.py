@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tests import cnidriver
-from tests.netnslib import (
+from testbed import cnidriver
+from testbed.sandbox import (
     NODE_IP,
     POOL_END,
     POOL_START,
@@ -176,7 +176,7 @@ def test_cnitool_reports_the_plugins_error_json_and_exits_1(sandbox: Sandbox) ->
 
 
 def test_cnitool_rejects_unknown_operations(sandbox: Sandbox) -> None:
-    from tests.netnslib import ensure_cnitool
+    from testbed.sandbox import ensure_cnitool
 
     proc = run([str(ensure_cnitool()), "frob", "x", "/run/netns/none"], check=False)
     assert proc.returncode == 2 and "usage" in proc.stderr
@@ -233,7 +233,7 @@ def test_root_guard_reports_added_links_changed_rules_and_sysctls() -> None:
 
 
 def test_root_guard_ignores_packet_counters_but_not_rules() -> None:
-    from tests.netnslib import _normalize_xtables
+    from testbed.sandbox import _normalize_xtables
 
     one = _normalize_xtables("# Generated at 10:00\n*filter\n:INPUT ACCEPT [5:300]\nCOMMIT\n")
     two = _normalize_xtables("# Generated at 10:01\n*filter\n:INPUT ACCEPT [9:900]\nCOMMIT\n")

@@ -12,8 +12,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from testbed.sandbox import NODE_IP, Pod, Sandbox, run
 from tests.e2e.helpers import add, conflist, ip_json
-from tests.netnslib import NODE_IP, Pod, Sandbox, run
 
 NODE_V6 = "fd00:77::2"
 

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from testbed.sandbox import ROUTER_IP, Sandbox, SandboxError, ping, run
 from tests.e2e.helpers import NET, add, conflist, container_id
-from tests.netnslib import ROUTER_IP, Sandbox, SandboxError, ping, run
 from tests.reliability.lib import kill_agent, wait_for
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.netnslib import REPO_ROOT, ROUTER_IP, Sandbox, ping, run
+from testbed.sandbox import REPO_ROOT, ROUTER_IP, Sandbox, ping, run
 
 DRIVER = r"""
 import json, logging, sys
@@ -24,9 +24,9 @@ from pathlib import Path
 logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                     format="%(process)d %(name)s %(levelname)s %(message)s")
 logging.getLogger("pyroute2").setLevel(logging.WARNING)
-from cni_bridge_dhcp.agent import uplink
-from cni_bridge_dhcp.agent.bridge import BridgeSpec
-from cni_bridge_dhcp.errors import CNIError
+from cni_bridge_dhcp.agent.uplink import core as uplink
+from cni_bridge_dhcp.agent.datapath.bridge import BridgeSpec
+from cni_bridge_dhcp.cni.errors import CNIError
 op, state_dir, args = sys.argv[1], Path(sys.argv[2]), sys.argv[3:]
 try:
     if op == "ensure":

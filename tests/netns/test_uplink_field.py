@@ -13,8 +13,8 @@ from collections.abc import Callable
 
 import pytest
 
+from testbed.sandbox import NODE_IP, REPO_ROOT, ROUTER_IP, Sandbox, ping, run
 from tests.netns.test_uplink import error, ip_json, journal, ok, sh
-from tests.netnslib import NODE_IP, REPO_ROOT, ROUTER_IP, Sandbox, ping, run
 
 ROUTER6 = "2001:db8:77::1"
 PREFIX6 = "2001:db8:77::/64"

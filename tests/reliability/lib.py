@@ -17,16 +17,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from testbed.sandbox import REPO_ROOT, Daemon, Pod, Sandbox, SandboxError, Snapshot, run
 from tests.e2e.helpers import NET
-from tests.netnslib import (
-    REPO_ROOT,
-    Daemon,
-    Pod,
-    Sandbox,
-    SandboxError,
-    Snapshot,
-    run,
-)
 
 
 def wait_for(cond: Callable[[], bool], timeout: float, what: str, interval: float = 0.2) -> None:
@@ -109,11 +101,11 @@ def stop_named(sb: Sandbox, name: str) -> None:
 
 
 def start_fake_dhcp(sb: Sandbox, name: str = "fakedhcp", **behaviour: Any) -> Path:
-    """tests/reliability/fakedhcp.py in the lan namespace; returns its JSON-lines log path."""
+    """testbed/fakedhcp.py in the lan namespace; returns its JSON-lines log path."""
     log = sb.tmp / f"{name}.jsonl"
     conf = sb.tmp / f"{name}.json"
     conf.write_text(json.dumps({"log": str(log), **behaviour}))
-    cmd = [sys.executable, "-m", "tests.reliability.fakedhcp", str(conf)]
+    cmd = [sys.executable, "-m", "testbed.fakedhcp", str(conf)]
     daemon = sb._spawn(name, cmd, netns=sb.lan, log_path=sb.tmp / f"{name}.log")
     sb._wait_until(daemon, lambda: log.exists() and "started" in log.read_text(), "fakedhcp up")
     return log
@@ -160,7 +152,7 @@ def lease_key(pod: Pod, ifname: str = "eth0") -> str:
 
 _SNAPSHOT = (
     "import json, sys; sys.path.insert(0, {root!r}); "
-    "from tests.netnslib import snapshot_root; print(json.dumps(snapshot_root()))"
+    "from testbed.sandbox import snapshot_root; print(json.dumps(snapshot_root()))"
 )
 
 
@@ -192,7 +184,7 @@ def pod_ipv4(pod: Pod, ifname: str = "eth0") -> list[str]:
 
 def firewall_text(netns: str) -> str:
     """nft ruleset + iptables-legacy-save + iptables-nft-save, counters stripped."""
-    from tests.netnslib import _normalize_xtables
+    from testbed.sandbox import _normalize_xtables
 
     parts = []
     for cmd in (["nft", "list", "ruleset"], ["iptables-legacy-save"], ["iptables-nft-save"]):

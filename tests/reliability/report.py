@@ -171,7 +171,7 @@ FINDINGS = [
         "ipam.serverAllowList was checked only after the lease was acquired: a rogue server "
         "answering first made the ADD fail",
         "dhcp/client.py (replies from other server ids ignored in every state), "
-        "dhcp/lease.py (journaled), plugin.py lease_request passes the list",
+        "dhcp/lease.py (journaled), commands/main_role.py lease_request passes the list",
     ),
     (
         "fixed",
@@ -184,25 +184,25 @@ FINDINGS = [
         "Full or read-only state dir: ADD answered 999 (internal error) with the raw OSError; "
         "a short write on a nearly full disk could commit a torn attachment record; "
         "temporaries were left behind",
-        "statefile.py (code 105 naming the file, writes looped, temporaries removed), "
+        "state/statefile.py (code 105 naming the file, writes looped, temporaries removed), "
         "dhcp/journal.py",
     ),
     (
         "fixed",
         "DEL on a read-only state dir answered 5 (I/O failure) with the raw OSError of the "
         "lease journal, which wrote its records with its own copy of the durable-write code",
-        "dhcp/journal.py writes and removes through statefile.py: DEL answers 105 naming the file",
+        "dhcp/journal.py writes and removes through state/statefile.py: DEL answers 105 naming the file",
     ),
     (
         "fixed",
         "An address-book write failing after the lease was acquired failed the ADD and "
         "leaked the fresh lease (journaled, renewed, held at the server)",
-        "addressbook.py: the hint is logged when it cannot be saved",
+        "state/addressbook.py: the hint is logged when it cannot be saved",
     ),
     (
         "fixed",
         "Deeply nested JSON (stdin or agent socket) answered 999 with a traceback on stderr",
-        "skel.py, protocol.py: decode error 6",
+        "plugin/skel.py, cni/wire.py: decode error 6",
     ),
     (
         "fixed",
@@ -210,7 +210,7 @@ FINDINGS = [
         "agent kept the pod's per-address FORWARD/ipMasq rules and its attachment record "
         "(status, CHECK, periodic re-assertion) on the OLD address: routed pod traffic was "
         "dropped on FORWARD-DROP nodes",
-        "lease_follow.py: a lease-change hook swaps the pod's rules, record and address-book "
+        "commands/lease_follow.py: a lease-change hook swaps the pod's rules, record and address-book "
         "hint; test_new_address_is_forwarded_on_a_forward_drop_node",
     ),
     (
@@ -219,7 +219,7 @@ FINDINGS = [
         "cycles) while the live heap stayed flat (heaptrack, pymalloc): glibc kept freed "
         "memory, its mmap threshold raised to 2 MiB by libnftables' batch buffer, in up to "
         "16 per-thread arenas",
-        "agent/allocator.py (mallopt: fixed 64 KiB mmap / 128 KiB trim thresholds, 2 arenas): "
+        "agent/runtime/allocator.py (mallopt: fixed 64 KiB mmap / 128 KiB trim thresholds, 2 arenas): "
         "about 2 KiB per cycle over 2,000 cycles; load-test bound lowered to 8 MiB",
     ),
     (

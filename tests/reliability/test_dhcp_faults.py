@@ -12,8 +12,7 @@ from typing import Any
 import pytest
 from dhcp_leases import DhcpLeases
 
-from tests.e2e.helpers import NET, add, agent_report, conflist, pod_routes
-from tests.netnslib import (
+from testbed.sandbox import (
     NODE_IP,
     POOL_END,
     POOL_START,
@@ -24,6 +23,7 @@ from tests.netnslib import (
     ping,
     run,
 )
+from tests.e2e.helpers import NET, add, agent_report, conflist, pod_routes
 from tests.reliability.lib import (
     events,
     firewall_text,

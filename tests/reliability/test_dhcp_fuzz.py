@@ -15,9 +15,9 @@ from hypothesis import strategies as st
 from cni_bridge_dhcp.agent.dhcp import codec
 from cni_bridge_dhcp.agent.dhcp.codec import DecodeError, MessageType
 from cni_bridge_dhcp.agent.dhcp.lease import ack_info
+from testbed.fakedhcp import malformed_variants
+from testbed.sandbox import ROUTER_IP, Sandbox, ping
 from tests.e2e.helpers import add, agent_report, conflist
-from tests.netnslib import ROUTER_IP, Sandbox, ping
-from tests.reliability.fakedhcp import malformed_variants
 from tests.reliability.lib import (
     agent_daemon,
     events,

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
+from testbed.sandbox import Sandbox, parse_dnsmasq_leases, run
 from tests.e2e.helpers import NET, agent_report, conflist
-from tests.netnslib import Sandbox, parse_dnsmasq_leases, run
 from tests.reliability.lib import (
     fd_count,
     firewall_text,
@@ -27,7 +27,7 @@ IN_FLIGHT = 20
 WARMUP = 20
 # Growth of the agent's resident memory over the 200 cycles, measured after a warm-up of
 # 20 cycles (imports, thread pool, firewall handles all in place). Observed: 3-4 MiB with
-# glibc's default malloc settings, 0.4-0.7 MiB with the agent's own (agent/allocator.py).
+# glibc's default malloc settings, 0.4-0.7 MiB with the agent's own (agent/runtime/allocator.py).
 RSS_BOUND_KIB = 8 * 1024
 # The agent's worker pool is capped at 32 threads (core.py); with the main thread and the
 # few asyncio keeps, more than this means threads leak. Observed: 14-20.

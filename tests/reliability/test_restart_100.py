@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from dhcp_leases import DhcpLeases
 
+from testbed.sandbox import ROUTER_IP, Sandbox, dhcpd_config, ping
 from tests.e2e.helpers import NET, add, agent_report, conflist
-from tests.netnslib import ROUTER_IP, Sandbox, dhcpd_config, ping
 from tests.reliability.lib import (
     journal_by_key,
     kill_agent,

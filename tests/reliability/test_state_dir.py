@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
+from testbed.sandbox import ROUTER_IP, Pod, Sandbox, parse_dnsmasq_leases, ping, run
 from tests.e2e.helpers import NET, add, agent_report, conflist, container_id, links
-from tests.netnslib import ROUTER_IP, Pod, Sandbox, parse_dnsmasq_leases, ping, run
 from tests.reliability.lib import (
     agent_daemon,
     firewall_text,
@@ -267,8 +267,8 @@ def test_a_record_torn_at_any_byte_is_ignored_and_never_breaks_loading(
 ) -> None:
     """Every possible torn write of a lease record and an attachment record (truncation
     at each byte): loading skips it and keeps the intact neighbour."""
-    from cni_bridge_dhcp.agent.attachments import Attachment, AttachmentStore
     from cni_bridge_dhcp.agent.dhcp.journal import Journal
+    from cni_bridge_dhcp.agent.state.attachments import Attachment, AttachmentStore
 
     state = tmp_path / "state"
     journal = Journal(state)

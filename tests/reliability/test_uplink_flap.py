@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
+from testbed.sandbox import ROUTER_IP, Sandbox, dhcpd_config, ping, run
 from tests.e2e.helpers import add, conflist
-from tests.netnslib import ROUTER_IP, Sandbox, dhcpd_config, ping, run
 from tests.reliability.lib import (
     journal_by_key,
     lease_key,

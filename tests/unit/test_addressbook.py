@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from cni_bridge_dhcp.agent import addressbook
-from cni_bridge_dhcp.agent.addressbook import AddressBook
+from cni_bridge_dhcp.agent.state import addressbook
+from cni_bridge_dhcp.agent.state.addressbook import AddressBook
 
 
 def test_remembers_across_agent_restarts(tmp_path: Path) -> None:

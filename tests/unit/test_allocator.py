@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cni_bridge_dhcp.agent.allocator import tune_malloc
+from cni_bridge_dhcp.agent.runtime.allocator import tune_malloc
 
 
 def test_all_settings_apply_by_default() -> None:

@@ -13,12 +13,13 @@ from typing import Any
 
 import pytest
 
-from cni_bridge_dhcp.agent import core, plugin
-from cni_bridge_dhcp.errors import CNIError, ErrorCode
+from cni_bridge_dhcp.agent import service
+from cni_bridge_dhcp.agent.commands import main_role
+from cni_bridge_dhcp.cni.errors import CNIError, ErrorCode
 
 
-def _request(container_id: str = "c1", op: str = "ADD") -> plugin.Request:
-    return plugin.Request(
+def _request(container_id: str = "c1", op: str = "ADD") -> main_role.Request:
+    return main_role.Request(
         op=op,
         cni_version="1.0.0",
         container_id=container_id,
@@ -39,7 +40,7 @@ class Probe:
         self.most: dict[str, int] = {}
         self.done = 0
 
-    async def __call__(self, agent: core.Agent, r: plugin.Request) -> dict[str, Any]:
+    async def __call__(self, agent: service.Agent, r: main_role.Request) -> dict[str, Any]:
         key = r.container_id
         self.running[key] = self.running.get(key, 0) + 1
         self.most[key] = max(self.most.get(key, 0), self.running[key])
@@ -56,15 +57,15 @@ class Probe:
 
 
 @pytest.fixture
-def agent(tmp_path: Path) -> core.Agent:
-    return core.Agent(tmp_path, firewall_interval=0)
+def agent(tmp_path: Path) -> service.Agent:
+    return service.Agent(tmp_path, firewall_interval=0)
 
 
 def test_one_operation_per_key_however_many_queue(
-    agent: core.Agent, monkeypatch: pytest.MonkeyPatch
+    agent: service.Agent, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     probe = Probe()
-    monkeypatch.setitem(core._HANDLERS, "ADD", probe)
+    monkeypatch.setitem(service._HANDLERS, "ADD", probe)
 
     async def scenario() -> None:
         first = [asyncio.create_task(agent._dispatch("ADD", _request(), {})) for _ in range(3)]
@@ -84,10 +85,10 @@ def test_one_operation_per_key_however_many_queue(
 
 
 def test_failed_operations_leave_no_lock_entries(
-    agent: core.Agent, monkeypatch: pytest.MonkeyPatch
+    agent: service.Agent, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     probe = Probe(fail=True)
-    monkeypatch.setitem(core._HANDLERS, "ADD", probe)
+    monkeypatch.setitem(service._HANDLERS, "ADD", probe)
 
     async def scenario() -> None:
         calls = [agent._dispatch("ADD", _request(f"c{i}"), {}) for i in range(20)]

@@ -74,11 +74,11 @@ AGENT_LOG = """\
 2026-11-28 05:58:22,667 DEBUG cni_bridge_dhcp.agent.dhcp.client: net/c1/eth0: OFFER 192.168.77.148 from 192.168.77.1
 2026-11-28 05:58:22,669 DEBUG cni_bridge_dhcp.agent.dhcp.client: net/c1/eth0: ACK 192.168.77.148/24 from 192.168.77.1
 2026-11-28 05:58:22,769 DEBUG cni_bridge_dhcp.agent.dhcp.client: net/c1/eth0: ARP probe of 192.168.77.148: free
-2026-11-28 05:58:22,777 INFO cni_bridge_dhcp.agent.plugin: ADD c1 pod=b/p0 if=eth0 ok: 192.168.77.148/24 in 0.137 s
+2026-11-28 05:58:22,777 INFO cni_bridge_dhcp.agent.service: ADD c1 pod=b/p0 if=eth0 ok: 192.168.77.148/24 in 0.137 s
 2026-11-28 05:58:22,800 DEBUG cni_bridge_dhcp.agent.dhcp.client: net/c2/eth0: OFFER 192.168.77.149 from 192.168.77.1
 2026-11-28 05:58:22,900 DEBUG cni_bridge_dhcp.agent.dhcp.client: net/other/eth0: OFFER 192.168.77.150 from 192.168.77.1
 2026-11-28 05:58:23,707 INFO cni_bridge_dhcp.agent.dhcp.manager: net/c1/eth0: state=RELEASED address=192.168.77.148 server=192.168.77.1
-2026-11-28 05:58:23,728 INFO cni_bridge_dhcp.agent.plugin: DEL c1 pod=-/- if=eth0 ok in 0.025 s
+2026-11-28 05:58:23,728 INFO cni_bridge_dhcp.agent.service: DEL c1 pod=-/- if=eth0 ok in 0.025 s
 """
 
 

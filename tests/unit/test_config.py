@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
-from cni_bridge_dhcp.agent.config import NOT_IMPLEMENTED, parse_netconf
-from cni_bridge_dhcp.agent.identity import check_args, choose_mac, dns_label, option_code
-from cni_bridge_dhcp.errors import CNIError
+from cni_bridge_dhcp.agent.config import NOT_IMPLEMENTED, check_args, choose_mac, parse_netconf
+from cni_bridge_dhcp.agent.dhcp.identity import dns_label, option_code
+from cni_bridge_dhcp.cni.errors import CNIError
 
 
 def netconf(**extra: Any) -> dict[str, Any]:

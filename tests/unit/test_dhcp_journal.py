@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from cni_bridge_dhcp.agent.dhcp.journal import Journal
-from cni_bridge_dhcp.errors import CNIError, ErrorCode
+from cni_bridge_dhcp.cni.errors import CNIError, ErrorCode
 from tests.unit.test_dhcp_lease import sample_lease
 
 

@@ -18,7 +18,7 @@ from cni_bridge_dhcp.agent.dhcp.codec import MessageType, Opt
 from cni_bridge_dhcp.agent.dhcp.identity import wire_client_id
 from cni_bridge_dhcp.agent.dhcp.journal import Journal
 from cni_bridge_dhcp.agent.dhcp.transport import Received, Target
-from cni_bridge_dhcp.errors import CNIError, ErrorCode
+from cni_bridge_dhcp.cni.errors import CNIError, ErrorCode
 from tests.unit.test_dhcp_statemachine import (
     POD_MAC,
     SERVER_IP,

@@ -29,7 +29,7 @@ from cni_bridge_dhcp.agent.dhcp import (
 from cni_bridge_dhcp.agent.dhcp.codec import BOOTREPLY, Message, MessageType, Opt
 from cni_bridge_dhcp.agent.dhcp.journal import Journal
 from cni_bridge_dhcp.agent.dhcp.transport import Gone, Received, Target
-from cni_bridge_dhcp.errors import CNIError, ErrorCode
+from cni_bridge_dhcp.cni.errors import CNIError, ErrorCode
 
 POD_MAC = "0a:58:c0:a8:4d:02"
 SERVER_IP = IPv4Address("192.168.77.1")

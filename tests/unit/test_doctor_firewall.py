@@ -6,8 +6,8 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from cni_bridge_dhcp import doctor_checks as dc
 from cni_bridge_dhcp.agent.firewall.detect import legacy_usage_from_save, nft_usage_from_ruleset
+from cni_bridge_dhcp.ops.doctor import checks as dc
 
 CID = "cnitool-d55e6d3560067f586703"
 POD = dc.PodFw("pod default/web-a (lan, eth0)", "lan", CID, "eth0", frozenset({4}))

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from cni_bridge_dhcp import doctor_checks as dc
-from cni_bridge_dhcp.doctor import gather_manager_configs
+from cni_bridge_dhcp.ops.doctor import checks as dc
+from cni_bridge_dhcp.ops.doctor.facts import gather_manager_configs
 
 MAC = "52:54:00:12:34:56"
 

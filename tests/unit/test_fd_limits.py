@@ -17,10 +17,11 @@ from typing import Any
 
 import pytest
 
-from cni_bridge_dhcp import client
-from cni_bridge_dhcp.agent import fdlimits, server
-from cni_bridge_dhcp.errors import CNIError, ErrorCode
-from cni_bridge_dhcp.protocol import make_request
+from cni_bridge_dhcp.agent import server
+from cni_bridge_dhcp.agent.runtime import fdlimits
+from cni_bridge_dhcp.cni.errors import CNIError, ErrorCode
+from cni_bridge_dhcp.cni.wire import make_request
+from cni_bridge_dhcp.plugin import agent_client as client
 
 
 class GatedAgent:
@@ -126,7 +127,7 @@ def test_default_bound_follows_the_open_file_limit(soft: int, expected: int) -> 
 def test_raise_nofile_raises_the_soft_limit_to_the_hard_one() -> None:
     code = (
         "import resource;"
-        "from cni_bridge_dhcp.agent.fdlimits import raise_nofile;"
+        "from cni_bridge_dhcp.agent.runtime.fdlimits import raise_nofile;"
         "print(raise_nofile(), resource.getrlimit(resource.RLIMIT_NOFILE))"
     )
     out = subprocess.run(

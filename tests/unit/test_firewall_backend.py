@@ -13,7 +13,7 @@ from cni_bridge_dhcp.agent.firewall.base import PlacesBackend
 from cni_bridge_dhcp.agent.firewall.facade import Firewall
 from cni_bridge_dhcp.agent.firewall.model import FirewallBackend
 from cni_bridge_dhcp.agent.firewall.plan import Op, Place, TableState
-from cni_bridge_dhcp.errors import CNIError, ErrorCode
+from cni_bridge_dhcp.cni.errors import CNIError, ErrorCode
 from tests.unit.test_firewall_plan import FOREIGN, StrictTable, make_pod
 
 

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from cni_bridge_dhcp.agent.config import parse_netconf
-from cni_bridge_dhcp.doctor_checks import parse_simple_yaml
+from cni_bridge_dhcp.ops.doctor.checks import parse_simple_yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 MANIFESTS = sorted((ROOT / "examples" / "kubernetes").glob("*.yaml"))

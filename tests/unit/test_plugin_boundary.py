@@ -7,7 +7,20 @@ import os
 import subprocess
 import sys
 
-PLUGIN_MODULES = ("cni_bridge_dhcp.cli", "cni_bridge_dhcp.skel", "cni_bridge_dhcp.client")
+PLUGIN_MODULES = (
+    "cni_bridge_dhcp.cli",
+    "cni_bridge_dhcp.plugin.skel",
+    "cni_bridge_dhcp.plugin.agent_client",
+    "cni_bridge_dhcp.plugin.status",
+)
+# What the zipapp ships (scripts/build-zipapp.py): the exec path may load nothing else of ours.
+SHIPPED = ("cni_bridge_dhcp.cni.", "cni_bridge_dhcp.plugin.")
+SHIPPED_TOP = {
+    "cni_bridge_dhcp",
+    "cni_bridge_dhcp.cli",
+    "cni_bridge_dhcp.cni",
+    "cni_bridge_dhcp.plugin",
+}
 
 
 def test_plugin_path_imports_no_third_party_or_agent_code() -> None:
@@ -27,7 +40,8 @@ def test_plugin_path_imports_no_third_party_or_agent_code() -> None:
     }
     assert not forbidden
     assert not {m for m in loaded if m.startswith("cni_bridge_dhcp.agent")}
-    ours = {m for m in loaded if m.startswith("cni_bridge_dhcp")}
+    ours = {m for m in loaded if m.split(".")[0] == "cni_bridge_dhcp"}
+    assert {m for m in ours if m not in SHIPPED_TOP and not m.startswith(SHIPPED)} == set()
     stdlib = set(sys.stdlib_module_names)
     third_party = {
         m for m in loaded - ours if m.split(".")[0] not in stdlib and not m.startswith("_")

@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from cni_bridge_dhcp import client
 from cni_bridge_dhcp.agent.config import IPAMConf
-from cni_bridge_dhcp.skel import main
+from cni_bridge_dhcp.plugin import agent_client as client
+from cni_bridge_dhcp.plugin.skel import main
 
 ENV = {
     "CNI_COMMAND": "ADD",

@@ -6,8 +6,8 @@ from ipaddress import IPv4Address, IPv4Network
 
 import pytest
 
-from cni_bridge_dhcp.agent.podroutes import PodRoute, plan_routes
-from cni_bridge_dhcp.errors import CNIError
+from cni_bridge_dhcp.agent.datapath.podroutes import PodRoute, plan_routes
+from cni_bridge_dhcp.cni.errors import CNIError
 
 NODE = IPv4Address("192.168.77.10")
 ROUTER = IPv4Address("192.168.77.1")

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from cni_bridge_dhcp.errors import CNIError
-from cni_bridge_dhcp.protocol import (
+from cni_bridge_dhcp.cni.errors import CNIError
+from cni_bridge_dhcp.cni.wire import (
     MAX_MESSAGE,
     error_response,
     frame,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from cni_bridge_dhcp.result import SUPPORTED_VERSIONS, convert, to_internal
+from cni_bridge_dhcp.cni.result import SUPPORTED_VERSIONS, convert, to_internal
 
 GOLDEN = Path(__file__).parent / "golden"
 

@@ -9,14 +9,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cni_bridge_dhcp.agent.routeplan import (
+from cni_bridge_dhcp.agent.uplink.plan import (
     AF_INET,
     AF_INET6,
     AddrSnap,
     NextHop,
     RouteSnap,
     UplinkSnapshot,
-    addresses_from_ip_json,
     addresses_to_move,
     bridge_label,
     default_gateway,
@@ -24,10 +23,10 @@ from cni_bridge_dhcp.agent.routeplan import (
     is_kernel_ll,
     primary_ipv4,
     replay_plan,
-    routes_from_ip_json,
     select_uplink,
 )
-from cni_bridge_dhcp.errors import CNIError
+from cni_bridge_dhcp.cni.errors import CNIError
+from testbed.ipjson import addresses_from_ip_json, routes_from_ip_json
 
 # Captured with `ip -j -4|-6 route show table all` and `ip -j addr show dev eth0` on a node
 # netns with a /32 host route, a gateway route behind it in table 1000, a second address

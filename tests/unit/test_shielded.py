@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from cni_bridge_dhcp.agent.shielded import to_completion
+from cni_bridge_dhcp.agent.runtime.shielded import to_completion
 
 
 def test_cancelled_caller_waits_for_the_work_before_it_ends() -> None:

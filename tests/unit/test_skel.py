@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from cni_bridge_dhcp import client
-from cni_bridge_dhcp.errors import CNIError, ErrorCode
-from cni_bridge_dhcp.result import SUPPORTED_VERSIONS
-from cni_bridge_dhcp.skel import main, parse_cni_args
+from cni_bridge_dhcp.cni.defaults import DEFAULT_SOCKET
+from cni_bridge_dhcp.cni.errors import CNIError, ErrorCode
+from cni_bridge_dhcp.cni.result import SUPPORTED_VERSIONS
+from cni_bridge_dhcp.plugin.skel import main, parse_cni_args
 
 BASE_ENV = {
     "CNI_COMMAND": "ADD",
@@ -140,7 +140,7 @@ def test_add_forwards_and_converts_the_result(version: str) -> None:
     assert out["ips"][0]["address"] == "192.168.77.101/24"
     assert ("version" in out["ips"][0]) == version.startswith("0.")
     socket_path, request = agent.calls[0]
-    assert socket_path == client.DEFAULT_SOCKET
+    assert socket_path == DEFAULT_SOCKET
     assert request["op"] == "ADD" and request["cniVersion"] == version
     assert request["env"]["args"] == {"IgnoreUnknown": "1", "K8S_POD_NAME": "web"}
     assert request["env"]["containerId"] == "abc123"
@@ -206,7 +206,7 @@ def test_cni_args_parsing() -> None:
 
 
 def test_role_follows_the_name_the_runtime_execd() -> None:
-    from cni_bridge_dhcp.skel import executable_name, role_for
+    from cni_bridge_dhcp.plugin.skel import executable_name, role_for
 
     assert executable_name("/opt/cni/bin/cni-bridge-dhcp") == "cni-bridge-dhcp"
     assert executable_name("/opt/cni/bin/dhcp") == "dhcp"

@@ -17,12 +17,12 @@ from typing import Any
 
 import pytest
 
-from cni_bridge_dhcp.agent import statefile
-from cni_bridge_dhcp.agent import uplink_journal as uj
-from cni_bridge_dhcp.agent.addressbook import AddressBook
-from cni_bridge_dhcp.agent.attachments import Attachment, AttachmentStore
 from cni_bridge_dhcp.agent.dhcp.journal import Journal
-from cni_bridge_dhcp.errors import CNIError
+from cni_bridge_dhcp.agent.state import statefile
+from cni_bridge_dhcp.agent.state.addressbook import AddressBook
+from cni_bridge_dhcp.agent.state.attachments import Attachment, AttachmentStore
+from cni_bridge_dhcp.agent.uplink import journal as uj
+from cni_bridge_dhcp.cni.errors import CNIError
 from tests.unit.test_dhcp_lease import sample_lease
 from tests.unit.test_uplink_journal import snapshot
 

@@ -13,8 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from cni_bridge_dhcp.agent import uplink_journal as uj
-from cni_bridge_dhcp.agent.routeplan import (
+from cni_bridge_dhcp.agent.uplink import journal as uj
+from cni_bridge_dhcp.agent.uplink.core import (
+    UplinkState,
+    current_state,
+    is_wireless,
+    snapshot_differences,
+)
+from cni_bridge_dhcp.agent.uplink.plan import (
     AF_INET,
     AddrSnap,
     BridgePre,
@@ -22,13 +28,7 @@ from cni_bridge_dhcp.agent.routeplan import (
     RouteSnap,
     UplinkSnapshot,
 )
-from cni_bridge_dhcp.agent.uplink import (
-    UplinkState,
-    current_state,
-    is_wireless,
-    snapshot_differences,
-)
-from cni_bridge_dhcp.errors import CNIError
+from cni_bridge_dhcp.cni.errors import CNIError
 
 
 def snapshot() -> UplinkSnapshot:
@@ -189,7 +189,7 @@ def run_fault(point: str, env_value: str | None) -> subprocess.CompletedProcess[
     if env_value is not None:
         env["CNI_BRIDGE_DHCP_FAULT"] = env_value
     code = (
-        "import sys; from cni_bridge_dhcp.agent.faults import maybe_crash;"
+        "import sys; from cni_bridge_dhcp.agent.runtime.faults import maybe_crash;"
         "maybe_crash(sys.argv[1]); print('survived')"
     )
     return subprocess.run(

@@ -10,6 +10,8 @@ from __future__ import annotations
 import hashlib
 import re
 
+from ...cni.errors import CNIError, ErrorCode
+
 _CLIENT_ID_TYPE = b"\x00"  # RFC 2132 9.14: type 0, an identifier that is not a hardware address
 _MAX_READABLE = 128
 _LABEL_BAD = re.compile(r"[^a-z0-9-]+")
@@ -94,3 +96,43 @@ def wire_client_id(mode: str, pod_client_id: bytes, mac: str) -> bytes:
     if mode == "none":
         return b""
     raise ValueError(f"ipam.clientId {mode!r} is not one of {', '.join(CLIENT_ID_MODES)}")
+
+
+# Reference `dhcp` IPAM option names (ipam.request / ipam.provide) and their codes.
+OPTION_CODES: dict[str, int] = {
+    "subnet-mask": 1,
+    "routers": 3,
+    "router": 3,
+    "domain-name-servers": 6,
+    "dns-server": 6,
+    "host-name": 12,
+    "hostname": 12,
+    "domain-name": 15,
+    "interface-mtu": 26,
+    "broadcast-address": 28,
+    "static-routes": 33,
+    "ntp-servers": 42,
+    "vendor-class-identifier": 60,
+    "dhcp-client-identifier": 61,
+    "client-id": 61,
+    "domain-search": 119,
+    "classless-static-routes": 121,
+    "classless-route": 121,
+}
+
+
+def option_code(name: str, key: str) -> int:
+    if name.isdigit() and 1 <= int(name) <= 254:
+        return int(name)
+    code = OPTION_CODES.get(name.lower())
+    if code is None:
+        raise CNIError(ErrorCode.INVALID_CONFIG, f"{key}: unknown DHCP option {name!r}")
+    return code
+
+
+def dns_label(name: str | None) -> str | None:
+    """A pod name as a valid DNS label for option 12, or None."""
+    if not name:
+        return None
+    label = re.sub(r"[^a-z0-9-]+", "-", name.lower()).strip("-")[:63].strip("-")
+    return label or None

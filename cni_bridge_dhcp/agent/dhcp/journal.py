@@ -16,7 +16,8 @@ import logging
 import os
 from pathlib import Path
 
-from .. import statefile
+from ...cni.defaults import LEASES_DIR
+from ..state import statefile
 from .lease import Lease, from_record, to_record
 
 log = logging.getLogger(__name__)
@@ -24,7 +25,7 @@ log = logging.getLogger(__name__)
 
 class Journal:
     def __init__(self, state_dir: Path) -> None:
-        self.dir = Path(state_dir) / "leases"
+        self.dir = Path(state_dir) / LEASES_DIR
 
     def path_for(self, key: str) -> Path:
         # Keys hold slashes and runtime-chosen text; a digest makes a safe, fixed-size name.

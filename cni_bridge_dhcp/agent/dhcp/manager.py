@@ -18,9 +18,9 @@ from dataclasses import dataclass, replace
 from ipaddress import IPv4Address
 from pathlib import Path
 
-from ...errors import CNIError, ErrorCode
-from ..netns import netns_inode
-from ..shielded import to_completion
+from ...cni.errors import CNIError, ErrorCode
+from ..datapath.netns import netns_inode
+from ..runtime.shielded import to_completion
 from . import podif
 from .client import Bound, DhcpClient, DhcpNaked, DhcpTimeout, Identity, Nak, Timing
 from .clock import Clock, SystemClock

@@ -34,7 +34,7 @@ class NodeReleaseError(Exception):
 
 def egress_interface(server: IPv4Address) -> str:
     """The node-side interface the kernel would use to reach ``server``."""
-    from ..netlink import NetlinkError, node_ipr
+    from ..datapath.netlink import NetlinkError, node_ipr
 
     with node_ipr() as ipr:
         try:

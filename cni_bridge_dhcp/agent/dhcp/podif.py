@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from ipaddress import IPv4Interface
 from typing import Any
 
-from ...errors import CNIError
-from ..netlink import NetlinkError, ipr_for_netns
-from ..netns import netns_inode, open_netns, run_in_netns
+from ...cni.errors import CNIError
+from ..datapath.netlink import NetlinkError, ipr_for_netns
+from ..datapath.netns import netns_inode, open_netns, run_in_netns
 from .lease import Lease
 
 log = logging.getLogger(__name__)

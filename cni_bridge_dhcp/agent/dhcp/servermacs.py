@@ -25,11 +25,12 @@ from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any
 
-from .. import statefile
+from ...cni.defaults import DHCP_SERVERS
+from ..state import statefile
 
 log = logging.getLogger(__name__)
 
-FILE_NAME = "dhcp-servers.json"
+FILE_NAME = DHCP_SERVERS
 _MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 
 

@@ -31,8 +31,8 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address
 from typing import Protocol
 
-from ...errors import CNIError
-from ..netns import netns_inode, open_netns, run_in_netns
+from ...cni.errors import CNIError
+from ..datapath.netns import netns_inode, open_netns, run_in_netns
 from . import codec
 from .codec import BROADCAST, BROADCAST_MAC, CLIENT_PORT, SERVER_PORT, ZERO
 
@@ -218,7 +218,7 @@ class PodTransport:
         self._arp_rx: asyncio.Queue[codec.Arp] = asyncio.Queue(_QUEUE_MAX)
         self._closed = False
         # One receive buffer per transport: a fresh 64 KiB buffer per packet would be an
-        # mmap/munmap pair under the agent's malloc settings (agent/allocator.py).
+        # mmap/munmap pair under the agent's malloc settings (agent/runtime/allocator.py).
         self._buffer = bytearray(65535)
         self._loop.add_reader(socks.ip.fileno(), self._on_ip)
         self._loop.add_reader(socks.arp.fileno(), self._on_arp)

@@ -10,7 +10,7 @@ import logging
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
 
-from ...errors import CNIError, ErrorCode
+from ...cni.errors import CNIError, ErrorCode
 from .model import PodRules, pod_chain
 from .plan import (
     Desired,

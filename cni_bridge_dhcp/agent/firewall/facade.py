@@ -12,7 +12,7 @@ import logging
 import os
 from collections.abc import Iterable
 
-from ...errors import CNIError, ErrorCode
+from ...cni.errors import CNIError, ErrorCode
 from . import detect
 from .libnft import Nft, NftUnavailable, ensure_process_netns
 from .libnft import shared as shared_nft

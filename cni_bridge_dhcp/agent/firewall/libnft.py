@@ -16,7 +16,7 @@ import os
 import threading
 from typing import Any
 
-from ...errors import CNIError, ErrorCode
+from ...cni.errors import CNIError, ErrorCode
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ import subprocess
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 
-from ...errors import CNIError, ErrorCode
+from ...cni.errors import CNIError, ErrorCode
 from .libnft import first_line
 from .model import CHAIN_PREFIX
 from .plan import Op, TableState

@@ -13,7 +13,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from ...errors import CNIError, ErrorCode
+from ...cni.errors import CNIError, ErrorCode
 
 DEFAULT_PATH = "/run/xtables.lock"
 

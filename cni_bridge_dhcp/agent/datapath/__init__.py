@@ -1,0 +1,1 @@
+"""Node and pod kernel objects: network namespaces, netlink sockets, bridge, veth, pod addresses and routes."""

@@ -1,0 +1,186 @@
+"""Per-pod veth pairs: created inside the pod namespace, host end moved to the node.
+
+Creating the pair inside the pod namespace means the pod-side name (CNI_IFNAME) never
+clashes with a node interface; the host end gets a random ``veth`` name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+from ...cni.errors import CNIError, ErrorCode
+from .netlink import IPRoute, NetlinkError, ipr_for_netns, netns_ipr, node_ipr
+from .netns import own_netns_fd, run_in_netns
+
+log = logging.getLogger(__name__)
+
+EEXIST = 17
+ENODEV = 19
+
+
+@dataclass(frozen=True)
+class VethSpec:
+    ifname: str
+    bridge_index: int
+    mac: str | None = None
+    mtu: int | None = None
+    # The host end's MTU: the bridge's. A smaller one would make the kernel lower a bridge
+    # whose MTU was never pinned (a pre-configured one) to the new port's on enslaving.
+    host_mtu: int | None = None
+    hairpin: bool = False
+    isolated: bool = False
+    enable_dad: bool = False
+    bring_up: bool = True
+
+
+@dataclass(frozen=True)
+class VethInfo:
+    host_name: str
+    host_index: int
+    host_mac: str
+    pod_name: str
+    pod_index: int
+    pod_mac: str
+    mtu: int
+
+
+def new_host_name() -> str:
+    return f"veth{secrets.token_hex(4)}"
+
+
+def _link(ipr: IPRoute, name: str) -> object | None:
+    found = ipr.link_lookup(ifname=name)
+    return ipr.get_links(found[0])[0] if found else None
+
+
+def _write_sysctl(path: str, value: str) -> bool:
+    try:
+        Path(path).write_text(value)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def _pod_sysctls(ifname: str, enable_dad: bool) -> None:
+    # Announce the (new) MAC on address changes so LAN neighbours update their caches.
+    _write_sysctl(f"/proc/sys/net/ipv4/conf/{ifname}/arp_notify", "1")
+    # The node forwards pod traffic back out of the same bridge; an ICMP redirect would
+    # teach the pod to bypass the node (and its conntrack), so the pod ignores them.
+    _write_sysctl(f"/proc/sys/net/ipv4/conf/{ifname}/accept_redirects", "0")
+    _write_sysctl("/proc/sys/net/ipv4/conf/all/accept_redirects", "0")
+    if not enable_dad:
+        # As the reference plugin: skip IPv6 DAD so addresses are usable at once.
+        _write_sysctl(f"/proc/sys/net/ipv6/conf/{ifname}/accept_dad", "0")
+
+
+def setup_veth(netns_fd: int, spec: VethSpec, host_name: str) -> VethInfo:
+    """Create the pair; on any failure nothing of it remains."""
+    pod = ipr_for_netns(netns_fd)
+    node = node_ipr()
+    try:
+        if pod.link_lookup(ifname=spec.ifname):
+            raise CNIError(
+                ErrorCode.INVALID_ENV,
+                f"interface {spec.ifname!r} already exists in the container's network namespace",
+                "CNI_IFNAME must name an interface that does not exist yet",
+            )
+        kwargs: dict[str, object] = {}
+        if spec.mtu:
+            kwargs["mtu"] = spec.mtu
+        if spec.mac:
+            kwargs["address"] = spec.mac
+        try:
+            pod.link(
+                "add",
+                ifname=spec.ifname,
+                kind="veth",
+                peer={"ifname": host_name, "net_ns_fd": own_netns_fd(), **kwargs_peer(spec)},
+                **kwargs,
+            )
+        except NetlinkError as exc:
+            if exc.code == EEXIST:
+                raise CNIError(
+                    ErrorCode.TRY_AGAIN_LATER,
+                    f"host interface name {host_name} is taken; retry",
+                ) from None
+            raise CNIError(
+                ErrorCode.IO_FAILURE, f"creating veth {spec.ifname}/{host_name} failed: {exc}"
+            ) from None
+        try:
+            return _finish(pod, node, netns_fd, spec, host_name)
+        except BaseException:
+            with contextlib.suppress(NetlinkError, IndexError):
+                pod.link("del", index=pod.link_lookup(ifname=spec.ifname)[0])
+            raise
+    finally:
+        pod.close()
+        node.close()
+
+
+def kwargs_peer(spec: VethSpec) -> dict[str, object]:
+    mtu = spec.host_mtu or spec.mtu
+    return {"mtu": mtu} if mtu else {}
+
+
+def _finish(pod: IPRoute, node: IPRoute, netns_fd: int, spec: VethSpec, host_name: str) -> VethInfo:
+    host_index = node.link_lookup(ifname=host_name)[0]
+    pod_index = pod.link_lookup(ifname=spec.ifname)[0]
+    node.link("set", index=host_index, master=spec.bridge_index, state="up")
+    if spec.hairpin or spec.isolated:
+        port: dict[str, int] = {}
+        if spec.hairpin:
+            port["mode"] = 1
+        if spec.isolated:
+            port["isolated"] = 1
+        node.brport("set", index=host_index, **port)
+    run_in_netns(netns_fd, lambda: _pod_sysctls(spec.ifname, spec.enable_dad))
+    if spec.bring_up:
+        pod.link("set", index=pod_index, state="up")
+    host_link = node.get_links(host_index)[0]
+    pod_link = pod.get_links(pod_index)[0]
+    return VethInfo(
+        host_name=host_name,
+        host_index=host_index,
+        host_mac=host_link.get("address"),
+        pod_name=spec.ifname,
+        pod_index=pod_index,
+        pod_mac=pod_link.get("address"),
+        mtu=int(pod_link.get("mtu")),
+    )
+
+
+def delete_pod_link(netns_fd: int | None, ifname: str, host_name: str | None) -> bool:
+    """Delete the pair from whichever side still exists; missing is success."""
+    deleted = False
+    if netns_fd is not None:
+        with netns_ipr(netns_fd) as pod:
+            found = pod.link_lookup(ifname=ifname)
+            if found:
+                with contextlib.suppress(NetlinkError):
+                    pod.link("del", index=found[0])
+                    deleted = True
+    if host_name:
+        with netns_ipr(None) as node:
+            found = node.link_lookup(ifname=host_name)
+            if found:
+                try:
+                    node.link("del", index=found[0])
+                    deleted = True
+                except NetlinkError as exc:
+                    if exc.code != ENODEV:
+                        raise
+    return deleted
+
+
+def host_veth_state(host_name: str) -> tuple[bool, int | None]:
+    """(exists, master ifindex) of a host-side veth."""
+    with netns_ipr(None) as node:
+        found = node.link_lookup(ifname=host_name)
+        if not found:
+            return False, None
+        link = node.get_links(found[0])[0]
+        return True, link.get("master")

@@ -1,0 +1,510 @@
+"""The agent's long-lived state and request routing.
+
+Blocking netlink and firewall work runs in worker threads (which always stay in the
+node's namespace); DHCP runs on the event loop. Operations on one attachment are
+serialised; bridge/uplink setup and firewall changes are serialised node-wide.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import ipaddress
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from ..cni.errors import CNIError, ErrorCode
+from .commands import ipam_role, main_role
+from .config import NetConf
+from .datapath.netlink import netns_ipr
+from .runtime.fdlimits import is_fd_exhaustion
+from .runtime.keylock import KeyedLocks
+from .state.addressbook import AddressBook
+from .state.attachments import Attachment, AttachmentStore, attachment_key
+
+if TYPE_CHECKING:
+    from .uplink.watch import UplinkWatcher
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+_HANDLERS = {
+    "ADD": main_role.cmd_add,
+    "DEL": main_role.cmd_del,
+    "CHECK": main_role.cmd_check,
+    "GC": main_role.cmd_gc,
+    "STATUS": main_role.cmd_status,
+}
+
+
+class Agent:
+    def __init__(
+        self,
+        state_dir: Path,
+        *,
+        firewall_interval: float = 60.0,
+        cleanup_interval: float = 60.0,
+    ) -> None:
+        self.state_dir = state_dir
+        self.cleanup_interval = cleanup_interval
+        self.store = AttachmentStore(state_dir)
+        self.addressbook = AddressBook(state_dir)
+        self.firewall_interval = firewall_interval
+        self._leases: Any = None
+        self._locks = KeyedLocks()
+        self._setup_lock = threading.Lock()
+        self._fw_lock = threading.Lock()
+        # Held by whoever derives firewall rules from attachment records and applies them,
+        # so a re-assertion never puts back the rules of an address a pod just moved off.
+        self.pod_rules_lock = asyncio.Lock()
+        self._firewalls: dict[str, Any] = {}
+        # (network, container id, ifname) -> when a DEL removed its rules (see remove_pod_rules)
+        self._rules_removed: dict[tuple[str, str, str], float] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._forwarding_done = False
+        self._datapaths: dict[tuple[Any, str | None], main_role.Datapath] = {}
+        self._uplink_watch: UplinkWatcher | None = None
+
+    # ------------------------------------------------------------ lifecycle
+
+    @property
+    def leases(self) -> Any:
+        if self._leases is None:
+            raise CNIError(ErrorCode.TRY_AGAIN_LATER, "the agent is still starting")
+        return self._leases
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        loop.set_default_executor(ThreadPoolExecutor(max_workers=32, thread_name_prefix="agent"))
+        from .uplink.core import recover
+
+        outcome = await asyncio.to_thread(recover, self.state_dir)
+        if outcome:
+            log.warning("uplink journal recovery: %s", outcome)
+        from .uplink.watch import UplinkWatcher
+
+        # A re-created uplink goes back into its bridge without waiting for an ADD.
+        self._uplink_watch = UplinkWatcher(self.state_dir)
+        self._uplink_watch.start()
+        from .commands.lease_follow import on_lease_change
+        from .dhcp import LeaseManager
+        from .dhcp.manager import default_node_transports
+
+        self._leases = LeaseManager(
+            self.state_dir,
+            on_change=functools.partial(on_lease_change, self),
+            node_transports=default_node_transports,
+        )
+        await self._leases.start()
+        for att in self.store.all():
+            if att.state != "ready":
+                log.warning("cleaning up interrupted ADD of %s", att.key)
+                try:
+                    await main_role.teardown(self, att, None, None)
+                except Exception:
+                    log.exception("cleanup of interrupted ADD %s failed", att.key)
+        from .commands.vanished import reap_vanished
+
+        await reap_vanished(self)
+        # Re-adopted pods' rules now, before the socket is bound: the node's firewall may have
+        # been reloaded (or switched to DROP) while we were down, and the periodic re-assertion
+        # would leave their traffic dropped for a whole interval.
+        try:
+            restored = await self.reassert_firewall()
+            if restored:
+                log.warning("firewall rules restored at start: %s", ", ".join(restored))
+        except Exception:
+            log.exception("firewall re-assertion at start failed")
+        if self.firewall_interval > 0:
+            self._tasks.append(asyncio.create_task(self._reassert_loop()))
+        if self.cleanup_interval > 0:
+            self._tasks.append(asyncio.create_task(self._cleanup_loop()))
+
+    async def cleanup_pending(self) -> int:
+        """Tear down pending records no operation is working on: ADDs whose undo failed
+        (e.g. out of file descriptors) left them, with whatever they had made. Returns how
+        many were finished; one that fails again stays for the next sweep."""
+        finished = 0
+        for att in self.store.all():
+            if att.state == "ready" or self._locks.busy(att.key):
+                continue
+            async with self._locks.hold(att.key):
+                current = self.store.get(att.key)
+                if current is None or current.state == "ready":
+                    continue  # an operation finished it meanwhile
+                log.warning("cleaning up half-made ADD of %s", att.key)
+                try:
+                    await main_role.teardown(self, current, None, None)
+                except Exception as exc:
+                    log.warning("cleanup of half-made ADD %s incomplete: %s", att.key, exc)
+                    continue
+                finished += 1
+        return finished
+
+    async def _cleanup_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.cleanup_interval)
+            try:
+                await self.cleanup_pending()
+            except Exception:
+                log.exception("periodic cleanup of half-made ADDs failed")
+
+    async def close(self) -> None:
+        if self._uplink_watch is not None:
+            await asyncio.to_thread(self._uplink_watch.stop)
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self._leases is not None:
+            await self._leases.close()
+
+    # ------------------------------------------------------------ requests
+
+    async def handle(self, req: dict[str, Any], netns_fd: int | None) -> dict[str, Any]:
+        op = req["op"]
+        if op == "PING":
+            if netns_fd is not None:
+                os.close(netns_fd)
+            return {"pong": True}
+        if op == "REPORT":
+            return await self.report()
+        env = req.get("env", {})
+        conf = req.get("config", {})
+        r = main_role.Request(
+            op=op,
+            cni_version=req.get("cniVersion", ""),
+            container_id=env.get("containerId", ""),
+            netns=env.get("netns", ""),
+            ifname=env.get("ifname", ""),
+            cni_path=env.get("path", ""),
+            args=dict(env.get("args", {})),
+            raw=conf,
+            netns_fd=netns_fd,
+            role=req.get("role", "main"),
+        )
+        started = time.monotonic()
+        try:
+            result = await self._dispatch(op, r, conf)
+        except CNIError as err:
+            _log_op(r, started, f"failed: code {err.code}: {err.msg}", logging.WARNING)
+            raise
+        except Exception as exc:
+            if is_fd_exhaustion(exc):  # answered 11 by the server: transient, not a bug
+                _log_op(r, started, f"failed: out of file descriptors: {exc}", logging.WARNING)
+                raise
+            _log_op(r, started, f"failed: internal error {type(exc).__name__}", logging.ERROR)
+            raise
+        _log_op(r, started, _outcome(result))
+        return result
+
+    async def _dispatch(
+        self, op: str, r: main_role.Request, conf: dict[str, Any]
+    ) -> dict[str, Any]:
+        try:
+            if op in ("ADD", "DEL", "CHECK"):
+                _validate_ids(r)
+                key = attachment_key(str(conf.get("name", "")), r.container_id, r.ifname)
+                handler = ipam_role.HANDLERS[op] if r.role == "ipam" else _HANDLERS[op]
+                async with self._locks.hold(key):
+                    result: dict[str, Any] = await handler(self, r)
+                return result
+            return await _HANDLERS[op](self, r)
+        finally:
+            if r.netns_fd is not None:
+                os.close(r.netns_fd)
+
+    # ------------------------------------------------------------ datapath
+
+    async def ensure_datapath(self, conf: NetConf) -> main_role.Datapath:
+        return await asyncio.to_thread(self._ensure_datapath, conf)
+
+    def _ensure_datapath(self, conf: NetConf) -> main_role.Datapath:
+        from .datapath.bridge import BridgeSpec, ensure_bridge
+
+        spec = BridgeSpec(
+            name=conf.bridge,
+            mtu=conf.mtu,
+            promisc=conf.promisc_mode,
+            vlan_filtering=bool(conf.vlan or conf.vlan_trunk),
+            preserve_default_vlan=conf.preserve_default_vlan,
+        )
+        key = (spec, conf.uplink_interface)
+        cached = self._datapaths.get(key)
+        if cached is not None and self._still_valid(cached, conf.bridge):
+            return cached
+        with self._setup_lock:
+            node_ip: ipaddress.IPv4Address | None = None
+            uplink: str | None = None
+            if conf.uplink_interface:
+                from .uplink.core import ensure_uplink
+
+                state = ensure_uplink(spec, conf.uplink_interface, self.state_dir)
+                node_ip, uplink = state.node_ipv4, state.uplink
+            else:
+                ensure_bridge(spec)
+            if not self._forwarding_done:
+                from .firewall import enable_forwarding
+
+                enable_forwarding(False)
+                self._forwarding_done = True
+        with netns_ipr(None) as ipr:
+            index = ipr.link_lookup(ifname=conf.bridge)[0]
+            link = ipr.get_links(index)[0]
+            if node_ip is None:
+                for addr in ipr.get_addr(index=index, family=2):
+                    node_ip = ipaddress.IPv4Address(addr.get("address"))
+                    break
+            datapath = main_role.Datapath(
+                bridge_index=index,
+                bridge_mac=link.get("address"),
+                node_ip=node_ip,
+                uplink=uplink,
+                mtu=int(link.get("mtu")),
+            )
+        self._datapaths[key] = datapath
+        return datapath
+
+    def _still_valid(self, datapath: main_role.Datapath, bridge: str) -> bool:
+        """Cheap re-check of a datapath set up earlier: same bridge, uplink still its port.
+
+        The full ensure (journal, lock, snapshot comparison) costs tens of ms and is
+        serialised node-wide; a burst of ADDs would queue behind it for nothing.
+        """
+        with netns_ipr(None) as ipr:
+            found = ipr.link_lookup(ifname=bridge)
+            if found != [datapath.bridge_index]:
+                return False
+            if datapath.uplink is None:
+                return True
+            port = ipr.link_lookup(ifname=datapath.uplink)
+            return bool(port) and ipr.get_links(port[0])[0].get("master") == datapath.bridge_index
+
+    async def bridge_index(self, name: str) -> int | None:
+        def lookup() -> int | None:
+            with netns_ipr(None) as ipr:
+                found = ipr.link_lookup(ifname=name)
+                return found[0] if found else None
+
+        return await asyncio.to_thread(lookup)
+
+    async def uplink_problem(
+        self, conf: NetConf, *, before_takeover_ok: bool = False
+    ) -> str | None:
+        def check() -> str | None:
+            from .uplink.core import current_state
+
+            state = current_state(self.state_dir)
+            with netns_ipr(None) as ipr:
+                if state is None:
+                    if not before_takeover_ok:
+                        return f"uplink {conf.uplink_interface} has not been taken over"
+                    from .uplink.plan import select_uplink
+
+                    links = [(link["index"], link.get("ifname")) for link in ipr.get_links()]
+                    try:
+                        select_uplink(conf.uplink_interface or "", links, exclude=[conf.bridge])
+                    except CNIError as exc:
+                        return exc.msg
+                    return None
+                found = ipr.link_lookup(ifname=state.uplink)
+                if not found:
+                    return f"uplink {state.uplink} is missing"
+                master = ipr.get_links(found[0])[0].get("master")
+                bridge = ipr.link_lookup(ifname=state.bridge)
+                if not bridge or master != bridge[0]:
+                    return f"uplink {state.uplink} is not enslaved to {state.bridge}"
+            return None
+
+        return await asyncio.to_thread(check)
+
+    # ------------------------------------------------------------ firewall
+
+    async def firewall_for(self, requested: str) -> Any:
+        fw = self._firewalls.get(requested)
+        if fw is None:
+
+            def make() -> Any:
+                from .firewall import Firewall
+
+                return Firewall(requested)
+
+            fw = await self.in_firewall(make)
+            self._firewalls[requested] = fw
+        return fw
+
+    async def in_firewall(self, fn: Callable[..., T], *args: Any) -> T:
+        def locked() -> T:
+            with self._fw_lock:
+                return fn(*args)
+
+        return await asyncio.to_thread(locked)
+
+    async def remove_pod_rules(self, network: str, container_id: str, ifname: str) -> None:
+        # Under the re-assertion's lock, and remembered: a DEL removes the rules before the
+        # record, and a re-assertion working from the still-present record would put them
+        # back for good.
+        async with self.pod_rules_lock:
+            self._rules_removed[(network, container_id, ifname)] = time.time()
+            await self._remove_pod_rules(network, container_id, ifname)
+
+    async def _remove_pod_rules(self, network: str, container_id: str, ifname: str) -> None:
+        fw = await self.firewall_for("auto")
+        await self.in_firewall(fw.del_pod, network, container_id, ifname)
+        for other in list(self._firewalls.values()):
+            if other is not fw:
+                await self.in_firewall(other.del_pod, network, container_id, ifname)
+
+    async def gc_rules(self, network: str, keep: set[tuple[str, str]]) -> int:
+        removed = 0
+        fw = await self.firewall_for("auto")
+        for candidate in {id(f): f for f in [fw, *self._firewalls.values()]}.values():
+            removed += len(await self.in_firewall(candidate.gc, network, keep))
+        return removed
+
+    async def after_pod_removed(self, bridge: str) -> None:
+        if self.store.on_bridge(bridge):
+            return
+        for fw in list(self._firewalls.values()):
+            await self.in_firewall(fw.remove_bridge, bridge)
+
+    def pod_rules(self, att: Attachment) -> Any:
+        from .firewall import PodRules
+
+        fw = att.result.get("fw", {})
+        return PodRules(
+            network=att.network,
+            container_id=att.container_id,
+            ifname=att.ifname,
+            bridge=att.bridge,
+            host_veth=att.host_veth,
+            mac=att.mac,
+            ips=tuple(ipaddress.ip_interface(a) for a in att.ips),
+            ip_masq=bool(fw.get("ipMasq", False)),
+            macspoofchk=bool(fw.get("macspoofchk", False)),
+            isolated=bool(fw.get("portIsolation", False)),
+        )
+
+    async def reassert_firewall(self) -> list[str]:
+        async with self.pod_rules_lock:
+            return await self._reassert_firewall()
+
+    async def _reassert_firewall(self) -> list[str]:
+        restored: list[str] = []
+        every = self.store.all()
+        present = {(a.network, a.container_id, a.ifname) for a in every}
+        for key in [k for k in self._rules_removed if k not in present]:
+            del self._rules_removed[key]
+        ready = [
+            a
+            for a in every
+            if a.state == "ready"
+            and self._rules_removed.get((a.network, a.container_id, a.ifname), 0) < a.created
+        ]
+        by_backend: dict[str, list[Attachment]] = {}
+        for att in ready:
+            by_backend.setdefault(att.firewall_backend, []).append(att)
+        for requested, atts in by_backend.items():
+            fw = await self.firewall_for(requested)
+            for bridge in {a.bridge for a in atts}:
+                await self.in_firewall(fw.ensure_bridge, bridge)
+            restored += await self.in_firewall(fw.reassert, [self.pod_rules(a) for a in atts])
+        return restored
+
+    async def _reassert_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.firewall_interval)
+            try:
+                restored = await self.reassert_firewall()
+                if restored:
+                    log.warning(
+                        "firewall rules were missing and have been restored: %s",
+                        ", ".join(restored),
+                    )
+            except Exception:
+                log.exception("periodic firewall re-assertion failed")
+
+    # ------------------------------------------------------------ status
+
+    async def report(self) -> dict[str, Any]:
+        from .uplink.core import current_state
+
+        uplink = await asyncio.to_thread(current_state, self.state_dir)
+        pods = []
+        for att in self.store.all():
+            lease = self._leases.get(att.key) if self._leases is not None else None
+            pods.append(
+                {
+                    "key": att.key,
+                    "state": att.state,
+                    "podNamespace": att.pod_namespace,
+                    "podName": att.pod_name,
+                    "containerId": att.container_id,
+                    "ifname": att.ifname,
+                    "hostVeth": att.host_veth,
+                    "bridge": att.bridge,
+                    "mac": att.mac,
+                    "ips": att.ips,
+                    "lease": None
+                    if lease is None
+                    else {
+                        "state": lease.state,
+                        "address": str(lease.address),
+                        "server": str(lease.server_id),
+                        "expiresAt": lease.expires_at,
+                        "renewAt": lease.renew_at,
+                    },
+                }
+            )
+        return {
+            "uplink": None
+            if uplink is None
+            else {
+                "bridge": uplink.bridge,
+                "uplink": uplink.uplink,
+                "mac": uplink.mac,
+                "nodeIPv4": str(uplink.node_ipv4) if uplink.node_ipv4 else None,
+                "gateway4": str(uplink.gateway4) if uplink.gateway4 else None,
+                "preconfigured": uplink.preconfigured,
+            },
+            "firewall": {k: [b.name for b in fw.backends] for k, fw in self._firewalls.items()},
+            "pods": pods,
+        }
+
+
+def _outcome(result: dict[str, Any]) -> str:
+    ips = [ip.get("address", "?") for ip in result.get("ips", [])]
+    return "ok" + (f": {', '.join(ips)}" if ips else "")
+
+
+def _log_op(r: main_role.Request, started: float, outcome: str, level: int = logging.INFO) -> None:
+    """One line per operation: what, which pod, how long, how it ended (kubelet hides stderr)."""
+    log.log(
+        level,
+        "%s%s %s pod=%s/%s if=%s %s in %.3f s",
+        r.op,
+        " (ipam)" if r.role == "ipam" else "",
+        r.container_id or "-",
+        r.args.get("K8S_POD_NAMESPACE", "-"),
+        r.args.get("K8S_POD_NAME", "-"),
+        r.ifname or "-",
+        outcome,
+        time.monotonic() - started,
+    )
+
+
+def _validate_ids(r: main_role.Request) -> None:
+    # The plugin validated these too; the agent does not trust its socket peers blindly.
+    from ..cni.names import validate_container_id, validate_ifname
+
+    validate_container_id(r.container_id)
+    validate_ifname(r.ifname)

@@ -1,0 +1,1 @@
+"""Crash-safe state on disk: atomic JSON writes, attachment records, the address book."""

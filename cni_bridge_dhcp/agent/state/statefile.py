@@ -1,0 +1,171 @@
+"""Durable small JSON files: write-temp, fsync, rename, fsync the directory.
+
+A write or removal the file system refuses (full, read-only, I/O error) is a CNIError with
+code 105 naming the file, and a failed write leaves neither a temporary nor a torn record:
+the previous content, if any, stays.
+
+Reading trusts only what the agent itself could have written: the state dir must belong to
+the agent's user and be writable by nobody else (``check_state_dir``), and a file in it
+that belongs to another user, is writable by others or is a symlink is skipped with a
+warning. A record from there drives what the agent does as root at start (a delegated IPAM
+plugin is exec'd to tear an interrupted ADD down), so a planted one must never be read.
+A record that parses but has the wrong shape is a ``ShapeError`` naming the field; the
+loaders set such a file aside as ``<name>.corrupt`` (``set_aside``) and carry on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import itertools
+import json
+import logging
+import os
+import stat
+from pathlib import Path
+from typing import Any
+
+from ...cni.errors import CNIError, ErrorCode
+
+log = logging.getLogger(__name__)
+
+# Temporaries unique per write, so concurrent writers of one path never share one.
+_tmp_counter = itertools.count()
+
+
+def _state_error(action: str, path: Path, exc: OSError) -> CNIError:
+    return CNIError(
+        ErrorCode.STATE_FAILED,
+        f"cannot {action} state file {path}: {exc.strerror or exc}",
+        "the agent's state dir must be writable and have free space",
+    )
+
+
+class ShapeError(ValueError):
+    """A state record of valid JSON whose ``field`` does not hold what it must."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"field {field!r} {problem}")
+        self.field = field
+
+
+class StateDirError(Exception):
+    """The state dir cannot be trusted; the message names the path and the fix."""
+
+
+def untrusted(st: os.stat_result) -> str | None:
+    """Why a state file or dir with this stat must not be trusted, or None."""
+    euid = os.geteuid()
+    if st.st_uid != euid:
+        return f"owned by uid {st.st_uid}, not by the agent's uid {euid}"
+    if st.st_mode & 0o022:
+        return f"writable by group or others (mode {stat.S_IMODE(st.st_mode):04o})"
+    return None
+
+
+def check_state_dir(path: Path) -> None:
+    """Refuse a state dir (or its subdirs) that another user could write to."""
+    for directory in (path, *(p for p in sorted(path.iterdir()) if p.is_dir())):
+        st = directory.lstat()
+        why = "a symlink" if stat.S_ISLNK(st.st_mode) else untrusted(st)
+        if why is not None:
+            uid = os.geteuid()
+            raise StateDirError(
+                f"refusing state dir {directory}: it is {why}; records in it make the agent "
+                f"run commands as uid {uid}. Fix: chown {uid}: {directory} && "
+                f"chmod 0700 {directory} (and check what is in it)"
+            )
+
+
+def read_trusted(path: Path) -> bytes | None:
+    """The bytes of ``path``; None if missing or not trustworthy (skipped with a warning)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            log.warning("skipping state file %s: it is a symlink", path)
+            return None
+        raise
+    with os.fdopen(fd, "rb") as fh:
+        st = os.fstat(fd)
+        why = untrusted(st) if stat.S_ISREG(st.st_mode) else "not a regular file"
+        if why is not None:
+            log.warning("skipping state file %s: %s", path, why)
+            return None
+        return fh.read()
+
+
+def set_aside(path: Path, reason: str) -> Path | None:
+    """Rename a bad record to ``<name>.corrupt`` (kept for inspection); log why."""
+    aside = path.with_name(path.name + ".corrupt")
+    log.error("state file %s is corrupt (%s); set aside as %s", path, reason, aside.name)
+    try:
+        os.replace(path, aside)
+    except OSError as exc:
+        log.error("cannot set %s aside: %s", path, exc)
+        return None
+    return aside
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.{next(_tmp_counter)}.tmp")
+    body = json.dumps(data, indent=1, sort_keys=True).encode() + b"\n"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        try:
+            # os.write may write less than asked (a nearly full disk): loop, never tear
+            view = memoryview(body)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise _state_error("write", path, exc) from exc
+
+
+def read_json(path: Path, *, aside: bool = False) -> dict[str, Any] | None:
+    """The record at ``path``; None if missing, untrusted, or torn/corrupt (logged, and
+    with ``aside`` renamed to ``*.corrupt``, else left in place for inspection)."""
+    raw = read_trusted(path)
+    if raw is None:
+        return None
+    try:
+        data = json.loads(raw)
+    except (ValueError, RecursionError):
+        log.error("ignoring corrupt state file %s (%d bytes)", path, len(raw))
+        if aside:
+            set_aside(path, "not valid JSON")
+        return None
+    if not isinstance(data, dict):
+        log.error("ignoring state file %s: not a JSON object", path)
+        if aside:
+            set_aside(path, "not a JSON object")
+        return None
+    return data
+
+
+def remove(path: Path) -> bool:
+    try:
+        path.unlink()
+        _fsync_dir(path.parent)
+    except FileNotFoundError:
+        return False
+    except OSError as exc:
+        raise _state_error("remove", path, exc) from exc
+    return True
+
+
+def _fsync_dir(directory: Path) -> None:
+    dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)

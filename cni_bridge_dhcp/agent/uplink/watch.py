@@ -1,0 +1,127 @@
+"""Watch the node's links so a re-created uplink is back in its bridge within seconds.
+
+A NIC re-plug or driver reload deletes the uplink and creates a new link under the same
+name, which is no port of anything: the node's addresses stay on the bridge, but the
+bridge has no way out to the LAN. Nothing else would notice until the next ADD (on a node
+without pod churn, never). The watcher listens to netlink link events (RTM_NEWLINK) in the
+agent's (node) namespace and hands every change to :func:`uplink.check_port`, which
+re-enslaves a re-created uplink and reports one an admin released on purpose (left alone
+until the next ADD). A periodic check covers events lost to a socket overrun and changes
+made while the agent was down.
+
+A thread of its own: netlink reads block, and a re-enslave waits for the node-wide uplink
+lock, which a takeover in an ADD may hold for seconds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import select
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from ...cni.errors import CNIError
+from ..datapath.netlink import node_ipr
+
+log = logging.getLogger(__name__)
+
+RTMGRP_LINK = 0x1  # netlink multicast group of link changes (linux/rtnetlink.h)
+DEBOUNCE = 0.2  # one check for a burst of events (a re-created veth sends several)
+
+
+class UplinkWatcher:
+    def __init__(self, state_dir: Path, *, interval: float = 5.0) -> None:
+        self.state_dir = state_dir
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._released: int | None = None  # ifindex already reported as released
+        self._last_error: str | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="uplink-watch", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    # ------------------------------------------------------------ loop
+
+    def _run(self) -> None:
+        ipr: Any = None
+        next_check = 0.0
+        while not self._stop.is_set():
+            if ipr is None:
+                ipr = self._subscribe()
+                next_check = 0.0  # whatever happened while not subscribed
+            now = time.monotonic()
+            wait = min(max(0.0, next_check - now), 0.5)
+            if ipr is not None:
+                try:
+                    # poll(), not select(): the agent may raise its open-file limit, and
+                    # select() fails on descriptors numbered 1024 and above.
+                    poller = select.poll()
+                    poller.register(ipr.fileno(), select.POLLIN)
+                    ready = poller.poll(wait * 1000)
+                    if ready and self._link_changed(ipr):
+                        next_check = min(next_check, time.monotonic() + DEBOUNCE)
+                except (OSError, ValueError) as exc:  # overrun (ENOBUFS) or a closed socket
+                    log.warning("uplink watcher: netlink events lost (%s); resubscribing", exc)
+                    with contextlib.suppress(Exception):
+                        ipr.close()
+                    ipr = None
+                    continue
+            else:
+                self._stop.wait(wait)
+            if time.monotonic() >= next_check:
+                self._check()
+                next_check = time.monotonic() + self.interval
+        if ipr is not None:
+            with contextlib.suppress(Exception):
+                ipr.close()
+
+    def _subscribe(self) -> Any:
+        try:
+            ipr = node_ipr()
+            ipr.bind(groups=RTMGRP_LINK)
+        except Exception as exc:
+            log.warning("uplink watcher: cannot subscribe to link events (%s); polling", exc)
+            return None
+        return ipr
+
+    @staticmethod
+    def _link_changed(ipr: Any) -> bool:
+        return any(m.get("event") == "RTM_NEWLINK" for m in ipr.get())
+
+    def _check(self) -> None:
+        from .core import RELEASED, check_port
+
+        try:
+            found = check_port(self.state_dir)
+        except CNIError as exc:
+            self._error(f"{exc.msg}: {exc.details}" if exc.details else exc.msg)
+            return
+        except Exception as exc:
+            self._error(f"check failed: {type(exc).__name__}: {exc}", trace=True)
+            return
+        self._last_error = None
+        if found is None:
+            self._released = None
+        elif found.kind == RELEASED:
+            if self._released != found.ifindex:
+                log.warning("%s", found.message)
+                self._released = found.ifindex
+        else:
+            self._released = None
+            log.warning("%s", found.message)
+
+    def _error(self, message: str, *, trace: bool = False) -> None:
+        # Retried every interval: said once until it changes.
+        if message != self._last_error:
+            log.error("uplink watcher: %s", message, exc_info=trace)
+            self._last_error = message

@@ -1,0 +1,1 @@
+"""CNI types shared by the exec plugin, the agent and the operator tools (stdlib only)."""

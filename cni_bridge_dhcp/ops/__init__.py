@@ -1,0 +1,1 @@
+"""Operator tools (uplink restore, doctor): need the full install; the agent never imports them."""

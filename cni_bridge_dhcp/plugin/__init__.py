@@ -1,0 +1,1 @@
+"""The exec plugin side (stdlib only): exactly what the single-file zipapp ships, with cni/."""
