@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench_fixture import REF_DIR, install_zipapp, start_ours, start_reference  # noqa: E402
 
-from tests.netnslib import Sandbox  # noqa: E402
+from testbed.sandbox import Sandbox  # noqa: E402
 from tests.runtimes.cri import Containerd  # noqa: E402
 from tests.runtimes.images import build_images  # noqa: E402
 

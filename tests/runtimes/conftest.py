@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
+from testbed.sandbox import Sandbox
 from tests.e2e.helpers import NET, conflist
-from tests.netnslib import Sandbox
 from tests.runtimes.cri import Containerd
 from tests.runtimes.daemonset import build_daemonset_image
 from tests.runtimes.images import Image, build_images

@@ -29,7 +29,7 @@ import grpc
 from cri_api.v1 import api_pb2 as cri
 from cri_api.v1 import api_pb2_grpc as cri_grpc
 
-from tests.netnslib import Daemon, Sandbox, SandboxError, run
+from testbed.sandbox import Daemon, Sandbox, SandboxError, run
 from tests.runtimes.images import PAUSE_REF, Image
 from tests.runtimes.nodeexec import spawn_in_node
 

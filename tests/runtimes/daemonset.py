@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from tests.netnslib import NETNS_DIR, REPO_ROOT, Sandbox, SandboxError, run
+from testbed.sandbox import NETNS_DIR, REPO_ROOT, Sandbox, SandboxError, run
 from tests.runtimes.images import BUILD_DIR, Image
 from tests.runtimes.nodeexec import NODE_PATH
 from tests.runtimes.podman import Podman, containers_conf

@@ -21,7 +21,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.netnslib import REPO_ROOT, SandboxError
+from testbed.sandbox import REPO_ROOT, SandboxError
 
 BUILD_DIR = REPO_ROOT / "build" / "runtimes"
 PAUSE_REF = "localhost/cbd/pause:1"

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.netnslib import NAME_PREFIX, run
+from testbed.sandbox import NAME_PREFIX, run
 
 
 def mount_targets() -> set[str]:

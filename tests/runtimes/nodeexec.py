@@ -17,7 +17,7 @@ import os
 import subprocess
 from pathlib import Path
 
-from tests.netnslib import NETNS_DIR, REPO_ROOT, Daemon, Sandbox
+from testbed.sandbox import NETNS_DIR, REPO_ROOT, Daemon, Sandbox
 
 # The PATH a node's runtime runs with (systemd's), not this shell's: a pyenv shim first on
 # PATH would make every `#!/usr/bin/env python3` plugin exec a shell script (+150 ms).

@@ -16,7 +16,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from tests.netnslib import Sandbox, SandboxError
+from testbed.sandbox import Sandbox, SandboxError
 from tests.runtimes.images import Image
 from tests.runtimes.nodeexec import NODE_PATH, node_cmd
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import ipaddress
 
-from tests.e2e.helpers import agent_report, ip_json, links
-from tests.netnslib import (
+from testbed.sandbox import (
     NODE_IP,
     POOL_END,
     POOL_START,
@@ -16,6 +15,7 @@ from tests.netnslib import (
     ping,
     run,
 )
+from tests.e2e.helpers import agent_report, ip_json, links
 from tests.runtimes.cri import Containerd, PodSandbox
 from tests.runtimes.images import BUSYBOX_REF
 

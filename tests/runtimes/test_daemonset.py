@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.netnslib import ROUTER_IP, Sandbox, parse_dnsmasq_leases, run
+from testbed.sandbox import ROUTER_IP, Sandbox, parse_dnsmasq_leases, run
 from tests.runtimes.cri import Containerd
 from tests.runtimes.daemonset import DaemonSetPod
 from tests.runtimes.images import Image, build_images

@@ -6,8 +6,8 @@ from __future__ import annotations
 import re
 from concurrent.futures import ThreadPoolExecutor
 
+from testbed.sandbox import NODE_IP, ROUTER_IP, Sandbox, parse_dnsmasq_leases, run
 from tests.e2e.helpers import agent_report, links
-from tests.netnslib import NODE_IP, ROUTER_IP, Sandbox, parse_dnsmasq_leases, run
 from tests.runtimes.images import BUSYBOX_REF
 from tests.runtimes.podman import Podman
 
