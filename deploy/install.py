@@ -44,6 +44,7 @@ SETTINGS: dict[str, tuple[str, str]] = {
     "DEFAULT_ROUTE": ("node", "pods' default route: node, dhcp or none"),
     "FIREWALL_BACKEND": ("auto", "auto, iptables, nftables or none"),
     "IPAM_TIMEOUT": ("30", "seconds to wait for a DHCP lease at ADD"),
+    "STABLE_MAC": ("false", "pod MAC derived from namespace/name (same lease on any node)"),
     "MTU": ("", "pod MTU (empty: the uplink's)"),
     "PORTMAP": ("auto", "chain the portmap plugin: auto (if installed), true, false"),
     "AGENT_SOCKET": (DEFAULT_SOCKET, "the agent's unix socket"),
@@ -55,6 +56,7 @@ CHOICES = {
     "DEFAULT_ROUTE": ("node", "dhcp", "none"),
     "FIREWALL_BACKEND": ("auto", "iptables", "nftables", "none"),
     "PORTMAP": ("auto", "true", "false"),
+    "STABLE_MAC": ("true", "false"),
     "LOG_LEVEL": ("debug", "info", "warning", "error"),
     "CNI_VERSION": ("0.3.1", "0.4.0", "1.0.0", "1.1.0"),
 }
@@ -127,6 +129,8 @@ def render_conflist(cfg: Mapping[str, str], portmap: bool) -> dict[str, Any]:
         "agentSocket": cfg["AGENT_SOCKET"],
         "ipam": {"type": "dhcp", "timeout": int(cfg["IPAM_TIMEOUT"])},
     }
+    if cfg["STABLE_MAC"] == "true":
+        plugin["ipam"]["stableMac"] = True
     if cfg["MTU"]:
         plugin["mtu"] = int(cfg["MTU"])
     plugins: list[dict[str, Any]] = [plugin]

@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -40,9 +41,11 @@ def build_daemonset_image() -> Image:
         )
         podman = f"podman --root {work}/root --runroot {work}/run --tmpdir {work}/tmp"
         env = {**os.environ, "PATH": NODE_PATH, "CONTAINERS_CONF": str(conf), "PODMAN": podman}
+        # The script, not `make image`: make's venv prerequisite would rebuild the venv with
+        # the node PATH's python3 whenever pyproject.toml is newer than the venv's stamp.
         cmd = [
-            "make", "-s", "-C", str(REPO_ROOT), "image", "IMAGE_BASE=local", f"IMAGE={IMAGE_REF}",
-            f"PODMAN={podman}",
+            sys.executable, str(REPO_ROOT / "scripts" / "build-image.py"),
+            "--image", IMAGE_REF, "--base", "local",
         ]  # fmt: skip
         proc = subprocess.run(
             cmd, env=env, capture_output=True, text=True, timeout=900, stdin=subprocess.DEVNULL

@@ -135,7 +135,7 @@ def install(
     )
 
 
-_SETTINGS = ("UPLINK", "BRIDGE", "NETWORK_NAME", "PORTMAP", "MTU", "AGENT_BIN")
+_SETTINGS = ("UPLINK", "BRIDGE", "NETWORK_NAME", "PORTMAP", "MTU", "AGENT_BIN", "STABLE_MAC")
 
 
 def test_install_writes_plugin_and_conflist(tmp_path: Path, zipapp: Path) -> None:
@@ -208,6 +208,7 @@ def test_changed_settings_replace_the_conflist(tmp_path: Path, zipapp: Path) -> 
         ({"NETWORK_NAME": "my lan"}, "NETWORK_NAME='my lan'"),
         ({"PORTMAP": "maybe"}, "PORTMAP='maybe' must be one of auto, true, false"),
         ({"MTU": "20"}, "MTU='20' must be empty or 68 to 65535"),
+        ({"STABLE_MAC": "yes"}, "STABLE_MAC='yes' must be one of true, false"),
     ],
 )
 def test_bad_settings_fail_clearly_and_write_nothing(
@@ -218,6 +219,20 @@ def test_bad_settings_fail_clearly_and_write_nothing(
     assert proc.returncode == 2
     assert message in proc.stderr and "nothing was written" in proc.stderr
     assert not root.exists()
+
+
+@pytest.mark.parametrize(("value", "expected"), [("true", True), ("false", None), (None, None)])
+def test_stable_mac_setting_reaches_the_ipam_config(
+    tmp_path: Path, zipapp: Path, value: str | None, expected: bool | None
+) -> None:
+    root = tmp_path / "host"
+    env = {} if value is None else {"STABLE_MAC": value}
+    assert install(root, zipapp, env, "--no-exec").returncode == 0
+    conf = json.loads((root / "etc" / "cni" / "net.d" / "10-cni-bridge-dhcp.conflist").read_text())
+    ours = conf["plugins"][0]
+    assert ours["ipam"].get("stableMac") is expected
+    parsed = parse_netconf({"cniVersion": conf["cniVersion"], "name": conf["name"], **ours})
+    assert parsed.ipam is not None and parsed.ipam.stable_mac is (expected is True)
 
 
 def test_missing_plugin_executable_writes_nothing(tmp_path: Path) -> None:
