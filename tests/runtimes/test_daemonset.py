@@ -9,8 +9,6 @@ import json
 import sys
 from typing import Any
 
-import pytest
-
 from testbed.sandbox import ROUTER_IP, Sandbox, parse_dnsmasq_leases, run
 from tests.runtimes.cri import Containerd
 from tests.runtimes.daemonset import DaemonSetPod
@@ -163,9 +161,7 @@ def test_two_nodes_pods_reach_each_other_and_a_statefulset_pod_moves(
         for ctrd in runtimes:
             ctrd.remove_dir()
     assert not leaks, f"containerd left mounts behind (now unmounted): {leaks}"
-    if not moved:
-        # Known gap (issue 13 §2): the address of an identity is remembered per node
-        # (<state-dir>/addressbook.json) and dnsmasq forgets a released lease and picks by
-        # MAC, so node B asks for nothing and gets another address. The DaemonSet's
-        # configmap has no stableMac setting that would keep the MAC across nodes.
-        pytest.xfail(f"StatefulSet pod moved A->B got {again.ip}, not {first.ip}")
+    # The configmap's STABLE_MAC derives the pod's MAC from namespace/name, so node B's pod
+    # has the MAC of node A's and the server gives it the same address (node B's address book
+    # knows nothing of node A's pods; without STABLE_MAC dnsmasq picked another address).
+    assert moved, f"StatefulSet pod moved A->B got {again.ip}, not {first.ip}"
