@@ -215,7 +215,7 @@ def test_zipapp_status_with_the_agent_down_loads_only_shipped_stdlib_code(
 
 def test_plugin_and_cni_import_no_third_party_package_even_lazily() -> None:
     """Static: any import in plugin/ or cni/, including in-function ones, names the stdlib."""
-    graph = grimp.build_graph("cni_bridge_dhcp", include_external_packages=True)
+    graph = grimp.build_graph("cni_bridge_dhcp", include_external_packages=True, cache_dir=None)
     stdlib = set(sys.stdlib_module_names)
     bad = {
         (m, imported)
