@@ -27,6 +27,8 @@ deps:
 lint: venv
 	$(VENV)/bin/ruff check cni_bridge_dhcp testbed tests scripts deploy
 	$(VENV)/bin/ruff format --check cni_bridge_dhcp testbed tests scripts deploy
+	# the layering contracts of docs/ARCHITECTURE.md ([tool.importlinter] in pyproject.toml)
+	$(VENV)/bin/lint-imports --no-cache
 
 typecheck: venv
 	$(VENV)/bin/mypy

@@ -24,9 +24,13 @@ PLUGIN_FILES = ("__init__.py", "__main__.py", "cli.py")
 
 
 def plugin_modules() -> tuple[str, ...]:
-    """Paths relative to the package directory of every module the plugin ships."""
+    """Paths relative to the package directory of every module the plugin ships.
+
+    Whole folders, subpackages included: a module added under plugin/ or cni/ ships without
+    editing this file.
+    """
     pkg = ROOT / "cni_bridge_dhcp"
-    found = [p.relative_to(pkg).as_posix() for d in PLUGIN_DIRS for p in (pkg / d).glob("*.py")]
+    found = [p.relative_to(pkg).as_posix() for d in PLUGIN_DIRS for p in (pkg / d).rglob("*.py")]
     return (*PLUGIN_FILES, *sorted(found))
 
 

@@ -27,7 +27,7 @@ from typing import Any
 from ..cni.defaults import DEFAULT_SOCKET, DEFAULT_STATE_DIR
 from ..cni.errors import CNIError, ErrorCode
 from ..cni.wire import HEADER, error_response, frame, frame_length, ok_response, parse_request
-from .runtime import fdlimits
+from .runtime import faults, fdlimits
 from .service import Agent
 from .state.statefile import StateDirError, check_state_dir
 
@@ -422,6 +422,7 @@ async def run(args: argparse.Namespace) -> int:
 def daemon_main(argv: list[str]) -> int:
     args = _parse_args(argv)
     setup_logging(args.log_level, args.log_file)
+    faults.announce()
     fdlimits.raise_nofile()
     from .runtime.allocator import tune_malloc
 

@@ -1,4 +1,10 @@
-"""The plugin's exec path stays standard-library only and works as a real process."""
+"""The plugin's exec path stays standard-library only and works as a real process.
+
+The zipapp is "copy cni/, plugin/ and the entry modules" (scripts/build-zipapp.py). The tests
+below build it and run VERSION, an ADD with the agent down and STATUS through it, recording
+what each run loaded: nothing of ours outside those folders, nothing outside the stdlib.
+The import-linter contracts in pyproject.toml keep the same rule statically.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +12,12 @@ import json
 import os
 import subprocess
 import sys
+import zipfile
+from collections.abc import Mapping
+from pathlib import Path
+
+import grimp
+import pytest
 
 PLUGIN_MODULES = (
     "cni_bridge_dhcp.cli",
@@ -78,3 +90,138 @@ def test_errors_as_a_process_exit_nonzero_with_json_on_stdout() -> None:
     )
     assert proc.returncode == 1
     assert json.loads(proc.stdout)["code"] == 6
+
+
+REPO = Path(__file__).resolve().parents[2]
+# Runs the archive as `python cbd.pyz` would (runpy puts it first on sys.path and its
+# __main__ trims the rest), then writes what the run loaded that the bare interpreter had not:
+# module name and file, one per line. stdout/stderr stay the plugin's.
+RECORDER = """\
+import runpy, sys
+archive, out = sys.argv[1], sys.argv[2]
+sys.argv = [archive, *sys.argv[3:]]
+before = set(sys.modules)
+try:
+    runpy.run_path(archive, run_name="__main__")
+finally:
+    with open(out, "w") as f:
+        for name in sorted(set(sys.modules) - before):
+            f.write(f"{name} {getattr(sys.modules[name], '__file__', None) or '-'}\\n")
+"""
+NETCONF = {
+    "cniVersion": "1.1.0",
+    "name": "lan",
+    "type": "cni-bridge-dhcp",
+    "bridge": "cni0",
+    "uplink": "eth0",
+    "ipam": {},
+}
+
+
+@pytest.fixture(scope="module")
+def zipapp(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("zipapp") / "cni-bridge-dhcp"
+    subprocess.run(
+        [sys.executable, str(REPO / "scripts/build-zipapp.py"), str(out)],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    return out
+
+
+def run_recorded(
+    zipapp: Path, tmp_path: Path, env: Mapping[str, str], stdin: bytes, *args: str
+) -> tuple[subprocess.CompletedProcess[bytes], dict[str, str]]:
+    record = tmp_path / "modules.txt"
+    proc = subprocess.run(
+        [sys.executable, "-I", "-c", RECORDER, str(zipapp), str(record), *args],
+        input=stdin,
+        env={"PATH": os.environ.get("PATH", ""), **env},
+        capture_output=True,
+        timeout=30,
+    )
+    loaded = dict(line.split(" ", 1) for line in record.read_text().splitlines())
+    return proc, loaded
+
+
+def assert_only_shipped_stdlib(zipapp: Path, loaded: Mapping[str, str]) -> None:
+    ours = {m: f for m, f in loaded.items() if m.split(".")[0] == "cni_bridge_dhcp"}
+    assert ours, "the recorder saw none of our modules: it did not run the plugin"
+    assert {m for m in ours if m not in SHIPPED_TOP and not m.startswith(SHIPPED)} == set()
+    # every one of them came out of the archive, not from the source tree or site-packages
+    assert {m: f for m, f in ours.items() if not f.startswith(f"{zipapp}/")} == {}
+    stdlib = set(sys.stdlib_module_names)
+    others = {m: f for m, f in loaded.items() if m not in ours}
+    assert {m: f for m, f in others.items() if m.split(".")[0] not in stdlib} == {}
+
+
+def test_zipapp_ships_exactly_cni_plugin_and_the_entry_modules(zipapp: Path) -> None:
+    pkg = REPO / "cni_bridge_dhcp"
+    expected = {"__main__.py"} | {
+        f"cni_bridge_dhcp/{p.relative_to(pkg).as_posix()}"
+        for p in [*(pkg / "cni").rglob("*.py"), *(pkg / "plugin").rglob("*.py")]
+    }
+    expected |= {f"cni_bridge_dhcp/{n}" for n in ("__init__.py", "__main__.py", "cli.py")}
+    with zipfile.ZipFile(zipapp) as z:
+        sources = {n for n in z.namelist() if n.endswith(".py")}
+    assert sources == expected
+
+
+def test_zipapp_version_loads_only_shipped_stdlib_code(zipapp: Path, tmp_path: Path) -> None:
+    proc, loaded = run_recorded(
+        zipapp, tmp_path, {"CNI_COMMAND": "VERSION"}, b'{"cniVersion":"1.0.0"}'
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["supportedVersions"][-1] == "1.1.0"
+    assert_only_shipped_stdlib(zipapp, loaded)
+
+
+def test_zipapp_add_with_the_agent_down_loads_only_shipped_stdlib_code(
+    zipapp: Path, tmp_path: Path
+) -> None:
+    conf = {**NETCONF, "agentSocket": str(tmp_path / "no-agent.sock")}
+    env = {
+        "CNI_COMMAND": "ADD",
+        "CNI_CONTAINERID": "boundary-1",
+        "CNI_NETNS": "/var/run/netns/boundary-none",
+        "CNI_IFNAME": "eth0",
+        "CNI_PATH": "/opt/cni/bin",
+    }
+    proc, loaded = run_recorded(zipapp, tmp_path, env, json.dumps(conf).encode())
+    assert proc.returncode == 1
+    error = json.loads(proc.stdout)
+    assert "no-agent.sock" in error["msg"] + error.get("details", ""), error
+    assert_only_shipped_stdlib(zipapp, loaded)
+
+
+def test_zipapp_status_with_the_agent_down_loads_only_shipped_stdlib_code(
+    zipapp: Path, tmp_path: Path
+) -> None:
+    conf = {**NETCONF, "agentSocket": str(tmp_path / "no-agent.sock")}
+    proc, loaded = run_recorded(
+        zipapp, tmp_path, {"CNI_COMMAND": "STATUS"}, json.dumps(conf).encode()
+    )
+    assert proc.returncode == 1
+    assert json.loads(proc.stdout)["code"] == 50  # STATUS_UNAVAILABLE
+    assert_only_shipped_stdlib(zipapp, loaded)
+    # the operator's `status` subcommand ships in the zipapp too
+    proc, loaded = run_recorded(
+        zipapp, tmp_path, {}, b"", "status", "--socket", str(tmp_path / "no-agent.sock")
+    )
+    assert proc.returncode == 1, proc.stderr
+    assert_only_shipped_stdlib(zipapp, loaded)
+
+
+def test_plugin_and_cni_import_no_third_party_package_even_lazily() -> None:
+    """Static: any import in plugin/ or cni/, including in-function ones, names the stdlib."""
+    graph = grimp.build_graph("cni_bridge_dhcp", include_external_packages=True, cache_dir=None)
+    stdlib = set(sys.stdlib_module_names)
+    bad = {
+        (m, imported)
+        for m in graph.modules
+        if m.startswith(("cni_bridge_dhcp.plugin", "cni_bridge_dhcp.cni"))
+        for imported in graph.find_modules_directly_imported_by(m)
+        if imported.split(".")[0] not in stdlib | {"cni_bridge_dhcp"}
+    }
+    assert bad == set()
