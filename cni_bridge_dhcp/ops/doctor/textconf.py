@@ -10,7 +10,7 @@ from typing import cast
 
 import yaml
 
-# PyYAML's YAML 1.1 typing would turn an unquoted MAC such as 00:11:22:33:44:55 into a
+# PyYAML's YAML 1.1 typing would turn an unquoted MAC such as 10:22:33:44:55:50 into a
 # base-60 integer and "1" into 1; netplan reads every scalar as text and interprets it by
 # key. So keep only the booleans (true/yes/on ...) and null, and leave the rest as strings.
 _KEPT_TAGS = ("tag:yaml.org,2002:bool", "tag:yaml.org,2002:null")
