@@ -32,6 +32,7 @@ def load_yaml(text: str) -> object:
     Raises ValueError on text that is not YAML (as the hand-written reader it replaces did).
     """
     try:
+        # a SafeLoader subclass: plain data only, never arbitrary Python objects
         return cast(object, yaml.load(text, Loader=_NetplanLoader))
     except yaml.YAMLError as exc:
         raise ValueError(str(exc).replace("\n", " ")) from exc
