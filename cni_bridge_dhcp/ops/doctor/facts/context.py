@@ -112,7 +112,7 @@ def label(att: dict[str, Any]) -> str:
 
 
 def _uplink_name(
-    given: str | None, journal_uplink: str | None, conf: str | None, links: dict[str, Any]
+    given: str | None, journal_uplink: str | None, conf: str | None, links: dict[str, dc.LinkFacts]
 ) -> str:
     if given:
         return given
