@@ -64,7 +64,7 @@ def main(argv: Sequence[str], env: Mapping[str, str]) -> int:
         return restored
     if command == "doctor":
         try:
-            from .ops.doctor.facts import doctor_main
+            from .ops.doctor import doctor_main
         except ImportError as exc:
             return needs_full_install(command, exc)
         result: int = doctor_main(rest)

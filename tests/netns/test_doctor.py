@@ -27,7 +27,7 @@ from tests.e2e.helpers import NET, add, conflist, ip_json
 
 pytestmark = [pytest.mark.netns]
 
-DOCTOR = "import sys; from cni_bridge_dhcp.ops.doctor.facts import doctor_main; sys.exit(doctor_main(sys.argv[1:]))"
+DOCTOR = "import sys; from cni_bridge_dhcp.ops.doctor import doctor_main; sys.exit(doctor_main(sys.argv[1:]))"
 POD_ARGS = "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=web-a"
 
 

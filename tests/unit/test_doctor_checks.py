@@ -7,7 +7,8 @@ import json
 from pathlib import Path
 
 from cni_bridge_dhcp.ops.doctor import checks as dc
-from cni_bridge_dhcp.ops.doctor.facts import parse_args, read_server_leases
+from cni_bridge_dhcp.ops.doctor import parse_args
+from cni_bridge_dhcp.ops.doctor.facts.leases import read_server_leases
 
 NODE = "192.168.77.10"
 ROUTER = "192.168.77.1"

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from cni_bridge_dhcp.ops.doctor import checks as dc
-from cni_bridge_dhcp.ops.doctor.facts import gather_manager_configs
+from cni_bridge_dhcp.ops.doctor.facts.managers import gather_manager_configs
 
 MAC = "52:54:00:12:34:56"
 
@@ -73,7 +73,7 @@ def test_netplan_dhcp_on_the_uplink_is_reported_with_a_bridge_snippet() -> None:
     assert "dhcp4: true" in finding.fix.split("bridges:")[1]
     # the snippet itself is valid netplan for the parser
     snippet = finding.fix[finding.fix.index("network:") : finding.fix.index("\nthen")]
-    doc = dc.parse_simple_yaml(snippet)
+    doc = dc.load_yaml(snippet)
     assert doc["network"]["bridges"]["cni0"]["interfaces"] == ["eth0"]
 
 
@@ -118,12 +118,12 @@ def test_unparseable_netplan_mentioning_the_uplink_is_still_reported() -> None:
     ],
 )
 def test_yaml_subset(text: str, expected: object) -> None:
-    assert dc.parse_simple_yaml(text) == expected
+    assert dc.load_yaml(text) == expected
 
 
 def test_yaml_subset_refuses_what_it_cannot_read() -> None:
     with pytest.raises(ValueError):
-        dc.parse_simple_yaml("a: 1\n   b: 2\n")
+        dc.load_yaml("a: 1\n   b: 2\n")
 
 
 # ----------------------------------------------------------------------------- networkd

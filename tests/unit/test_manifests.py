@@ -12,9 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from cni_bridge_dhcp.agent.config import parse_netconf
-from cni_bridge_dhcp.ops.doctor.checks import parse_simple_yaml
+from cni_bridge_dhcp.ops.doctor.textconf import load_yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 MANIFESTS = sorted((ROOT / "examples" / "kubernetes").glob("*.yaml"))
@@ -23,12 +24,7 @@ K8S_VERSIONS = ("1.27.0", "1.30.0")  # plus the newest schema the package bundle
 
 
 def load_all(path: Path) -> list[dict[str, Any]]:
-    text = path.read_text()
-    try:
-        import yaml
-    except ImportError:  # the same documents through doctor's YAML subset reader
-        return [parse_simple_yaml(doc) for doc in text.split("\n---\n") if doc.strip()]
-    return [doc for doc in yaml.safe_load_all(text) if doc]
+    return [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
 
 
 def docs_by_kind() -> dict[str, dict[str, Any]]:
@@ -272,5 +268,5 @@ def test_the_fallback_reader_agrees_with_pyyaml_on_the_manifests() -> None:
 
     for path in MANIFESTS:
         text = path.read_text()
-        ours = [parse_simple_yaml(doc) for doc in text.split("\n---\n") if doc.strip()]
+        ours = [load_yaml(doc) for doc in text.split("\n---\n") if doc.strip()]
         assert ours == [norm(doc) for doc in yaml.safe_load_all(text) if doc], path
