@@ -13,12 +13,12 @@ import sys
 from collections.abc import Callable, Mapping
 from typing import Any, TextIO
 
+from ..cni import agent_client as client
 from ..cni.defaults import DEFAULT_SOCKET
 from ..cni.errors import CNIError, ErrorCode
 from ..cni.names import validate_container_id, validate_ifname
 from ..cni.result import LATEST, SUPPORTED_VERSIONS, convert, is_supported, version_tuple
 from ..cni.wire import make_request
-from . import agent_client as client
 
 COMMANDS = ("ADD", "DEL", "CHECK", "VERSION", "GC", "STATUS")
 MAX_STDIN = 1 << 20

@@ -8,10 +8,10 @@ import sys
 import time
 from typing import Any
 
+from ..cni.agent_client import call
 from ..cni.defaults import DEFAULT_SOCKET
 from ..cni.errors import CNIError
 from ..cni.wire import make_request
-from .agent_client import call
 
 
 def _ask(socket_path: str, op: str) -> dict[str, Any]:

@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
+from cni_bridge_dhcp.cni import agent_client as client
 from cni_bridge_dhcp.cni.errors import CNIError, ErrorCode
 from cni_bridge_dhcp.cni.wire import make_request
-from cni_bridge_dhcp.plugin import agent_client as client
 from testbed.sandbox import Pod, Sandbox
 from tests.e2e.helpers import NET, add, agent_report, conflist, container_id, links
 

@@ -19,8 +19,8 @@ from typing import Any
 
 import pytest
 
+from cni_bridge_dhcp.cni import agent_client as client
 from cni_bridge_dhcp.cni.wire import HEADER, make_request
-from cni_bridge_dhcp.plugin import agent_client as client
 from testbed.sandbox import REPO_ROOT, Pod, Sandbox, diff_snapshots, parse_dnsmasq_leases
 from tests.e2e.helpers import add, conflist
 from tests.reliability.lib import agent_daemon, netns_snapshot, state_files

@@ -19,9 +19,9 @@ import pytest
 
 from cni_bridge_dhcp.agent import server
 from cni_bridge_dhcp.agent.runtime import fdlimits
+from cni_bridge_dhcp.cni import agent_client as client
 from cni_bridge_dhcp.cni.errors import CNIError, ErrorCode
 from cni_bridge_dhcp.cni.wire import make_request
-from cni_bridge_dhcp.plugin import agent_client as client
 
 
 class GatedAgent:

@@ -22,7 +22,7 @@ import pytest
 PLUGIN_MODULES = (
     "cni_bridge_dhcp.cli",
     "cni_bridge_dhcp.plugin.skel",
-    "cni_bridge_dhcp.plugin.agent_client",
+    "cni_bridge_dhcp.cni.agent_client",
     "cni_bridge_dhcp.plugin.status",
 )
 # What the zipapp ships (scripts/build-zipapp.py): the exec path may load nothing else of ours.

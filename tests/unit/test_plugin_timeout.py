@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from cni_bridge_dhcp.agent.config import IPAMConf
-from cni_bridge_dhcp.plugin import agent_client as client
+from cni_bridge_dhcp.cni import agent_client as client
 from cni_bridge_dhcp.plugin.skel import main
 
 ENV = {

@@ -17,9 +17,9 @@ from typing import Any
 import pytest
 
 from cni_bridge_dhcp.agent import server
+from cni_bridge_dhcp.cni import agent_client as client
 from cni_bridge_dhcp.cni.errors import CNIError
 from cni_bridge_dhcp.cni.wire import MAX_MESSAGE, make_request
-from cni_bridge_dhcp.plugin import agent_client as client
 
 
 class EchoAgent:

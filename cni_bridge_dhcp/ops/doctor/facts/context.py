@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from ....agent.uplink import journal as uj
+from ....cni.agent_client import call
 from ....cni.defaults import ATTACHMENTS_DIR, DEFAULT_SOCKET
 from ....cni.errors import CNIError
 from ....cni.wire import make_request
-from ....plugin.agent_client import call
 from .. import checks as dc
 from .common import json_list, read_text, run
 

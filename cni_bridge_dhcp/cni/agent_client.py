@@ -12,8 +12,8 @@ import stat
 from collections.abc import Mapping
 from typing import Any
 
-from ..cni.errors import CNIError, ErrorCode
-from ..cni.wire import HEADER, frame, frame_length, parse_response
+from .errors import CNIError, ErrorCode
+from .wire import HEADER, frame, frame_length, parse_response
 
 CONNECT_TIMEOUT = 5.0
 # ADD waits for a DHCP exchange (bounded by ipam.timeout, 30 s by default, at most 600 s)
