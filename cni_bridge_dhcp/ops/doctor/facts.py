@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ...cni.defaults import ATTACHMENTS_DIR, DEFAULT_SOCKET, DEFAULT_STATE_DIR, LEASES_DIR
+from ...cni.defaults import DEFAULT_SOCKET, DEFAULT_STATE_DIR, LEASES_DIR
 from ...cni.errors import CNIError
 from ...cni.wire import make_request
 from ...plugin.agent_client import call
@@ -157,17 +157,9 @@ def _links() -> tuple[dict[str, dc.LinkFacts], dict[str, str]]:
 
 
 def _read_attachments(state_dir: Path) -> list[dict[str, Any]]:
-    from ...agent.state import statefile
+    from ...agent.state.attachments import load_records
 
-    out: list[dict[str, Any]] = []
-    folder = state_dir / ATTACHMENTS_DIR
-    if not folder.is_dir():
-        return out
-    for path in sorted(folder.glob("*.json")):
-        data = statefile.read_json(path)
-        if data is not None and {"network", "container_id", "ifname", "netns"} <= set(data):
-            out.append(data)
-    return out
+    return [att.to_json() for att in load_records(state_dir)]
 
 
 def _label(att: dict[str, Any]) -> str:
