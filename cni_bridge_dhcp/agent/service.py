@@ -215,6 +215,7 @@ class Agent:
                     return await handler(self, r)
             return await _HANDLERS[op](self, r)
         finally:
+            # The fd the plugin passed, unless a handler took it (commands.common.pod_netns).
             if r.netns_fd is not None:
                 os.close(r.netns_fd)
 

@@ -252,7 +252,7 @@ def links(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeLinks
     netns_file = tmp_path / "netns"
     netns_file.write_text("")
     fake = FakeLinks(netns_file)
-    monkeypatch.setattr(main_role, "open_pod_netns", fake.open_pod_netns)
+    monkeypatch.setattr(common, "open_pod_netns", fake.open_pod_netns)
     monkeypatch.setattr(main_role, "setup_veth", fake.setup_veth)
     monkeypatch.setattr(main_role, "configure_pod", fake.configure_pod)
     monkeypatch.setattr(main_role, "delete_pod_link", fake.delete_pod_link)

@@ -5,11 +5,12 @@ the teardown DEL, GC and the cleanups run."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import logging
 import os
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Iterator
 from typing import Any
 
 from ...cni.errors import CNIError, ErrorCode
@@ -46,11 +47,29 @@ def open_pod_netns(req: Request, *, required: bool) -> int | None:
         return None
 
 
-def close_passed_netns(req: Request) -> None:
-    """For handlers that do not enter the pod: the plugin's fd is not needed."""
-    if req.netns_fd is not None:
-        os.close(req.netns_fd)
-        req.netns_fd = None
+@contextlib.contextmanager
+def pod_netns(req: Request) -> Iterator[int]:
+    """The pod's netns fd for the ``with`` block (CNIError 4 if there is none); closed after.
+
+    The one owner of the fd the plugin passed: ``_dispatch`` closes only what no handler took.
+    """
+    fd = open_pod_netns(req, required=True)
+    assert fd is not None
+    try:
+        yield fd
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def pod_netns_if_there(req: Request) -> Iterator[int | None]:
+    """As ``pod_netns``, but None when the namespace is gone (DEL of a deleted pod)."""
+    fd = open_pod_netns(req, required=False)
+    try:
+        yield fd
+    finally:
+        if fd is not None:
+            os.close(fd)
 
 
 def pod_ids(req: Request) -> tuple[str | None, str | None]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from typing import Any
 
 from pydantic import ValidationError
@@ -21,10 +20,9 @@ from ..dhcp import EXPIRED
 from ..state.attachments import AttachmentState, attachment_key
 from .common import (
     acquire,
-    close_passed_netns,
     lease_dns,
     new_attachment,
-    open_pod_netns,
+    pod_netns,
     static_routes,
     teardown,
 )
@@ -50,10 +48,8 @@ def _ipam_conf(req: Request) -> tuple[str, IPAMConf]:
 
 async def ipam_add(services: Services, req: Request) -> dict[str, Any]:
     network, ipam = _ipam_conf(req)
-    netns_fd = open_pod_netns(req, required=True)
-    assert netns_fd is not None
     key = attachment_key(network, req.container_id, req.ifname)
-    try:
+    with pod_netns(req) as netns_fd:
         mac, _, _ = await asyncio.to_thread(pod_state, netns_fd, req.ifname)
         if mac is None:
             raise CNIError(
@@ -68,8 +64,6 @@ async def ipam_add(services: Services, req: Request) -> dict[str, Any]:
         except BaseException:
             await asyncio.to_thread(services.store.remove, key)
             raise
-    finally:
-        os.close(netns_fd)
     static = static_routes(ipam.routes)
     # As IPAM there is no node bridge: the LAN router is the gateway (reference semantics).
     routes, gateway = plan_routes("dhcp", None, lease.router, lease.routes, static)
@@ -94,7 +88,6 @@ async def ipam_del(services: Services, req: Request) -> dict[str, Any]:
         raise CNIError(ErrorCode.INVALID_CONFIG, "name is missing from the network config")
     key = attachment_key(network, req.container_id, req.ifname)
     att = services.store.get(key)
-    close_passed_netns(req)
     if att is not None:
         await teardown(services, att, None, None)
     elif services.leases.get(key) is not None:
@@ -104,7 +97,6 @@ async def ipam_del(services: Services, req: Request) -> dict[str, Any]:
 
 async def ipam_check(services: Services, req: Request) -> dict[str, Any]:
     network, _ = _ipam_conf(req)
-    close_passed_netns(req)
     key = attachment_key(network, req.container_id, req.ifname)
     lease = services.leases.get(key)
     if lease is None or lease.state == EXPIRED:

@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
-import os
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -45,7 +44,8 @@ from .common import (
     delegate_ipam,
     lease_dns,
     new_attachment,
-    open_pod_netns,
+    pod_netns,
+    pod_netns_if_there,
     static_routes,
     teardown,
 )
@@ -66,15 +66,12 @@ Undo = Callable[[], Awaitable[None]]
 async def cmd_add(services: Services, req: Request) -> dict[str, Any]:
     conf = parse_netconf(req.raw)
     check_args(conf, req.args)
-    netns_fd = open_pod_netns(req, required=True)
-    assert netns_fd is not None
     try:
-        result = await _add(services, req, conf, netns_fd)
+        with pod_netns(req) as netns_fd:
+            return await _add(services, req, conf, netns_fd)
     finally:
-        os.close(netns_fd)
         if conf.ipam is not None and conf.ipam.is_ours:
             services.leases.unclaim(attachment_key(conf.name, req.container_id, req.ifname))
-    return result
 
 
 async def _add(services: Services, req: Request, conf: NetConf, netns_fd: int) -> dict[str, Any]:
@@ -322,19 +319,14 @@ def _result(
 async def cmd_del(services: Services, req: Request) -> dict[str, Any]:
     conf = parse_netconf(req.raw, check_unimplemented=False)
     key = attachment_key(conf.name, req.container_id, req.ifname)
-    netns_fd = open_pod_netns(req, required=False)
-    try:
+    with pod_netns_if_there(req) as netns_fd:
         att = services.store.get(key)
         if att is not None:
-            if netns_fd is not None and netns_inode(netns_fd) != att.netns_inode:
-                os.close(netns_fd)
-                netns_fd = None
-            await teardown(services, att, netns_fd, conf)
+            # a path that now names another namespace is as good as gone
+            same = netns_fd is not None and netns_inode(netns_fd) == att.netns_inode
+            await teardown(services, att, netns_fd if same else None, conf)
         else:
             await _del_unrecorded(services, req, conf, key, netns_fd)
-    finally:
-        if netns_fd is not None:
-            os.close(netns_fd)
     return {}
 
 
@@ -366,13 +358,9 @@ async def cmd_check(services: Services, req: Request) -> dict[str, Any]:
     att = services.store.get(key)
     if att is None or att.state != AttachmentState.READY:
         raise CNIError(ErrorCode.CHECK_DRIFT, f"no attachment {key} is known to the agent")
-    netns_fd = open_pod_netns(req, required=True)
-    assert netns_fd is not None
     drift: list[str] = []
-    try:
+    with pod_netns(req) as netns_fd:
         mac, addrs, routes = await asyncio.to_thread(pod_state, netns_fd, req.ifname)
-    finally:
-        os.close(netns_fd)
     if mac is None:
         raise CNIError(ErrorCode.CHECK_DRIFT, f"interface {req.ifname} is missing in {req.netns}")
     for iface in prev.interfaces:
