@@ -11,6 +11,7 @@ the undo released and the CNI error code that reaches the runtime.
 from __future__ import annotations
 
 import asyncio
+import errno
 import ipaddress
 import os
 from collections.abc import Iterator
@@ -257,8 +258,6 @@ def links(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeLinks
     monkeypatch.setattr(main_role, "configure_pod", fake.configure_pod)
     monkeypatch.setattr(main_role, "delete_pod_link", fake.delete_pod_link)
     monkeypatch.setattr(common, "delete_pod_link", fake.delete_pod_link)
-    monkeypatch.delenv("CNI_BRIDGE_DHCP_FAIL", raising=False)
-    monkeypatch.delenv("CNI_BRIDGE_DHCP_FAULT", raising=False)
     yield fake
     assert fake.fds_still_open() == [], "a handler leaked the pod netns fd"
 
@@ -358,7 +357,13 @@ def test_an_undo_step_that_fails_leaves_the_record_pending(
     """As under fd exhaustion: the veth cannot be deleted; the record (pending) is how
     the cleanups find it, and the other undo steps still ran."""
     _fail_firewall(services, links)
-    monkeypatch.setenv("CNI_BRIDGE_DHCP_FAIL", "undo:veth")
+
+    def emfile_at_undo_veth(point: str) -> None:
+        # What CNI_BRIDGE_DHCP_FAIL=undo:veth does (runtime/faults.py, read at import).
+        if point == "undo:veth":
+            raise OSError(errno.EMFILE, os.strerror(errno.EMFILE))
+
+    monkeypatch.setattr(main_role, "maybe_fail", emfile_at_undo_veth)
     with pytest.raises(CNIError) as err:
         _add(services)
     assert err.value.code == ErrorCode.FIREWALL_FAILED  # the step's error, not the undo's
@@ -367,7 +372,6 @@ def test_an_undo_step_that_fails_leaves_the_record_pending(
     assert links.veths == {att.host_veth}
     assert services.fake_leases.released == [KEY] and services.fake_leases.held == {}
     # the cleanup's teardown finishes the job once descriptors are back
-    monkeypatch.delenv("CNI_BRIDGE_DHCP_FAIL")
     asyncio.run(common.teardown(services, att, None, None))  # type: ignore[arg-type]
     _nothing_left(services, links)
 
