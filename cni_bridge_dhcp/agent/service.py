@@ -15,34 +15,46 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any
 
 from ..cni.errors import CNIError, ErrorCode
+from ..cni.names import validate_container_id, validate_ifname
+from . import status
 from .commands import ipam_role, main_role
+from .commands.common import teardown
+from .commands.lease_follow import on_lease_change
+from .commands.types import Datapath, Request
+from .commands.vanished import reap_vanished
 from .config import NetConf
+from .datapath.bridge import BridgeSpec, ensure_bridge
 from .datapath.netlink import netns_ipr
+from .dhcp import LeaseManager
+from .dhcp.manager import default_node_transports
+from .firewall import enable_forwarding
+from .firewall.registry import FirewallRegistry
 from .runtime.fdlimits import is_fd_exhaustion
 from .runtime.keylock import KeyedLocks
 from .state.addressbook import AddressBook
-from .state.attachments import Attachment, AttachmentStore, attachment_key
-
-if TYPE_CHECKING:
-    from .uplink.watch import UplinkWatcher
+from .state.attachments import AttachmentState, AttachmentStore, attachment_key
+from .uplink.core import current_state, ensure_uplink, recover
+from .uplink.plan import select_uplink
+from .uplink.watch import UplinkWatcher
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
+Handler = Callable[["Agent", Request], Awaitable[dict[str, Any]]]
 
-_HANDLERS = {
+_HANDLERS: dict[str, Handler] = {
     "ADD": main_role.cmd_add,
     "DEL": main_role.cmd_del,
     "CHECK": main_role.cmd_check,
     "GC": main_role.cmd_gc,
     "STATUS": main_role.cmd_status,
 }
+_IPAM_HANDLERS: dict[str, Handler] = dict(ipam_role.HANDLERS)
 
 
 class Agent:
@@ -58,25 +70,19 @@ class Agent:
         self.store = AttachmentStore(state_dir)
         self.addressbook = AddressBook(state_dir)
         self.firewall_interval = firewall_interval
-        self._leases: Any = None
+        self.firewall = FirewallRegistry(self.store)
+        self._leases: LeaseManager | None = None
         self._locks = KeyedLocks()
         self._setup_lock = threading.Lock()
-        self._fw_lock = threading.Lock()
-        # Held by whoever derives firewall rules from attachment records and applies them,
-        # so a re-assertion never puts back the rules of an address a pod just moved off.
-        self.pod_rules_lock = asyncio.Lock()
-        self._firewalls: dict[str, Any] = {}
-        # (network, container id, ifname) -> when a DEL removed its rules (see remove_pod_rules)
-        self._rules_removed: dict[tuple[str, str, str], float] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._forwarding_done = False
-        self._datapaths: dict[tuple[Any, str | None], main_role.Datapath] = {}
+        self._datapaths: dict[tuple[BridgeSpec, str | None], Datapath] = {}
         self._uplink_watch: UplinkWatcher | None = None
 
     # ------------------------------------------------------------ lifecycle
 
     @property
-    def leases(self) -> Any:
+    def leases(self) -> LeaseManager:
         if self._leases is None:
             raise CNIError(ErrorCode.TRY_AGAIN_LATER, "the agent is still starting")
         return self._leases
@@ -84,20 +90,12 @@ class Agent:
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         loop.set_default_executor(ThreadPoolExecutor(max_workers=32, thread_name_prefix="agent"))
-        from .uplink.core import recover
-
         outcome = await asyncio.to_thread(recover, self.state_dir)
         if outcome:
             log.warning("uplink journal recovery: %s", outcome)
-        from .uplink.watch import UplinkWatcher
-
         # A re-created uplink goes back into its bridge without waiting for an ADD.
         self._uplink_watch = UplinkWatcher(self.state_dir)
         self._uplink_watch.start()
-        from .commands.lease_follow import on_lease_change
-        from .dhcp import LeaseManager
-        from .dhcp.manager import default_node_transports
-
         self._leases = LeaseManager(
             self.state_dir,
             on_change=functools.partial(on_lease_change, self),
@@ -105,26 +103,26 @@ class Agent:
         )
         await self._leases.start()
         for att in self.store.all():
-            if att.state != "ready":
+            if att.state != AttachmentState.READY:
                 log.warning("cleaning up interrupted ADD of %s", att.key)
                 try:
-                    await main_role.teardown(self, att, None, None)
+                    await teardown(self, att, None, None)
                 except Exception:
                     log.exception("cleanup of interrupted ADD %s failed", att.key)
-        from .commands.vanished import reap_vanished
-
         await reap_vanished(self)
         # Re-adopted pods' rules now, before the socket is bound: the node's firewall may have
         # been reloaded (or switched to DROP) while we were down, and the periodic re-assertion
         # would leave their traffic dropped for a whole interval.
         try:
-            restored = await self.reassert_firewall()
+            restored = await self.firewall.reassert()
             if restored:
                 log.warning("firewall rules restored at start: %s", ", ".join(restored))
         except Exception:
             log.exception("firewall re-assertion at start failed")
         if self.firewall_interval > 0:
-            self._tasks.append(asyncio.create_task(self._reassert_loop()))
+            self._tasks.append(
+                asyncio.create_task(self.firewall.reassert_every(self.firewall_interval))
+            )
         if self.cleanup_interval > 0:
             self._tasks.append(asyncio.create_task(self._cleanup_loop()))
 
@@ -134,15 +132,15 @@ class Agent:
         many were finished; one that fails again stays for the next sweep."""
         finished = 0
         for att in self.store.all():
-            if att.state == "ready" or self._locks.busy(att.key):
+            if att.state == AttachmentState.READY or self._locks.busy(att.key):
                 continue
             async with self._locks.hold(att.key):
                 current = self.store.get(att.key)
-                if current is None or current.state == "ready":
+                if current is None or current.state == AttachmentState.READY:
                     continue  # an operation finished it meanwhile
                 log.warning("cleaning up half-made ADD of %s", att.key)
                 try:
-                    await main_role.teardown(self, current, None, None)
+                    await teardown(self, current, None, None)
                 except Exception as exc:
                     log.warning("cleanup of half-made ADD %s incomplete: %s", att.key, exc)
                     continue
@@ -177,10 +175,10 @@ class Agent:
                 os.close(netns_fd)
             return {"pong": True}
         if op == "REPORT":
-            return await self.report()
+            return await status.report(self.state_dir, self.store, self._leases, self.firewall)
         env = req.get("env", {})
         conf = req.get("config", {})
-        r = main_role.Request(
+        r = Request(
             op=op,
             cni_version=req.get("cniVersion", ""),
             container_id=env.get("containerId", ""),
@@ -190,7 +188,7 @@ class Agent:
             args=dict(env.get("args", {})),
             raw=conf,
             netns_fd=netns_fd,
-            role=req.get("role", "main"),
+            role="ipam" if req.get("role") == "ipam" else "main",
         )
         started = time.monotonic()
         try:
@@ -207,30 +205,26 @@ class Agent:
         _log_op(r, started, _outcome(result))
         return result
 
-    async def _dispatch(
-        self, op: str, r: main_role.Request, conf: dict[str, Any]
-    ) -> dict[str, Any]:
+    async def _dispatch(self, op: str, r: Request, conf: dict[str, Any]) -> dict[str, Any]:
         try:
             if op in ("ADD", "DEL", "CHECK"):
                 _validate_ids(r)
                 key = attachment_key(str(conf.get("name", "")), r.container_id, r.ifname)
-                handler = ipam_role.HANDLERS[op] if r.role == "ipam" else _HANDLERS[op]
+                handler = _IPAM_HANDLERS[op] if r.role == "ipam" else _HANDLERS[op]
                 async with self._locks.hold(key):
-                    result: dict[str, Any] = await handler(self, r)
-                return result
+                    return await handler(self, r)
             return await _HANDLERS[op](self, r)
         finally:
+            # The fd the plugin passed, unless a handler took it (commands.common.pod_netns).
             if r.netns_fd is not None:
                 os.close(r.netns_fd)
 
     # ------------------------------------------------------------ datapath
 
-    async def ensure_datapath(self, conf: NetConf) -> main_role.Datapath:
+    async def ensure_datapath(self, conf: NetConf) -> Datapath:
         return await asyncio.to_thread(self._ensure_datapath, conf)
 
-    def _ensure_datapath(self, conf: NetConf) -> main_role.Datapath:
-        from .datapath.bridge import BridgeSpec, ensure_bridge
-
+    def _ensure_datapath(self, conf: NetConf) -> Datapath:
         spec = BridgeSpec(
             name=conf.bridge,
             mtu=conf.mtu,
@@ -246,15 +240,11 @@ class Agent:
             node_ip: ipaddress.IPv4Address | None = None
             uplink: str | None = None
             if conf.uplink_interface:
-                from .uplink.core import ensure_uplink
-
                 state = ensure_uplink(spec, conf.uplink_interface, self.state_dir)
                 node_ip, uplink = state.node_ipv4, state.uplink
             else:
                 ensure_bridge(spec)
             if not self._forwarding_done:
-                from .firewall import enable_forwarding
-
                 enable_forwarding(False)
                 self._forwarding_done = True
         with netns_ipr(None) as ipr:
@@ -264,7 +254,7 @@ class Agent:
                 for addr in ipr.get_addr(index=index, family=2):
                     node_ip = ipaddress.IPv4Address(addr.get("address"))
                     break
-            datapath = main_role.Datapath(
+            datapath = Datapath(
                 bridge_index=index,
                 bridge_mac=link.get("address"),
                 node_ip=node_ip,
@@ -274,7 +264,7 @@ class Agent:
         self._datapaths[key] = datapath
         return datapath
 
-    def _still_valid(self, datapath: main_role.Datapath, bridge: str) -> bool:
+    def _still_valid(self, datapath: Datapath, bridge: str) -> bool:
         """Cheap re-check of a datapath set up earlier: same bridge, uplink still its port.
 
         The full ensure (journal, lock, snapshot comparison) costs tens of ms and is
@@ -301,15 +291,11 @@ class Agent:
         self, conf: NetConf, *, before_takeover_ok: bool = False
     ) -> str | None:
         def check() -> str | None:
-            from .uplink.core import current_state
-
             state = current_state(self.state_dir)
             with netns_ipr(None) as ipr:
                 if state is None:
                     if not before_takeover_ok:
                         return f"uplink {conf.uplink_interface} has not been taken over"
-                    from .uplink.plan import select_uplink
-
                     links = [(link["index"], link.get("ifname")) for link in ipr.get_links()]
                     try:
                         select_uplink(conf.uplink_interface or "", links, exclude=[conf.bridge])
@@ -327,166 +313,13 @@ class Agent:
 
         return await asyncio.to_thread(check)
 
-    # ------------------------------------------------------------ firewall
-
-    async def firewall_for(self, requested: str) -> Any:
-        fw = self._firewalls.get(requested)
-        if fw is None:
-
-            def make() -> Any:
-                from .firewall import Firewall
-
-                return Firewall(requested)
-
-            fw = await self.in_firewall(make)
-            self._firewalls[requested] = fw
-        return fw
-
-    async def in_firewall(self, fn: Callable[..., T], *args: Any) -> T:
-        def locked() -> T:
-            with self._fw_lock:
-                return fn(*args)
-
-        return await asyncio.to_thread(locked)
-
-    async def remove_pod_rules(self, network: str, container_id: str, ifname: str) -> None:
-        # Under the re-assertion's lock, and remembered: a DEL removes the rules before the
-        # record, and a re-assertion working from the still-present record would put them
-        # back for good.
-        async with self.pod_rules_lock:
-            self._rules_removed[(network, container_id, ifname)] = time.time()
-            await self._remove_pod_rules(network, container_id, ifname)
-
-    async def _remove_pod_rules(self, network: str, container_id: str, ifname: str) -> None:
-        fw = await self.firewall_for("auto")
-        await self.in_firewall(fw.del_pod, network, container_id, ifname)
-        for other in list(self._firewalls.values()):
-            if other is not fw:
-                await self.in_firewall(other.del_pod, network, container_id, ifname)
-
-    async def gc_rules(self, network: str, keep: set[tuple[str, str]]) -> int:
-        removed = 0
-        fw = await self.firewall_for("auto")
-        for candidate in {id(f): f for f in [fw, *self._firewalls.values()]}.values():
-            removed += len(await self.in_firewall(candidate.gc, network, keep))
-        return removed
-
-    async def after_pod_removed(self, bridge: str) -> None:
-        if self.store.on_bridge(bridge):
-            return
-        for fw in list(self._firewalls.values()):
-            await self.in_firewall(fw.remove_bridge, bridge)
-
-    def pod_rules(self, att: Attachment) -> Any:
-        from .firewall import PodRules
-
-        fw = att.result.get("fw", {})
-        return PodRules(
-            network=att.network,
-            container_id=att.container_id,
-            ifname=att.ifname,
-            bridge=att.bridge,
-            host_veth=att.host_veth,
-            mac=att.mac,
-            ips=tuple(ipaddress.ip_interface(a) for a in att.ips),
-            ip_masq=bool(fw.get("ipMasq", False)),
-            macspoofchk=bool(fw.get("macspoofchk", False)),
-            isolated=bool(fw.get("portIsolation", False)),
-        )
-
-    async def reassert_firewall(self) -> list[str]:
-        async with self.pod_rules_lock:
-            return await self._reassert_firewall()
-
-    async def _reassert_firewall(self) -> list[str]:
-        restored: list[str] = []
-        every = self.store.all()
-        present = {(a.network, a.container_id, a.ifname) for a in every}
-        for key in [k for k in self._rules_removed if k not in present]:
-            del self._rules_removed[key]
-        ready = [
-            a
-            for a in every
-            if a.state == "ready"
-            and self._rules_removed.get((a.network, a.container_id, a.ifname), 0) < a.created
-        ]
-        by_backend: dict[str, list[Attachment]] = {}
-        for att in ready:
-            by_backend.setdefault(att.firewall_backend, []).append(att)
-        for requested, atts in by_backend.items():
-            fw = await self.firewall_for(requested)
-            for bridge in {a.bridge for a in atts}:
-                await self.in_firewall(fw.ensure_bridge, bridge)
-            restored += await self.in_firewall(fw.reassert, [self.pod_rules(a) for a in atts])
-        return restored
-
-    async def _reassert_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.firewall_interval)
-            try:
-                restored = await self.reassert_firewall()
-                if restored:
-                    log.warning(
-                        "firewall rules were missing and have been restored: %s",
-                        ", ".join(restored),
-                    )
-            except Exception:
-                log.exception("periodic firewall re-assertion failed")
-
-    # ------------------------------------------------------------ status
-
-    async def report(self) -> dict[str, Any]:
-        from .uplink.core import current_state
-
-        uplink = await asyncio.to_thread(current_state, self.state_dir)
-        pods = []
-        for att in self.store.all():
-            lease = self._leases.get(att.key) if self._leases is not None else None
-            pods.append(
-                {
-                    "key": att.key,
-                    "state": att.state,
-                    "podNamespace": att.pod_namespace,
-                    "podName": att.pod_name,
-                    "containerId": att.container_id,
-                    "ifname": att.ifname,
-                    "hostVeth": att.host_veth,
-                    "bridge": att.bridge,
-                    "mac": att.mac,
-                    "ips": att.ips,
-                    "lease": None
-                    if lease is None
-                    else {
-                        "state": lease.state,
-                        "address": str(lease.address),
-                        "server": str(lease.server_id),
-                        "expiresAt": lease.expires_at,
-                        "renewAt": lease.renew_at,
-                    },
-                }
-            )
-        return {
-            "uplink": None
-            if uplink is None
-            else {
-                "bridge": uplink.bridge,
-                "uplink": uplink.uplink,
-                "mac": uplink.mac,
-                "nodeIPv4": str(uplink.node_ipv4) if uplink.node_ipv4 else None,
-                "gateway4": str(uplink.gateway4) if uplink.gateway4 else None,
-                "preconfigured": uplink.preconfigured,
-            },
-            "firewall": {k: [b.name for b in fw.backends] for k, fw in self._firewalls.items()},
-            "pods": pods,
-        }
-
 
 def _outcome(result: dict[str, Any]) -> str:
     ips = [ip.get("address", "?") for ip in result.get("ips", [])]
     return "ok" + (f": {', '.join(ips)}" if ips else "")
 
 
-def _log_op(r: main_role.Request, started: float, outcome: str, level: int = logging.INFO) -> None:
+def _log_op(r: Request, started: float, outcome: str, level: int = logging.INFO) -> None:
     """One line per operation: what, which pod, how long, how it ended (kubelet hides stderr)."""
     log.log(
         level,
@@ -502,9 +335,7 @@ def _log_op(r: main_role.Request, started: float, outcome: str, level: int = log
     )
 
 
-def _validate_ids(r: main_role.Request) -> None:
+def _validate_ids(r: Request) -> None:
     # The plugin validated these too; the agent does not trust its socket peers blindly.
-    from ..cni.names import validate_container_id, validate_ifname
-
     validate_container_id(r.container_id)
     validate_ifname(r.ifname)

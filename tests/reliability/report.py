@@ -171,7 +171,7 @@ FINDINGS = [
         "ipam.serverAllowList was checked only after the lease was acquired: a rogue server "
         "answering first made the ADD fail",
         "dhcp/client.py (replies from other server ids ignored in every state), "
-        "dhcp/lease.py (journaled), commands/main_role.py lease_request passes the list",
+        "dhcp/lease.py (journaled), commands/common.py lease_request passes the list",
     ),
     (
         "fixed",

@@ -14,51 +14,52 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING
 
 from ..dhcp import Lease
 from ..dhcp.manager import default_on_change
+from ..firewall.registry import pod_rules
 from ..runtime.shielded import to_completion
-
-if TYPE_CHECKING:
-    from ..service import Agent
+from ..state.attachments import AttachmentState
+from .types import Services
 
 log = logging.getLogger(__name__)
 
 
-async def on_lease_change(agent: Agent, key: str, old: Lease | None, new: Lease | None) -> None:
+async def on_lease_change(
+    services: Services, key: str, old: Lease | None, new: Lease | None
+) -> None:
     await default_on_change(key, old, new)
     if new is not None:
-        await to_completion(_follow(agent, key, new))
+        await to_completion(_follow(services, key, new))
 
 
-async def _follow(agent: Agent, key: str, lease: Lease) -> None:
-    async with agent.pod_rules_lock:
-        att = await asyncio.to_thread(agent.store.get, key)
-        if att is None or att.state != "ready" or att.ipam != "dhcp":
+async def _follow(services: Services, key: str, lease: Lease) -> None:
+    async with services.firewall.lock:
+        att = await asyncio.to_thread(services.store.get, key)
+        if att is None or att.state != AttachmentState.READY or att.ipam != "dhcp":
             return  # an ADD still running records the address itself
         ips = [str(lease.address)]
         if att.ips == ips:
             return
         before = att.ips
         att.ips = ips
-        if att.result.get("role") != "ipam":  # as IPAM, the rules are the main plugin's
-            fw = await agent.firewall_for(att.firewall_backend)
-            rules = agent.pod_rules(att)
+        if att.role != "ipam":  # as IPAM, the rules are the main plugin's
+            fw = await services.firewall.firewall_for(att.firewall_backend)
+            rules = pod_rules(att)
 
             def swap() -> None:
                 fw.del_pod(att.network, att.container_id, att.ifname)
                 fw.add_pod(rules)
 
             try:
-                await agent.in_firewall(swap)
+                await services.firewall.run(swap)
             except Exception:
                 log.exception("%s: firewall rules for %s not updated", key, lease.address)
         try:
-            await asyncio.to_thread(agent.store.put, att)
+            await asyncio.to_thread(services.store.put, att)
         except Exception as exc:
             log.error("%s: attachment record keeps %s: %s", key, before, exc)
-        await asyncio.to_thread(agent.addressbook.remember, lease.client_id, lease.address.ip)
+        await asyncio.to_thread(services.addressbook.remember, lease.client_id, lease.address.ip)
         # A warning: the runtime was told the old address and nothing can update it.
         log.warning(
             "%s: the DHCP server moved pod %s from %s to %s; its rules and record follow, "

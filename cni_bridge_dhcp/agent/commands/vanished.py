@@ -10,16 +10,16 @@ DEL that arrives later finds nothing and succeeds.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
-from typing import TYPE_CHECKING
 
 from ...cni.errors import CNIError
 from ..datapath.netns import netns_inode, open_netns
-from ..state.attachments import Attachment
-
-if TYPE_CHECKING:
-    from ..service import Agent
+from ..datapath.veth import host_veth_state
+from ..state.attachments import Attachment, AttachmentState
+from .common import teardown
+from .types import Services
 
 log = logging.getLogger(__name__)
 
@@ -41,9 +41,7 @@ def netns_gone(att: Attachment) -> bool:
             gone = netns_inode(fd) != att.netns_inode
         finally:
             os.close(fd)
-    if gone and att.host_veth and att.result.get("role") != "ipam":
-        from ..datapath.veth import host_veth_state
-
+    if gone and att.host_veth and att.role != "ipam":
         exists, _ = host_veth_state(att.host_veth)
         if exists:
             log.warning(
@@ -56,15 +54,11 @@ def netns_gone(att: Attachment) -> bool:
     return gone
 
 
-async def reap_vanished(agent: Agent) -> int:
+async def reap_vanished(services: Services) -> int:
     """Tear down every ready attachment whose pod is gone; returns how many went."""
-    import asyncio
-
-    from .main_role import teardown
-
     removed = 0
-    for att in await asyncio.to_thread(agent.store.all):
-        if att.state != "ready" or not await asyncio.to_thread(netns_gone, att):
+    for att in await asyncio.to_thread(services.store.all):
+        if att.state != AttachmentState.READY or not await asyncio.to_thread(netns_gone, att):
             continue
         log.warning(
             "%s: pod %s/%s vanished without a DEL (netns %s is gone): tearing it down as "
@@ -75,7 +69,7 @@ async def reap_vanished(agent: Agent) -> int:
             att.netns,
         )
         try:
-            await teardown(agent, att, None, None)
+            await teardown(services, att, None, None)
         except Exception:
             log.exception("cleanup of vanished pod %s failed; a DEL for it finishes it", att.key)
         else:

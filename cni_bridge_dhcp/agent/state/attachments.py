@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from ...cni.defaults import ATTACHMENTS_DIR
 from . import statefile
@@ -20,6 +21,35 @@ from .statefile import ShapeError
 
 def attachment_key(network: str, container_id: str, ifname: str) -> str:
     return f"{network}/{container_id}/{ifname}"
+
+
+class AttachmentState(StrEnum):
+    """Where an attachment's ADD got to; the value is what the record file holds."""
+
+    PENDING = "pending"  # ADD started (or its undo failed): the cleanups tear it down
+    READY = "ready"  # ADD completed
+
+
+Role = Literal["main", "ipam"]
+
+
+@dataclass
+class FirewallChoice:
+    """The firewall settings the pod's rules were made with (``result.fw`` on disk)."""
+
+    ip_masq: bool = False
+    macspoofchk: bool = False
+    port_isolation: bool = False
+    backend: str = "auto"  # the firewallBackend requested in the network config
+
+
+@dataclass
+class DelegatedIpam:
+    """What DEL needs to run a delegated IPAM plugin again (``result.delegate`` on disk)."""
+
+    conf: dict[str, Any] | None  # the network config as ADD received it
+    cni_path: str = ""
+    cni_args: str = ""
 
 
 @dataclass
@@ -31,15 +61,19 @@ class Attachment:
     netns_inode: int
     bridge: str
     host_veth: str
-    state: str = "pending"  # "pending" | "ready"
+    state: AttachmentState = AttachmentState.PENDING
     mac: str = ""
     ips: list[str] = field(default_factory=list)
     ipam: str = ""  # "dhcp" (ours) or the delegated IPAM plugin type
     pod_namespace: str = ""
     pod_name: str = ""
     uplink: str | None = None
-    result: dict[str, Any] = field(default_factory=dict)
     created: float = 0.0
+    # On disk these four live in the record's "result" object (see to_json).
+    role: Role = "main"  # "ipam": only the lease is ours; link and rules are the main plugin's
+    firewall: FirewallChoice | None = None  # None: no rules of ours (IPAM role)
+    delegate: DelegatedIpam | None = None
+    cni_result: dict[str, Any] | None = None  # the CNI result ADD answered (ready only)
 
     @property
     def key(self) -> str:
@@ -48,17 +82,87 @@ class Attachment:
     @property
     def firewall_backend(self) -> str:
         """The firewallBackend the pod's rules were made with (ADD records it)."""
-        return str(self.result.get("fw", {}).get("backend", "auto"))
+        return self.firewall.backend if self.firewall is not None else "auto"
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        """The record file's JSON, in the shape every release so far wrote and reads."""
+        result: dict[str, Any] = {}
+        if self.role == "ipam":
+            result["role"] = "ipam"
+        if self.firewall is not None:
+            fw = self.firewall
+            result["fw"] = {
+                "ipMasq": fw.ip_masq,
+                "macspoofchk": fw.macspoofchk,
+                "portIsolation": fw.port_isolation,
+                "backend": fw.backend,
+            }
+        if self.delegate is not None:
+            d = self.delegate
+            result["delegate"] = {"conf": d.conf, "cniPath": d.cni_path, "cniArgs": d.cni_args}
+        if self.cni_result is not None:
+            result["cni"] = self.cni_result
+        return {
+            "network": self.network,
+            "container_id": self.container_id,
+            "ifname": self.ifname,
+            "netns": self.netns,
+            "netns_inode": self.netns_inode,
+            "bridge": self.bridge,
+            "host_veth": self.host_veth,
+            "state": str(self.state),
+            "mac": self.mac,
+            "ips": list(self.ips),
+            "ipam": self.ipam,
+            "pod_namespace": self.pod_namespace,
+            "pod_name": self.pod_name,
+            "uplink": self.uplink,
+            "result": result,
+            "created": self.created,
+        }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Attachment:
         """Rebuild a record; ShapeError naming the first field that is wrong."""
         check_shape(data)
-        known = {f for f in cls.__dataclass_fields__}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        result: dict[str, Any] = data.get("result", {})
+        fw = result.get("fw")
+        delegate = result.get("delegate")
+        cni = result.get("cni")
+        return cls(
+            network=data["network"],
+            container_id=data["container_id"],
+            ifname=data["ifname"],
+            netns=data["netns"],
+            netns_inode=data["netns_inode"],
+            bridge=data["bridge"],
+            host_veth=data["host_veth"],
+            state=AttachmentState(data.get("state", "pending")),
+            mac=data.get("mac", ""),
+            ips=list(data.get("ips", [])),
+            ipam=data.get("ipam", ""),
+            pod_namespace=data.get("pod_namespace", ""),
+            pod_name=data.get("pod_name", ""),
+            uplink=data.get("uplink"),
+            created=float(data.get("created", 0.0)),
+            role="ipam" if result.get("role") == "ipam" else "main",
+            firewall=None
+            if fw is None
+            else FirewallChoice(
+                ip_masq=bool(fw.get("ipMasq", False)),
+                macspoofchk=bool(fw.get("macspoofchk", False)),
+                port_isolation=bool(fw.get("portIsolation", False)),
+                backend=fw.get("backend", "auto"),
+            ),
+            delegate=None
+            if delegate is None
+            else DelegatedIpam(
+                conf=delegate.get("conf"),
+                cni_path=delegate.get("cniPath", ""),
+                cni_args=delegate.get("cniArgs", ""),
+            ),
+            cni_result=cni if isinstance(cni, dict) else None,
+        )
 
 
 _STR_FIELDS = ("network", "container_id", "ifname", "netns", "bridge", "host_veth")
@@ -103,6 +207,11 @@ def check_shape(data: dict[str, Any]) -> None:
     fw = result.get("fw", {})
     if not isinstance(fw, dict):
         raise ShapeError("result.fw", "is not an object")
+    if result.get("role", "main") not in ("main", "ipam"):
+        raise ShapeError("result.role", "is neither 'main' nor 'ipam'")
+    cni = result.get("cni")
+    if cni is not None and not isinstance(cni, dict):
+        raise ShapeError("result.cni", "is not an object")
     if not isinstance(fw.get("backend", "auto"), str):
         raise ShapeError("result.fw.backend", "is not a string")
     delegate = result.get("delegate")
@@ -161,3 +270,21 @@ class AttachmentStore:
 
     def on_bridge(self, bridge: str) -> list[Attachment]:
         return [a for a in self.all() if a.bridge == bridge]
+
+
+def load_records(state_dir: Path) -> list[Attachment]:
+    """Every well-formed record under ``state_dir``, read only: for tools (doctor) that
+    must not change the agent's state; a bad record is skipped, not set aside."""
+    folder = state_dir / ATTACHMENTS_DIR
+    if not folder.is_dir():
+        return []
+    out: list[Attachment] = []
+    for path in sorted(folder.glob("*.json")):
+        data = statefile.read_json(path)
+        if data is None:
+            continue
+        try:
+            out.append(Attachment.from_json(data))
+        except (ShapeError, TypeError, ValueError):
+            continue
+    return out

@@ -12,9 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ....agent.state.attachments import load_records
 from ....agent.uplink import journal as uj
 from ....cni.agent_client import call
-from ....cni.defaults import ATTACHMENTS_DIR, DEFAULT_SOCKET
+from ....cni.defaults import DEFAULT_SOCKET
 from ....cni.errors import CNIError
 from ....cni.wire import make_request
 from .. import checks as dc
@@ -89,17 +90,8 @@ def _links() -> tuple[dict[str, dc.LinkFacts], dict[str, str]]:
 
 
 def _read_attachments(state_dir: Path) -> list[dict[str, Any]]:
-    from ....agent.state import statefile
-
-    out: list[dict[str, Any]] = []
-    folder = state_dir / ATTACHMENTS_DIR
-    if not folder.is_dir():
-        return out
-    for path in sorted(folder.glob("*.json")):
-        data = statefile.read_json(path)
-        if data is not None and {"network", "container_id", "ifname", "netns"} <= set(data):
-            out.append(data)
-    return out
+    # read-only: the agent's own loader, minus its set-aside of bad records (doctor never writes)
+    return [att.to_json() for att in load_records(state_dir)]
 
 
 def label(att: dict[str, Any]) -> str:
