@@ -84,7 +84,7 @@ class Agent:
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         loop.set_default_executor(ThreadPoolExecutor(max_workers=32, thread_name_prefix="agent"))
-        from .uplink.core import recover
+        from .uplink import recover
 
         outcome = await asyncio.to_thread(recover, self.state_dir)
         if outcome:
@@ -246,7 +246,7 @@ class Agent:
             node_ip: ipaddress.IPv4Address | None = None
             uplink: str | None = None
             if conf.uplink_interface:
-                from .uplink.core import ensure_uplink
+                from .uplink import ensure_uplink
 
                 state = ensure_uplink(spec, conf.uplink_interface, self.state_dir)
                 node_ip, uplink = state.node_ipv4, state.uplink
@@ -301,7 +301,7 @@ class Agent:
         self, conf: NetConf, *, before_takeover_ok: bool = False
     ) -> str | None:
         def check() -> str | None:
-            from .uplink.core import current_state
+            from .uplink import current_state
 
             state = current_state(self.state_dir)
             with netns_ipr(None) as ipr:
@@ -436,7 +436,7 @@ class Agent:
     # ------------------------------------------------------------ status
 
     async def report(self) -> dict[str, Any]:
-        from .uplink.core import current_state
+        from .uplink import current_state
 
         uplink = await asyncio.to_thread(current_state, self.state_dir)
         pods = []
