@@ -31,6 +31,11 @@ def take_over(
     *,
     verify: bool = True,
 ) -> None:
+    """Move the journal's snapshotted uplink into bridge ``spec``, one journaled step at a time.
+
+    Raises on the first failing step; the caller rolls back to the snapshot. ``verify=False``
+    (a restore rolled forward) skips the gateway check: the bridge is where the node was.
+    """
     snap = journal.snapshot
     assert snap is not None
     uplink, brname = snap.uplink, spec.name
