@@ -10,10 +10,9 @@ from ipaddress import IPv4Address
 from pathlib import Path
 
 import pytest
-from pyroute2.netlink.exceptions import NetlinkError
 
 from cni_bridge_dhcp.agent.datapath import arp, sysctl
-from cni_bridge_dhcp.agent.datapath.netlink import describe, tolerate
+from cni_bridge_dhcp.agent.datapath.netlink import NetlinkError, describe, tolerate
 from cni_bridge_dhcp.agent.runtime.locking import flock_with_timeout
 
 MAC = bytes.fromhex("020000000001")
