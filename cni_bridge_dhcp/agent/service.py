@@ -39,7 +39,7 @@ from .runtime.fdlimits import is_fd_exhaustion
 from .runtime.keylock import KeyedLocks
 from .state.addressbook import AddressBook
 from .state.attachments import AttachmentState, AttachmentStore, attachment_key
-from .uplink.core import current_state, ensure_uplink, recover
+from .uplink import current_state, ensure_uplink, recover
 from .uplink.plan import select_uplink
 from .uplink.watch import UplinkWatcher
 

@@ -9,7 +9,7 @@ from typing import Any
 from .dhcp import LeaseManager
 from .firewall.registry import FirewallRegistry
 from .state.attachments import AttachmentStore
-from .uplink.core import current_state
+from .uplink import current_state
 
 
 async def report(

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from ..agent.state.attachments import AttachmentStore
-from ..agent.uplink.core import restore
+from ..agent.uplink import restore
 from ..cni.defaults import DEFAULT_SOCKET, DEFAULT_STATE_DIR
 from ..cni.errors import CNIError
 

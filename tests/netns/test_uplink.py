@@ -24,7 +24,7 @@ from pathlib import Path
 logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                     format="%(process)d %(name)s %(levelname)s %(message)s")
 logging.getLogger("pyroute2").setLevel(logging.WARNING)
-from cni_bridge_dhcp.agent.uplink import core as uplink
+from cni_bridge_dhcp.agent import uplink
 from cni_bridge_dhcp.agent.datapath.bridge import BridgeSpec
 from cni_bridge_dhcp.cni.errors import CNIError
 op, state_dir, args = sys.argv[1], Path(sys.argv[2]), sys.argv[3:]

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from cni_bridge_dhcp.agent.datapath import arp
 from cni_bridge_dhcp.agent.dhcp import codec
 from cni_bridge_dhcp.agent.dhcp.codec import (
     BOOTREPLY,
@@ -246,11 +247,11 @@ def test_ip_udp_round_trip_and_checksums() -> None:
 def test_arp_conflict_rules() -> None:
     addr = IPv4Address("192.168.77.120")
     other = b"\x02\x00\x00\x00\x00\x09"
-    reply_ = codec.parse_arp(codec.build_arp(codec.ARP_REPLY, other, addr, MAC, codec.ZERO))
-    probe = codec.parse_arp(codec.build_arp(codec.ARP_REQUEST, other, codec.ZERO, bytes(6), addr))
-    own = codec.parse_arp(codec.build_arp(codec.ARP_REQUEST, MAC, codec.ZERO, bytes(6), addr))
-    unrelated = codec.parse_arp(
-        codec.build_arp(codec.ARP_REQUEST, other, IPv4Address("192.168.77.1"), bytes(6), addr)
+    reply_ = arp.parse_arp(arp.build_arp(arp.ARP_REPLY, other, addr, MAC, codec.ZERO))
+    probe = arp.parse_arp(arp.build_arp(arp.ARP_REQUEST, other, codec.ZERO, bytes(6), addr))
+    own = arp.parse_arp(arp.build_arp(arp.ARP_REQUEST, MAC, codec.ZERO, bytes(6), addr))
+    unrelated = arp.parse_arp(
+        arp.build_arp(arp.ARP_REQUEST, other, IPv4Address("192.168.77.1"), bytes(6), addr)
     )
     assert reply_ and probe and own and unrelated
     assert codec.arp_conflict(reply_, addr, MAC)
@@ -284,7 +285,7 @@ def test_arbitrary_bytes_never_crash_the_decoders(data: bytes) -> None:
         data[4:8] == XID.to_bytes(4, "big")
     )
     codec.parse_ip_udp(data)
-    codec.parse_arp(data)
+    arp.parse_arp(data)
     for decoder in DECODERS:
         with contextlib.suppress(DecodeError):
             decoder(data)

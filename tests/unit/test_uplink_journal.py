@@ -13,13 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from cni_bridge_dhcp.agent.uplink import journal as uj
-from cni_bridge_dhcp.agent.uplink.core import (
+from cni_bridge_dhcp.agent.uplink import (
     UplinkState,
     current_state,
     is_wireless,
     snapshot_differences,
 )
+from cni_bridge_dhcp.agent.uplink import journal as uj
 from cni_bridge_dhcp.agent.uplink.plan import (
     AF_INET,
     AddrSnap,

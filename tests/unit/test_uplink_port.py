@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from cni_bridge_dhcp.agent.uplink import core as uplink
 from cni_bridge_dhcp.agent.uplink import journal as uj
+from cni_bridge_dhcp.agent.uplink import port as uplink
 from tests.unit.test_uplink_journal import snapshot
 
 

@@ -26,17 +26,25 @@ from __future__ import annotations
 import errno
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from ...cni.errors import CNIError, ErrorCode
 from ...cni.names import valid_ifname
-from .netlink import NetlinkError, node_ipr
+from .netlink import (
+    EEXIST,
+    IFF_PROMISC,
+    IFF_UP,
+    Message,
+    Netlink,
+    NetlinkError,
+    get_link,
+    link_kind,
+    lookup,
+    node_ipr,
+)
+from .sysctl import write_sysctl
 
 log = logging.getLogger(__name__)
-
-IFF_UP = 0x1
-IFF_PROMISC = 0x100
 
 
 @dataclass(frozen=True)
@@ -48,7 +56,7 @@ class BridgeSpec:
     preserve_default_vlan: bool = True
 
 
-def ensure_bridge(spec: BridgeSpec, *, mac: str | None = None, ipr: Any = None) -> int:
+def ensure_bridge(spec: BridgeSpec, *, mac: str | None = None, ipr: Netlink | None = None) -> int:
     """Create or verify the bridge ``spec.name``; return its ifindex.
 
     ``mac`` is used only when the bridge is created (so its IPv6 link-local address derives
@@ -66,12 +74,12 @@ def ensure_bridge(spec: BridgeSpec, *, mac: str | None = None, ipr: Any = None) 
     return _ensure(ipr, spec, mac)
 
 
-def _ensure(ipr: Any, spec: BridgeSpec, mac: str | None) -> int:
+def _ensure(ipr: Netlink, spec: BridgeSpec, mac: str | None) -> int:
     name = spec.name
     created = False
-    found = ipr.link_lookup(ifname=name)
-    if not found:
-        kwargs: dict[str, Any] = {
+    found = lookup(ipr, name)
+    if found is None:
+        kwargs: dict[str, object] = {
             "ifname": name,
             "kind": "bridge",
             "br_stp_state": 0,
@@ -86,13 +94,13 @@ def _ensure(ipr: Any, spec: BridgeSpec, mac: str | None) -> int:
             created = True
             log.info("created bridge %s", name)
         except NetlinkError as exc:
-            if exc.code != errno.EEXIST:
+            if exc.code != EEXIST:
                 raise _netlink_error(f"could not create bridge {name!r}", exc, spec) from exc
-        found = ipr.link_lookup(ifname=name)
-        if not found:
+        found = lookup(ipr, name)
+        if found is None:
             raise CNIError(ErrorCode.INTERNAL, f"bridge {name!r} vanished right after creation")
-    index = int(found[0])
-    link = ipr.link("get", index=index)[0]
+    index = found
+    link = get_link(ipr, index)
     kind, data = link_kind(link)
     if kind != "bridge":
         raise CNIError(
@@ -111,7 +119,7 @@ def _ensure(ipr: Any, spec: BridgeSpec, mac: str | None) -> int:
 
 
 def _apply(
-    ipr: Any, index: int, link: Any, data: dict[str, Any], spec: BridgeSpec, created: bool
+    ipr: Netlink, index: int, link: Message, data: dict[str, Any], spec: BridgeSpec, created: bool
 ) -> None:
     name = spec.name
     stp, delay = data.get("IFLA_BR_STP_STATE", 0), data.get("IFLA_BR_FORWARD_DELAY", 0)
@@ -135,7 +143,7 @@ def _apply(
         ipr.link("set", index=index, state="up")
 
 
-def _keep_existing(link: Any, data: dict[str, Any], spec: BridgeSpec) -> None:
+def _keep_existing(link: Message, data: dict[str, Any], spec: BridgeSpec) -> None:
     """An existing bridge keeps its settings; say what of the config it does not get."""
     name = spec.name
     if spec.vlan_filtering and not data.get("IFLA_BR_VLAN_FILTERING"):
@@ -170,7 +178,7 @@ def veth_mtu(mtu: int | None, bridge_mtu: int, bridge: str) -> int:
     return mtu
 
 
-def pin_mtu(ipr: Any, index: int, current: int, mtu: int, *, fresh: bool) -> None:
+def pin_mtu(ipr: Netlink, index: int, current: int, mtu: int, *, fresh: bool) -> None:
     """Set the bridge MTU so the kernel keeps it (BROPT_MTU_SET_BY_USER).
 
     Only an actual MTU change marks it as user-set (the kernel skips a no-op change);
@@ -186,39 +194,12 @@ def pin_mtu(ipr: Any, index: int, current: int, mtu: int, *, fresh: bool) -> Non
         ipr.link("set", index=index, mtu=mtu)
 
 
-def link_kind(link: Any) -> tuple[str | None, dict[str, Any]]:
-    info = link.get_attr("IFLA_LINKINFO")
-    if not info:
-        return None, {}
-    kind = info.get_attr("IFLA_INFO_KIND")
-    data = info.get_attr("IFLA_INFO_DATA")
-    attrs: dict[str, Any] = dict(data["attrs"]) if data else {}
-    return kind, attrs
-
-
-def bridge_ports(ipr: Any, bridge_index: int) -> list[str]:
+def bridge_ports(ipr: Netlink, bridge_index: int) -> list[str]:
     return [
         str(link.get_attr("IFLA_IFNAME"))
         for link in ipr.get_links()
         if link.get_attr("IFLA_MASTER") == bridge_index
     ]
-
-
-def read_sysctl(path: str) -> str | None:
-    try:
-        return (Path("/proc/sys") / path).read_text().strip()
-    except OSError:
-        return None
-
-
-def write_sysctl(path: str, value: str) -> bool:
-    """Best effort, like the reference: IPv6 may be disabled on the node."""
-    try:
-        (Path("/proc/sys") / path).write_text(value)
-        return True
-    except OSError as exc:
-        log.debug("sysctl %s=%s not applied: %s", path, value, exc)
-        return False
 
 
 def _netlink_error(what: str, exc: NetlinkError, spec: BridgeSpec) -> CNIError:

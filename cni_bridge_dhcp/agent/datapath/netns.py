@@ -120,18 +120,40 @@ def run_in_netns(fd: int, fn: Callable[[], T]) -> T:
     A fresh thread per call: a thread left inside a pod namespace must never be reused
     for node-side work.
     """
-    box: dict[str, object] = {}
+    return _in_own_thread(lambda: setns(fd, CLONE_NEWNET), fn, "netns")
+
+
+def new_anonymous_netns() -> int:
+    """An fd of a brand-new, nameless network namespace (the fd is its only reference)."""
+
+    def open_own() -> int:
+        return os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+
+    return _in_own_thread(_unshare_net, open_own, "netns-new")
+
+
+def _unshare_net() -> None:
+    # unshare() moves only the calling (short-lived) thread; the fd opened after outlives it.
+    if _libc.unshare(CLONE_NEWNET) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"unshare(CLONE_NEWNET): {os.strerror(err)}")
+
+
+def _in_own_thread(enter: Callable[[], None], fn: Callable[[], T], name: str) -> T:
+    """Run ``enter`` then ``fn`` in a new thread that then ends; re-raise what it raised."""
+    result: list[T] = []
+    error: list[BaseException] = []
 
     def target() -> None:
         try:
-            setns(fd, CLONE_NEWNET)
-            box["result"] = fn()
+            enter()
+            result.append(fn())
         except BaseException as exc:
-            box["error"] = exc
+            error.append(exc)
 
-    thread = threading.Thread(target=target, name="netns", daemon=True)
+    thread = threading.Thread(target=target, name=name, daemon=True)
     thread.start()
     thread.join()
-    if "error" in box:
-        raise box["error"]  # type: ignore[misc]
-    return box["result"]  # type: ignore[return-value]
+    if error:
+        raise error[0]
+    return result[0]

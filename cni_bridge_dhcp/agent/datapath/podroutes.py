@@ -9,20 +9,16 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from ...cni.errors import CNIError, ErrorCode
-from .netlink import NetlinkError, netns_ipr
+from .netlink import EEXIST, RT_SCOPE_LINK, RT_TABLE_MAIN, NetlinkError, netns_ipr
 
 log = logging.getLogger(__name__)
 
 IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-
-RT_SCOPE_UNIVERSE = 0
-RT_SCOPE_LINK = 253
-EEXIST = 17
 
 
 @dataclass(frozen=True)
@@ -43,7 +39,6 @@ class PodAddressing:
     routes: tuple[PodRoute, ...] = ()
     gateway: IPAddress | None = None
     mtu: int | None = None
-    extra: dict[str, str] = field(default_factory=dict)
 
 
 def plan_routes(
@@ -168,7 +163,7 @@ def pod_state(
         addrs = {f"{a.get('address')}/{a['prefixlen']}" for a in ipr.get_addr(index=index)}
         routes: set[tuple[str, str | None]] = set()
         for family in (2, 10):
-            for r in ipr.get_routes(family=family, oif=index, table=254):
+            for r in ipr.get_routes(family=family, oif=index, table=RT_TABLE_MAIN):
                 dst = r.get("dst") or ("0.0.0.0" if family == 2 else "::")
                 routes.add((f"{dst}/{r['dst_len']}", r.get("gateway")))
         return link.get("address"), addrs, routes

@@ -10,16 +10,13 @@ import contextlib
 import logging
 import secrets
 from dataclasses import dataclass
-from pathlib import Path
 
 from ...cni.errors import CNIError, ErrorCode
-from .netlink import IPRoute, NetlinkError, ipr_for_netns, netns_ipr, node_ipr
+from .netlink import EEXIST, ENODEV, Netlink, NetlinkError, ipr_for_netns, netns_ipr, node_ipr
 from .netns import own_netns_fd, run_in_netns
+from .sysctl import write_sysctl_if_present
 
 log = logging.getLogger(__name__)
-
-EEXIST = 17
-ENODEV = 19
 
 
 @dataclass(frozen=True)
@@ -52,29 +49,16 @@ def new_host_name() -> str:
     return f"veth{secrets.token_hex(4)}"
 
 
-def _link(ipr: IPRoute, name: str) -> object | None:
-    found = ipr.link_lookup(ifname=name)
-    return ipr.get_links(found[0])[0] if found else None
-
-
-def _write_sysctl(path: str, value: str) -> bool:
-    try:
-        Path(path).write_text(value)
-    except FileNotFoundError:
-        return False
-    return True
-
-
 def _pod_sysctls(ifname: str, enable_dad: bool) -> None:
     # Announce the (new) MAC on address changes so LAN neighbours update their caches.
-    _write_sysctl(f"/proc/sys/net/ipv4/conf/{ifname}/arp_notify", "1")
+    write_sysctl_if_present(f"net/ipv4/conf/{ifname}/arp_notify", "1")
     # The node forwards pod traffic back out of the same bridge; an ICMP redirect would
     # teach the pod to bypass the node (and its conntrack), so the pod ignores them.
-    _write_sysctl(f"/proc/sys/net/ipv4/conf/{ifname}/accept_redirects", "0")
-    _write_sysctl("/proc/sys/net/ipv4/conf/all/accept_redirects", "0")
+    write_sysctl_if_present(f"net/ipv4/conf/{ifname}/accept_redirects", "0")
+    write_sysctl_if_present("net/ipv4/conf/all/accept_redirects", "0")
     if not enable_dad:
         # As the reference plugin: skip IPv6 DAD so addresses are usable at once.
-        _write_sysctl(f"/proc/sys/net/ipv6/conf/{ifname}/accept_dad", "0")
+        write_sysctl_if_present(f"net/ipv6/conf/{ifname}/accept_dad", "0")
 
 
 def setup_veth(netns_fd: int, spec: VethSpec, host_name: str) -> VethInfo:
@@ -126,7 +110,7 @@ def kwargs_peer(spec: VethSpec) -> dict[str, object]:
     return {"mtu": mtu} if mtu else {}
 
 
-def _finish(pod: IPRoute, node: IPRoute, netns_fd: int, spec: VethSpec, host_name: str) -> VethInfo:
+def _finish(pod: Netlink, node: Netlink, netns_fd: int, spec: VethSpec, host_name: str) -> VethInfo:
     host_index = node.link_lookup(ifname=host_name)[0]
     pod_index = pod.link_lookup(ifname=spec.ifname)[0]
     node.link("set", index=host_index, master=spec.bridge_index, state="up")

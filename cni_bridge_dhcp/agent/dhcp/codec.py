@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from ipaddress import IPv4Address, IPv4Network
 
+from ..datapath.arp import Arp
+
 BOOTREQUEST = 1
 BOOTREPLY = 2
 HTYPE_ETHER = 1
@@ -510,33 +512,7 @@ def parse_ip_udp(packet: bytes) -> Datagram | None:
     )
 
 
-# -- ARP (RFC 826 / RFC 5227 probes) ---------------------------------------------------------
-
-ARP_REQUEST = 1
-ARP_REPLY = 2
-_ARP = struct.Struct("!HHBBH6s4s6s4s")
-
-
-@dataclass(frozen=True)
-class Arp:
-    op: int
-    sha: bytes
-    spa: IPv4Address
-    tha: bytes
-    tpa: IPv4Address
-
-
-def build_arp(op: int, sha: bytes, spa: IPv4Address, tha: bytes, tpa: IPv4Address) -> bytes:
-    return _ARP.pack(1, 0x0800, 6, 4, op, sha, spa.packed, tha, tpa.packed)
-
-
-def parse_arp(packet: bytes) -> Arp | None:
-    if len(packet) < _ARP.size:
-        return None
-    htype, ptype, hlen, plen, op, sha, spa, tha, tpa = _ARP.unpack_from(packet)
-    if htype != 1 or ptype != 0x0800 or hlen != 6 or plen != 4 or op not in (1, 2):
-        return None
-    return Arp(op, sha, IPv4Address(spa), tha, IPv4Address(tpa))
+# -- ARP conflicts (RFC 5227); the packets are datapath/arp.py's --------------------------
 
 
 def arp_conflict(arp: Arp, address: IPv4Address, own_mac: bytes) -> bool:

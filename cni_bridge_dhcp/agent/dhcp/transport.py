@@ -32,6 +32,7 @@ from ipaddress import IPv4Address
 from typing import Protocol
 
 from ...cni.errors import CNIError
+from ..datapath.arp import ARP_REQUEST, Arp, build_arp, parse_arp
 from ..datapath.netns import netns_inode, open_netns, run_in_netns
 from . import codec
 from .codec import BROADCAST, BROADCAST_MAC, CLIENT_PORT, SERVER_PORT, ZERO
@@ -215,7 +216,7 @@ class PodTransport:
         self._mac = codec.mac_bytes(target.mac)
         self._loop = asyncio.get_running_loop()
         self._rx: asyncio.Queue[Received] = asyncio.Queue(_QUEUE_MAX)
-        self._arp_rx: asyncio.Queue[codec.Arp] = asyncio.Queue(_QUEUE_MAX)
+        self._arp_rx: asyncio.Queue[Arp] = asyncio.Queue(_QUEUE_MAX)
         self._closed = False
         # One receive buffer per transport: a fresh 64 KiB buffer per packet would be an
         # mmap/munmap pair under the agent's malloc settings (agent/runtime/allocator.py).
@@ -257,7 +258,7 @@ class PodTransport:
 
     def _on_arp(self) -> None:
         def handle(data: bytes, addr: tuple[object, ...]) -> None:
-            arp = codec.parse_arp(data)
+            arp = parse_arp(data)
             if arp is not None and not self._arp_rx.full():
                 self._arp_rx.put_nowait(arp)
 
@@ -306,7 +307,7 @@ class PodTransport:
     async def arp_probe(self, address: IPv4Address, wait: float, probes: int) -> bool:
         if wait <= 0 or probes <= 0:
             return False
-        probe = codec.build_arp(codec.ARP_REQUEST, self._mac, ZERO, bytes(6), address)
+        probe = build_arp(ARP_REQUEST, self._mac, ZERO, bytes(6), address)
         deadline = self._loop.time() + wait
         interval = wait / probes
         next_probe = self._loop.time()

@@ -13,6 +13,7 @@ import os
 from collections.abc import Iterable
 
 from ...cni.errors import CNIError, ErrorCode
+from ..datapath.sysctl import ensure_sysctl
 from . import detect
 from .libnft import Nft, NftUnavailable, ensure_process_netns
 from .libnft import shared as shared_nft
@@ -208,22 +209,19 @@ class Firewall:
 def enable_forwarding(ipv6: bool) -> None:
     """Turn on IP forwarding in the current (node) namespace, logging any change."""
     ensure_process_netns()
-    knobs = ["/proc/sys/net/ipv4/ip_forward"]
+    knobs = ["net/ipv4/ip_forward"]
     if ipv6:
-        knobs.append("/proc/sys/net/ipv6/conf/all/forwarding")
+        knobs.append("net/ipv6/conf/all/forwarding")
     for path in knobs:
-        name = path.removeprefix("/proc/sys/").replace("/", ".")
+        name = path.replace("/", ".")
         try:
-            with open(path) as fh:
-                current = fh.read().strip()
-            if current == "1":
-                continue
-            with open(path, "w") as fh:
-                fh.write("1\n")
+            current = ensure_sysctl(path, "1")
         except OSError as exc:
             raise CNIError(
                 ErrorCode.FIREWALL_FAILED, f"cannot set {name}=1: {exc.strerror}"
             ) from exc
+        if current is None:
+            continue
         log.info("set %s=1 (was %s) in namespace %s", name, current, _netns_id())
 
 

@@ -7,13 +7,12 @@ commit, like ``iptables -w`` does.
 
 from __future__ import annotations
 
-import fcntl
 import os
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 from ...cni.errors import CNIError, ErrorCode
+from ..runtime.locking import flock_with_timeout
 
 DEFAULT_PATH = "/run/xtables.lock"
 
@@ -33,19 +32,12 @@ def xtables_lock(timeout: float = 10.0, path: str | None = None) -> Iterator[Non
             f"iptables: cannot open xtables lock {target}: {exc.strerror}",
         ) from exc
     try:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    raise CNIError(
-                        ErrorCode.TRY_AGAIN_LATER,
-                        f"iptables: xtables lock {target} held by another process",
-                        f"waited {timeout:.0f} s",
-                    ) from None
-                time.sleep(0.02)
+        if not flock_with_timeout(fd, timeout):
+            raise CNIError(
+                ErrorCode.TRY_AGAIN_LATER,
+                f"iptables: xtables lock {target} held by another process",
+                f"waited {timeout:.0f} s",
+            )
         yield
     finally:
         os.close(fd)  # closing releases the flock

@@ -10,8 +10,6 @@ a world that no longer exists and must never be "rolled back" onto this one.
 
 from __future__ import annotations
 
-import errno
-import fcntl
 import ipaddress
 import logging
 import os
@@ -24,6 +22,7 @@ from typing import Any
 
 from ...cni.defaults import UPLINK_JOURNAL
 from ...cni.errors import CNIError, ErrorCode
+from ..runtime.locking import flock_with_timeout
 from ..state.statefile import ShapeError, read_json, read_trusted, write_json
 from .plan import UplinkSnapshot
 
@@ -280,22 +279,12 @@ def locked(state_dir: Path, timeout: float) -> Iterator[None]:
     state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     fd = os.open(state_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except OSError as exc:
-                if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
-                    raise
-            if time.monotonic() >= deadline:
-                raise CNIError(
-                    ErrorCode.TRY_AGAIN_LATER,
-                    f"timed out after {timeout:g}s waiting for the uplink lock "
-                    f"{state_dir / LOCK_NAME}",
-                    "another process is taking over or restoring the uplink",
-                )
-            time.sleep(0.02)
+        if not flock_with_timeout(fd, timeout):
+            raise CNIError(
+                ErrorCode.TRY_AGAIN_LATER,
+                f"timed out after {timeout:g}s waiting for the uplink lock {state_dir / LOCK_NAME}",
+                "another process is taking over or restoring the uplink",
+            )
         yield
     finally:
         os.close(fd)  # closing the only fd of the open file description drops the flock

@@ -17,21 +17,19 @@ from typing import Any
 
 from ...cni.errors import CNIError, ErrorCode
 from ...cni.names import IFNAMSIZ
+from ..datapath.netlink import (
+    RT_SCOPE_UNIVERSE,
+    RT_TABLE_MAIN,
+    RTPROT_BOOT,
+    RTPROT_KERNEL,
+    RTPROT_RA,
+)
 
 AF_INET = 2
 AF_INET6 = 10
 
-RTPROT_KERNEL = 2
-RTPROT_BOOT = 3
-RTPROT_STATIC = 4
-RTPROT_RA = 9
-RT_SCOPE_UNIVERSE = 0
-RT_SCOPE_LINK = 253
-RT_SCOPE_HOST = 254
 RTN_UNICAST = 1
 RTNH_F_ONLINK = 4
-RT_TABLE_MAIN = 254
-RT_TABLE_LOCAL = 255
 
 IFA_F_SECONDARY = 0x01
 IFA_F_NODAD = 0x02
@@ -46,7 +44,6 @@ IFA_SETTABLE_FLAGS = (
 )
 IFAPROT_KERNEL_LL = 3
 INFINITY_LIFE_TIME = 0xFFFFFFFF
-NUD_PERMANENT = 0x80
 
 # rtm_flags/rtnh_flags the kernel reports but refuses or ignores on input.
 _RTNH_STATE_FLAGS = 1 | 2 | 8 | 16 | 32 | 64

@@ -21,14 +21,13 @@ import select
 import threading
 import time
 from pathlib import Path
-from typing import Any
 
 from ...cni.errors import CNIError
-from ..datapath.netlink import node_ipr
+from ..datapath.netlink import LinkEvents, link_events
+from .reattach import RELEASED, check_port
 
 log = logging.getLogger(__name__)
 
-RTMGRP_LINK = 0x1  # netlink multicast group of link changes (linux/rtnetlink.h)
 DEBOUNCE = 0.2  # one check for a burst of events (a re-created veth sends several)
 
 
@@ -53,7 +52,7 @@ class UplinkWatcher:
     # ------------------------------------------------------------ loop
 
     def _run(self) -> None:
-        ipr: Any = None
+        ipr: LinkEvents | None = None
         next_check = 0.0
         while not self._stop.is_set():
             if ipr is None:
@@ -85,22 +84,19 @@ class UplinkWatcher:
             with contextlib.suppress(Exception):
                 ipr.close()
 
-    def _subscribe(self) -> Any:
+    def _subscribe(self) -> LinkEvents | None:
         try:
-            ipr = node_ipr()
-            ipr.bind(groups=RTMGRP_LINK)
+            ipr = link_events()
         except Exception as exc:
             log.warning("uplink watcher: cannot subscribe to link events (%s); polling", exc)
             return None
         return ipr
 
     @staticmethod
-    def _link_changed(ipr: Any) -> bool:
+    def _link_changed(ipr: LinkEvents) -> bool:
         return any(m.get("event") == "RTM_NEWLINK" for m in ipr.get())
 
     def _check(self) -> None:
-        from .core import RELEASED, check_port
-
         try:
             found = check_port(self.state_dir)
         except CNIError as exc:
