@@ -8,13 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
-import ctypes.util
 import os
 import secrets
 
 from ...agent.datapath.netlink import node_ipr
-from ...agent.datapath.netns import CLONE_NEWNET, own_netns_fd, run_in_netns
+from ...agent.datapath.netns import new_anonymous_netns
 from ...agent.dhcp import codec
 from ...agent.dhcp.codec import BOOTREQUEST, Message, MessageType, Opt
 from ...agent.dhcp.identity import stable_mac_for
@@ -24,26 +22,6 @@ from . import checks as dc
 from .facts.context import Context
 
 PROBE_PREFIX = "cbdprobe"  # host end of the probe veth: cbdprobe<6 hex>, 14 characters
-
-
-# The one libc call the agent's netns helpers do not make: unshare() into a new namespace.
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-
-
-def _unshare_and_open() -> int:
-    if _libc.unshare(CLONE_NEWNET) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"unshare(CLONE_NEWNET): {os.strerror(err)}")
-    return os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-
-
-def new_anonymous_netns() -> int:
-    """An fd of a brand-new, nameless network namespace (the fd is its only reference).
-
-    ``run_in_netns`` gives a fresh, short-lived thread (entered into this process's own
-    namespace, where it already is): unshare() moves only that thread, and the fd outlives it.
-    """
-    return run_in_netns(own_netns_fd(), _unshare_and_open)
 
 
 def _random_mac() -> str:
