@@ -125,7 +125,8 @@ class Net:
                 for ln in text.splitlines()
                 if ln and not ln.startswith("#")
             ]
-        out["nft"] = self.node("nft", "list", "ruleset").splitlines()
+        # -s: stateless, without counters (traffic the namespaces send may move them)
+        out["nft"] = self.node("nft", "-s", "list", "ruleset").splitlines()
         return out
 
 
