@@ -6,7 +6,7 @@ start) and the identity helpers; the rest is internal.
 
 from .client import Timing
 from .clock import Clock, SystemClock
-from .identity import client_id_for, hostname_for, stable_mac_for
+from .identity import client_id_for, stable_mac_for
 from .lease import Lease, LeaseRequest
 from .manager import BOUND, EXPIRED, REBINDING, REBOOTING, RENEWING, ChangeHook, LeaseManager
 
@@ -24,6 +24,5 @@ __all__ = [
     "SystemClock",
     "Timing",
     "client_id_for",
-    "hostname_for",
     "stable_mac_for",
 ]

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from typing import Any, TypeVar
 
-from . import codec
+from . import options
 from .codec import DecodeError, Message, Opt
 from .identity import CLIENT_ID_MODES
 
@@ -146,7 +146,7 @@ def _opt(msg: Message, code: int, decoder: Callable[[bytes], _T]) -> _T | None:
 
 
 def _prefix_for(msg: Message, address: IPv4Address) -> int:
-    prefix = _opt(msg, Opt.SUBNET_MASK, codec.netmask_prefix)
+    prefix = _opt(msg, Opt.SUBNET_MASK, options.netmask_prefix)
     if prefix is not None and 0 < prefix <= 32:
         return prefix
     first = address.packed[0]
@@ -154,7 +154,7 @@ def _prefix_for(msg: Message, address: IPv4Address) -> int:
 
 
 def _mtu(raw: bytes) -> int:
-    value = codec.u16(raw)
+    value = options.u16(raw)
     if value < 68:  # RFC 2132 5.1: minimum legal MTU
         raise DecodeError(f"MTU {value} below 68")
     return value
@@ -180,25 +180,25 @@ class AckInfo:
 
 def ack_info(msg: Message, fallback_server: IPv4Address) -> AckInfo:
     """Decode an ACK; a malformed option is ignored (logged), never fatal."""
-    server_id = _opt(msg, Opt.SERVER_ID, codec.ipv4) or fallback_server
-    lease_time = _opt(msg, Opt.LEASE_TIME, codec.u32)
+    server_id = _opt(msg, Opt.SERVER_ID, options.ipv4) or fallback_server
+    lease_time = _opt(msg, Opt.LEASE_TIME, options.u32)
     if lease_time is None:
         log.warning("server %s sent no lease time; assuming %ds", server_id, DEFAULT_LEASE_TIME)
     lease, t1, t2 = sanitize_times(
         float(lease_time) if lease_time is not None else DEFAULT_LEASE_TIME,
-        _opt(msg, Opt.RENEWAL_TIME, codec.u32),
-        _opt(msg, Opt.REBINDING_TIME, codec.u32),
+        _opt(msg, Opt.RENEWAL_TIME, options.u32),
+        _opt(msg, Opt.REBINDING_TIME, options.u32),
     )
-    routers = _opt(msg, Opt.ROUTER, codec.ipv4_list)
-    classless = _opt(msg, Opt.CLASSLESS_ROUTES, codec.classless_routes)
+    routers = _opt(msg, Opt.ROUTER, options.ipv4_list)
+    classless = _opt(msg, Opt.CLASSLESS_ROUTES, options.classless_routes)
     if classless is not None:
         # RFC 3442: with option 121 present, options 3 and 33 are ignored.
         router = next((gw for net, gw in classless if net.prefixlen == 0), None)
         routes = classless
     else:
         router = routers[0] if routers else None
-        routes = _opt(msg, Opt.STATIC_ROUTES, codec.static_routes) or ()
-    domain = _opt(msg, Opt.DOMAIN, codec.text)
+        routes = _opt(msg, Opt.STATIC_ROUTES, options.static_routes) or ()
+    domain = _opt(msg, Opt.DOMAIN, options.text)
     if domain is not None:
         domain = domain.strip(" \0").rstrip(".") or None
         if domain is not None and not valid_domain(domain):
@@ -211,7 +211,7 @@ def ack_info(msg: Message, fallback_server: IPv4Address) -> AckInfo:
         address=IPv4Interface((msg.yiaddr, _prefix_for(msg, msg.yiaddr))),
         server_id=server_id,
         router=router,
-        dns_servers=_opt(msg, Opt.DNS, codec.ipv4_list) or (),
+        dns_servers=_opt(msg, Opt.DNS, options.ipv4_list) or (),
         domain=domain,
         search=_opt(msg, Opt.DOMAIN_SEARCH, lambda raw: _search_list(raw, server_id)) or (),
         mtu=_opt(msg, Opt.INTERFACE_MTU, _mtu),
@@ -241,7 +241,7 @@ def _search_list(raw: bytes, server: IPv4Address) -> tuple[str, ...]:
     names: list[str] = []
     for start in _name_starts(raw):
         try:
-            name, _end = codec._read_name(raw, start)
+            name, _end = options.read_name(raw, start)
         except DecodeError as exc:
             log.warning("ignoring a name in option 119 from server %s: %s", server, exc)
             continue
