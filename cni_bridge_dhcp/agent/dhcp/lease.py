@@ -7,6 +7,7 @@ import logging
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
+from enum import StrEnum
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from typing import Any, TypeVar
 
@@ -69,9 +70,20 @@ class LeaseRequest:
     client_id_mode: str = "pod"
 
 
+class LeaseState(StrEnum):
+    """Where a lease is in RFC 2131's state machine; the journal stores the value."""
+
+    BOUND = "BOUND"
+    RENEWING = "RENEWING"
+    REBINDING = "REBINDING"
+    REBOOTING = "REBOOTING"  # INIT-REBOOT after an agent restart
+    EXPIRED = "EXPIRED"  # lost (expiry or NAK); the address is off the pod; re-acquiring
+
+
 @dataclass(frozen=True)
-class Lease:
-    key: str
+class AckInfo:
+    """Everything the client takes from an ACK, before it is tied to an attachment."""
+
     address: IPv4Interface
     server_id: IPv4Address
     router: IPv4Address | None
@@ -83,11 +95,20 @@ class Lease:
     lease_time: float
     t1: float
     t2: float
+    options: Mapping[int, bytes] = field(default_factory=dict)  # the ACK's options, raw
+
+
+@dataclass(frozen=True, kw_only=True)
+class Lease(AckInfo):
+    """An ACK's terms tied to one attachment: when its times fall due, and what the client
+    needs to keep it (identity, allowed servers) across renewals and agent restarts."""
+
+    key: str
     bound_at: float
     renew_at: float
     rebind_at: float
     expires_at: float
-    state: str
+    state: LeaseState
     netns_path: str
     netns_inode: int
     ifname: str
@@ -98,15 +119,61 @@ class Lease:
     server_mac: str | None = None  # link-layer source of the server's ACK: next hop to it
     extra_request: tuple[int, ...] = ()
     provide: tuple[tuple[int, bytes], ...] = ()
-    options: Mapping[int, bytes] = field(default_factory=dict)  # the ACK's options, raw
     broadcast_flag: bool = False
     server_allow_list: tuple[IPv4Address, ...] = ()
     arp_probe_wait: float | None = None  # kept for re-acquisition after a restart
     server_macs: tuple[tuple[IPv4Address, str], ...] = ()  # pinned server MACs
     client_id_mode: str = "pod"  # journaled: a re-adopted lease keeps its identity
 
-    def with_state(self, state: str) -> Lease:
+    def with_state(self, state: LeaseState) -> Lease:
         return replace(self, state=state)
+
+
+def bind(
+    info: AckInfo,
+    *,
+    where: LeaseRequest | Lease,
+    inode: int,
+    server_mac: str | None,
+    sent_at: float,
+) -> Lease:
+    """The lease an ACK gives the attachment ``where`` describes (the ADD's request, or the
+    lease it renews): its times count from ``sent_at``, the wall time of the REQUEST."""
+    return Lease(
+        address=info.address,
+        server_id=info.server_id,
+        router=info.router,
+        dns_servers=info.dns_servers,
+        domain=info.domain,
+        search=info.search,
+        mtu=info.mtu,
+        routes=info.routes,
+        lease_time=info.lease_time,
+        t1=info.t1,
+        t2=info.t2,
+        options=info.options,
+        key=where.key,
+        bound_at=sent_at,
+        renew_at=sent_at + info.t1,
+        rebind_at=sent_at + info.t2,
+        expires_at=sent_at + info.lease_time,
+        state=LeaseState.BOUND,
+        netns_path=where.netns_path,
+        netns_inode=inode,
+        ifname=where.ifname,
+        mac=where.mac.lower(),
+        client_id=where.client_id,
+        hostname=where.hostname,
+        meta=dict(where.meta),
+        server_mac=server_mac,
+        extra_request=tuple(where.extra_request),
+        provide=tuple(where.provide),
+        broadcast_flag=where.broadcast_flag,
+        server_allow_list=tuple(where.server_allow_list),
+        arp_probe_wait=where.arp_probe_wait,
+        server_macs=tuple(where.server_macs),
+        client_id_mode=where.client_id_mode,
+    )
 
 
 def request_list(extra: tuple[int, ...]) -> bytes:
@@ -158,24 +225,6 @@ def _mtu(raw: bytes) -> int:
     if value < 68:  # RFC 2132 5.1: minimum legal MTU
         raise DecodeError(f"MTU {value} below 68")
     return value
-
-
-@dataclass(frozen=True)
-class AckInfo:
-    """Everything the client takes from an ACK, before it is tied to an attachment."""
-
-    address: IPv4Interface
-    server_id: IPv4Address
-    router: IPv4Address | None
-    dns_servers: tuple[IPv4Address, ...]
-    domain: str | None
-    search: tuple[str, ...]
-    mtu: int | None
-    routes: tuple[tuple[IPv4Network, IPv4Address], ...]
-    lease_time: float
-    t1: float
-    t2: float
-    options: Mapping[int, bytes]
 
 
 def ack_info(msg: Message, fallback_server: IPv4Address) -> AckInfo:
@@ -298,7 +347,7 @@ def to_record(lease: Lease) -> dict[str, Any]:
         "renew_at": lease.renew_at,
         "rebind_at": lease.rebind_at,
         "expires_at": lease.expires_at,
-        "state": lease.state,
+        "state": str(lease.state),
         "netns_path": lease.netns_path,
         "netns_inode": lease.netns_inode,
         "ifname": lease.ifname,
@@ -367,7 +416,7 @@ def from_record(record: Mapping[str, Any]) -> Lease:
         renew_at=_number(record, "renew_at"),
         rebind_at=_number(record, "rebind_at"),
         expires_at=_number(record, "expires_at"),
-        state=_typed(record, "state", str),
+        state=LeaseState(_typed(record, "state", str)),
         netns_path=_typed(record, "netns_path", str),
         netns_inode=_typed(record, "netns_inode", int),
         ifname=_typed(record, "ifname", str),
