@@ -4,11 +4,11 @@ The agent's command handlers use ``LeaseManager`` (acquire / release / re-adopt 
 start), ``LeaseState`` and the identity helpers; the rest is internal.
 """
 
-from .client import Timing
 from .clock import Clock, SystemClock
 from .identity import client_id_for, stable_mac_for
 from .lease import Lease, LeaseRequest, LeaseState
 from .manager import ChangeHook, LeaseManager
+from .session import Timing
 
 # The states by their short names, as callers and tests compare them.
 BOUND = LeaseState.BOUND

@@ -18,12 +18,14 @@ from pathlib import Path
 from ...cni.errors import CNIError
 from ..runtime.shielded import to_completion
 from . import podif
-from .client import DhcpClient, Identity, Timing
+from .client import DhcpClient
 from .clock import Clock
 from .identity import wire_client_id
 from .journal import Journal
 from .lease import Lease, LeaseRequest, LeaseState
+from .messages import Identity
 from .servermacs import ServerMacs
+from .session import Timing
 from .transport import Target, Transport, TransportFactory
 
 log = logging.getLogger(__name__)

@@ -18,7 +18,6 @@ from pathlib import Path
 from ...cni.errors import CNIError, ErrorCode
 from ..datapath.netns import netns_inode
 from . import podif
-from .client import DhcpNaked, DhcpTimeout, Timing
 from .clock import Clock, SystemClock
 from .lease import Lease, LeaseRequest, LeaseState, bind
 from .lease_table import (
@@ -32,6 +31,7 @@ from .lease_table import (
 )
 from .node_release import open_node_transport
 from .releases import send_release
+from .session import DhcpNaked, DhcpTimeout, Timing
 from .transport import Gone, PodTransportFactory, Target, Transport, TransportFactory
 from .upkeep import LeaseUpkeep
 

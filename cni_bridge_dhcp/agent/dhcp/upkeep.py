@@ -8,10 +8,10 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from .client import Bound, DhcpNaked, DhcpTimeout, Nak
 from .lease import LeaseState, bind
 from .lease_table import Entry, target_of
 from .releases import LeaseReleases
+from .session import Bound, DhcpNaked, DhcpTimeout, Nak
 from .transport import Gone
 
 log = logging.getLogger(__name__)
