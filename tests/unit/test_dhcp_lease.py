@@ -8,14 +8,13 @@ import pytest
 
 from cni_bridge_dhcp.agent.dhcp import client_id_for, codec, options, stable_mac_for
 from cni_bridge_dhcp.agent.dhcp.codec import BOOTREPLY, Message, Opt
+from cni_bridge_dhcp.agent.dhcp.journal import from_record, to_record
 from cni_bridge_dhcp.agent.dhcp.lease import (
     BASE_REQUEST,
     Lease,
     ack_info,
-    from_record,
     request_list,
     sanitize_times,
-    to_record,
 )
 
 SERVER = IPv4Address("192.168.77.1")
