@@ -18,6 +18,7 @@ from pathlib import Path
 from ...cni.errors import CNIError, ErrorCode
 from ..datapath.netns import netns_inode
 from . import podif
+from .client import DhcpClient
 from .clock import Clock, SystemClock
 from .lease import Lease, LeaseRequest, LeaseState, bind
 from .lease_table import (
@@ -31,7 +32,7 @@ from .lease_table import (
 )
 from .node_release import open_node_transport
 from .releases import send_release
-from .session import DhcpNaked, DhcpTimeout, Timing
+from .session import Bound, DhcpNaked, DhcpTimeout, Timing
 from .transport import Gone, PodTransportFactory, Target, Transport, TransportFactory
 from .upkeep import LeaseUpkeep
 
@@ -164,26 +165,7 @@ class LeaseManager(LeaseUpkeep):
                 await self._drop(req.key)
             client = self._client(req)
             self._pin(client, lambda: req)
-            target = Target(req.netns_path, req.ifname, req.mac, netns_fd=req.netns_fd)
-            where = f"{req.ifname} in netns {req.netns_path}"
-            try:
-                tr = await self.transports.open(target, bring_up=True)
-            except Gone as exc:
-                raise CNIError(ErrorCode.IO_FAILURE, f"cannot use {where} for DHCP: {exc}") from exc
-            try:
-                bound = await client.obtain(tr, req.timeout, prefer=req.prefer_address)
-            except DhcpTimeout as exc:
-                raise CNIError(
-                    ErrorCode.DHCP_TIMEOUT,
-                    f"no DHCP lease for {where} within {req.timeout:g}s",
-                    str(exc),
-                ) from exc
-            except DhcpNaked as exc:
-                raise CNIError(
-                    ErrorCode.DHCP_NAK, f"DHCP server refused a lease for {where}", str(exc)
-                ) from exc
-            finally:
-                tr.close()
+            bound = await self._obtain(client, req)
             lease = bind(
                 bound.info,
                 where=req,
@@ -206,6 +188,29 @@ class LeaseManager(LeaseUpkeep):
             await self._learn_server_mac(lease)
             entry.task = asyncio.create_task(self._maintain(entry))
             return lease
+
+    async def _obtain(self, client: DhcpClient, req: LeaseRequest) -> Bound:
+        """A new lease on the pod's interface, its failures as the CNI errors of ADD."""
+        target = Target(req.netns_path, req.ifname, req.mac, netns_fd=req.netns_fd)
+        where = f"{req.ifname} in netns {req.netns_path}"
+        try:
+            tr = await self.transports.open(target, bring_up=True)
+        except Gone as exc:
+            raise CNIError(ErrorCode.IO_FAILURE, f"cannot use {where} for DHCP: {exc}") from exc
+        try:
+            return await client.obtain(tr, req.timeout, prefer=req.prefer_address)
+        except DhcpTimeout as exc:
+            raise CNIError(
+                ErrorCode.DHCP_TIMEOUT,
+                f"no DHCP lease for {where} within {req.timeout:g}s",
+                str(exc),
+            ) from exc
+        except DhcpNaked as exc:
+            raise CNIError(
+                ErrorCode.DHCP_NAK, f"DHCP server refused a lease for {where}", str(exc)
+            ) from exc
+        finally:
+            tr.close()
 
     async def release(self, key: str) -> bool:
         async with self._lock(key):
