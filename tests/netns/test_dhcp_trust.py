@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from cni_bridge_dhcp.agent.dhcp import codec
+from cni_bridge_dhcp.agent.dhcp import options
 from testbed.sandbox import NODE_IP, ROUTER_IP, Sandbox, ping, run
 from tests.e2e.helpers import NET, add, conflist, ip_json, pod_routes
 from tests.reliability.lib import events, journal_by_key, lease_key, pod_ipv4, wait_for
@@ -153,14 +153,14 @@ def test_domain_options_with_control_characters_never_reach_the_result(
     sandbox: Sandbox,
 ) -> None:
     sb = sandbox
-    search = codec.encode_domain_search(["good.test"]) + b"\x0bevil\nsearch\x04test\x00"
+    search = options.encode_domain_search(["good.test"]) + b"\x0bevil\nsearch\x04test\x00"
     fake_dhcp_in(
         sb,
         sb.lan,
         "fakedhcp",
         extra_options={
             "15": b"lan.test\nnameserver 203.0.113.66".hex(),
-            "119": (search + codec.encode_domain_search(["also.test"])).hex(),
+            "119": (search + options.encode_domain_search(["also.test"])).hex(),
         },
     )
     sb.start_agent()

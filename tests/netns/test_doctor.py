@@ -19,8 +19,10 @@ import pytest
 
 from cni_bridge_dhcp.agent.datapath.netns import open_netns
 from cni_bridge_dhcp.agent.dhcp import client_id_for
-from cni_bridge_dhcp.agent.dhcp.client import DhcpClient, Identity, Timing
+from cni_bridge_dhcp.agent.dhcp.client import DhcpClient
 from cni_bridge_dhcp.agent.dhcp.clock import SystemClock
+from cni_bridge_dhcp.agent.dhcp.messages import Identity
+from cni_bridge_dhcp.agent.dhcp.session import Timing
 from cni_bridge_dhcp.agent.dhcp.transport import PodTransportFactory, Target
 from testbed.sandbox import ROUTER_IP, Pod, Sandbox, netns_exists, run
 from tests.e2e.helpers import NET, add, conflist, ip_json

@@ -164,13 +164,13 @@ FINDINGS = [
         "A lease lost and regained (NAK, expiry) or moved to another address at renewal: "
         "removing the pod's last IPv4 address made the kernel drop every route of the pod "
         "(its default route via the node); only the address came back",
-        "dhcp/podif.py, dhcp/manager.py: routes kept and restored around address changes",
+        "dhcp/podif.py, dhcp/upkeep.py: routes kept and restored around address changes",
     ),
     (
         "fixed",
         "ipam.serverAllowList was checked only after the lease was acquired: a rogue server "
         "answering first made the ADD fail",
-        "dhcp/client.py (replies from other server ids ignored in every state), "
+        "dhcp/session.py (replies from other server ids ignored in every state), "
         "dhcp/lease.py (journaled), commands/common.py lease_request passes the list",
     ),
     (

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cni_bridge_dhcp.agent.datapath import arp
-from cni_bridge_dhcp.agent.dhcp import codec
+from cni_bridge_dhcp.agent.dhcp import codec, options
 from cni_bridge_dhcp.agent.dhcp.codec import (
     BOOTREPLY,
     BOOTREQUEST,
@@ -133,8 +133,8 @@ GW = IPv4Address
     ],
 )
 def test_classless_routes(raw: bytes, routes: list[tuple[IPv4Network, IPv4Address]]) -> None:
-    assert list(codec.classless_routes(raw)) == routes
-    assert codec.classless_routes(codec.encode_classless_routes(routes)) == tuple(routes)
+    assert list(options.classless_routes(raw)) == routes
+    assert options.classless_routes(options.encode_classless_routes(routes)) == tuple(routes)
 
 
 @pytest.mark.parametrize(
@@ -142,7 +142,7 @@ def test_classless_routes(raw: bytes, routes: list[tuple[IPv4Network, IPv4Addres
 )
 def test_classless_routes_malformed(raw: bytes) -> None:
     with pytest.raises(DecodeError):
-        codec.classless_routes(raw)
+        options.classless_routes(raw)
 
 
 def test_static_routes_option_33_is_classful_and_skips_default() -> None:
@@ -157,7 +157,7 @@ def test_static_routes_option_33_is_classful_and_skips_default() -> None:
             "192.168.77.4",
         ]
     )
-    assert codec.static_routes(raw) == (
+    assert options.static_routes(raw) == (
         (NET("10.0.0.0/8"), GW("192.168.77.2")),
         (NET("172.16.5.9/32"), GW("192.168.77.4")),  # host bits set: only that host
     )
@@ -174,13 +174,13 @@ def test_static_routes_option_33_is_classful_and_skips_default() -> None:
         (b"\x04corp\x00", ("corp",)),
         (b"\x01a\x01b\x00\x01c\xc0\x00\xc0\x02", ("a.b", "c.a.b", "b")),
         (
-            codec.encode_domain_search(["lan.test", "svc.cluster.local"]),
+            options.encode_domain_search(["lan.test", "svc.cluster.local"]),
             ("lan.test", "svc.cluster.local"),
         ),
     ],
 )
 def test_domain_search(raw: bytes, names: tuple[str, ...]) -> None:
-    assert codec.domain_search(raw) == names
+    assert options.domain_search(raw) == names
 
 
 @pytest.mark.parametrize(
@@ -199,7 +199,7 @@ def test_domain_search(raw: bytes, names: tuple[str, ...]) -> None:
 )
 def test_domain_search_malformed(raw: bytes) -> None:
     with pytest.raises(DecodeError):
-        codec.domain_search(raw)
+        options.domain_search(raw)
 
 
 @pytest.mark.parametrize(
@@ -207,12 +207,12 @@ def test_domain_search_malformed(raw: bytes) -> None:
     [(b"\xff\xff\xff\x00", 24), (b"\x00\x00\x00\x00", 0), (b"\xff\xff\xff\xff", 32)],
 )
 def test_netmask(raw: bytes, prefix: int) -> None:
-    assert codec.netmask_prefix(raw) == prefix
+    assert options.netmask_prefix(raw) == prefix
 
 
 def test_noncontiguous_netmask_rejected() -> None:
     with pytest.raises(DecodeError):
-        codec.netmask_prefix(b"\xff\x00\xff\x00")
+        options.netmask_prefix(b"\xff\x00\xff\x00")
 
 
 # -- framing ---------------------------------------------------------------------------------
@@ -265,14 +265,14 @@ def test_arp_conflict_rules() -> None:
 
 FUZZ = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 DECODERS = [
-    codec.classless_routes,
-    codec.static_routes,
-    codec.domain_search,
-    codec.ipv4_list,
-    codec.netmask_prefix,
-    codec.text,
-    codec.u16,
-    codec.u32,
+    options.classless_routes,
+    options.static_routes,
+    options.domain_search,
+    options.ipv4_list,
+    options.netmask_prefix,
+    options.text,
+    options.u16,
+    options.u32,
 ]
 
 

@@ -105,3 +105,86 @@ def test_interrupted_write_leftovers_are_removed(tmp_path: Path) -> None:
 
 def test_missing_directory_is_empty(tmp_path: Path) -> None:
     assert Journal(tmp_path / "nope").load() == []
+
+
+# A record as the journal wrote it before Lease derived its ACK fields from AckInfo and
+# states became LeaseState (issue 14): byte for byte, so any drift of the on-disk form shows.
+_RECORD_V1 = """\
+{
+ "address": "192.168.77.150/24",
+ "arp_probe_wait": 0.25,
+ "bound_at": 1000.0,
+ "broadcast_flag": true,
+ "client_id": "006b38733a64656661756c742f7765622d302f6c616e2f65746830",
+ "client_id_mode": "mac",
+ "dns_servers": [
+  "192.168.77.1"
+ ],
+ "domain": "lan.test",
+ "expires_at": 1600.0,
+ "extra_request": [
+  42
+ ],
+ "hostname": "web-0",
+ "ifname": "eth0",
+ "key": "lan/abc123/eth0",
+ "lease_time": 600.0,
+ "mac": "0a:58:c0:a8:4d:96",
+ "meta": {
+  "podName": "web-0",
+  "podNamespace": "default"
+ },
+ "mtu": 1500,
+ "netns_inode": 4026532000,
+ "netns_path": "/run/netns/pod",
+ "options": {
+  "51": "00000258",
+  "53": "05"
+ },
+ "provide": [
+  [
+   60,
+   "76656e646f72"
+  ]
+ ],
+ "rebind_at": 1525.0,
+ "renew_at": 1300.0,
+ "router": "192.168.77.1",
+ "routes": [
+  [
+   "10.0.0.0/8",
+   "192.168.77.2"
+  ]
+ ],
+ "search": [
+  "lan.test"
+ ],
+ "server_allow_list": [
+  "192.168.77.1"
+ ],
+ "server_id": "192.168.77.1",
+ "server_mac": "02:00:00:00:00:01",
+ "server_macs": [
+  [
+   "192.168.77.1",
+   "02:00:00:00:00:01"
+  ]
+ ],
+ "state": "REBINDING",
+ "t1": 300.0,
+ "t2": 525.0,
+ "version": 1
+}
+"""
+
+
+def test_a_written_record_loads_and_rewrites_byte_for_byte(tmp_path: Path) -> None:
+    journal = Journal(tmp_path)
+    journal.dir.mkdir(mode=0o700)
+    path = journal.path_for("lan/abc123/eth0")
+    path.write_text(_RECORD_V1)
+    (lease,) = journal.load()
+    assert lease.state == "REBINDING" and lease.client_id_mode == "mac"
+    path.unlink()
+    journal.write(lease)
+    assert path.read_text() == _RECORD_V1

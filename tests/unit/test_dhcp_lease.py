@@ -6,16 +6,15 @@ from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 
 import pytest
 
-from cni_bridge_dhcp.agent.dhcp import client_id_for, codec, hostname_for, stable_mac_for
+from cni_bridge_dhcp.agent.dhcp import client_id_for, codec, options, stable_mac_for
 from cni_bridge_dhcp.agent.dhcp.codec import BOOTREPLY, Message, Opt
+from cni_bridge_dhcp.agent.dhcp.journal import from_record, to_record
 from cni_bridge_dhcp.agent.dhcp.lease import (
     BASE_REQUEST,
     Lease,
     ack_info,
-    from_record,
     request_list,
     sanitize_times,
-    to_record,
 )
 
 SERVER = IPv4Address("192.168.77.1")
@@ -64,7 +63,7 @@ def test_ack_info_decodes_everything_we_apply() -> None:
             ROUTER=IPv4Address("192.168.77.254").packed,
             DNS=IPv4Address("192.168.77.53").packed + IPv4Address("1.1.1.1").packed,
             DOMAIN=b"lan.test.\0",
-            DOMAIN_SEARCH=codec.encode_domain_search(["lan.test", "corp.test"]),
+            DOMAIN_SEARCH=options.encode_domain_search(["lan.test", "corp.test"]),
             INTERFACE_MTU=(1400).to_bytes(2, "big"),
             SERVER_ID=SERVER.packed,
             RENEWAL_TIME=(100).to_bytes(4, "big"),
@@ -83,7 +82,7 @@ def test_ack_info_decodes_everything_we_apply() -> None:
 
 
 def test_classless_routes_override_router_and_static_routes() -> None:
-    classless = codec.encode_classless_routes(
+    classless = options.encode_classless_routes(
         [
             (IPv4Network("10.0.0.0/8"), IPv4Address("192.168.77.2")),
             (IPv4Network("0.0.0.0/0"), IPv4Address("192.168.77.3")),
@@ -103,7 +102,7 @@ def test_classless_routes_override_router_and_static_routes() -> None:
         (IPv4Network("10.0.0.0/8"), IPv4Address("192.168.77.2")),
         (IPv4Network("0.0.0.0/0"), IPv4Address("192.168.77.3")),
     )
-    without_default = codec.encode_classless_routes(
+    without_default = options.encode_classless_routes(
         [(IPv4Network("10.0.0.0/8"), IPv4Address("192.168.77.2"))]
     )
     info = ack_info(
@@ -252,21 +251,6 @@ def test_stable_mac_is_local_unicast_and_stable() -> None:
     assert mac == stable_mac_for("default", "web-0", "sandbox-9", "lan", "eth0")
     assert mac != stable_mac_for("default", "web-1", "sandbox-1", "lan", "eth0")
     assert codec.mac_bytes(mac)
-
-
-@pytest.mark.parametrize(
-    ("name", "label"),
-    [
-        ("web-0", "web-0"),
-        ("Web_0.x", "web-0-x"),
-        ("-a-", "a"),
-        ("", None),
-        (None, None),
-        ("x" * 80, "x" * 63),
-    ],
-)
-def test_hostname_for(name: str | None, label: str | None) -> None:
-    assert hostname_for(name) == label
 
 
 # -- issue 12 item 5c: option 15/119 text reaches resolv.conf -------------------------------

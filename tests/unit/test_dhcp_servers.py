@@ -13,10 +13,12 @@ import pytest
 
 from cni_bridge_dhcp.agent.config import parse_netconf
 from cni_bridge_dhcp.agent.dhcp import BOUND, codec
-from cni_bridge_dhcp.agent.dhcp.client import DhcpClient, Identity, Timing
+from cni_bridge_dhcp.agent.dhcp.client import DhcpClient
 from cni_bridge_dhcp.agent.dhcp.codec import MessageType, Opt
 from cni_bridge_dhcp.agent.dhcp.identity import wire_client_id
 from cni_bridge_dhcp.agent.dhcp.journal import Journal
+from cni_bridge_dhcp.agent.dhcp.messages import Identity
+from cni_bridge_dhcp.agent.dhcp.session import Timing
 from cni_bridge_dhcp.agent.dhcp.transport import Received, Target
 from cni_bridge_dhcp.cni.errors import CNIError, ErrorCode
 from tests.unit.test_dhcp_statemachine import (

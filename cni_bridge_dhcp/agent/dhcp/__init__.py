@@ -1,14 +1,21 @@
 """DHCPv4 client for pods: packet codec, RFC 2131 state machine, lease journal.
 
-The agent's plugin orchestration uses ``LeaseManager`` (acquire / release / re-adopt on
-start) and the identity helpers; the rest is internal.
+The agent's command handlers use ``LeaseManager`` (acquire / release / re-adopt on
+start), ``LeaseState`` and the identity helpers; the rest is internal.
 """
 
-from .client import Timing
 from .clock import Clock, SystemClock
-from .identity import client_id_for, hostname_for, stable_mac_for
-from .lease import Lease, LeaseRequest
-from .manager import BOUND, EXPIRED, REBINDING, REBOOTING, RENEWING, ChangeHook, LeaseManager
+from .identity import client_id_for, stable_mac_for
+from .lease import Lease, LeaseRequest, LeaseState
+from .manager import ChangeHook, LeaseManager
+from .session import Timing
+
+# The states by their short names, as callers and tests compare them.
+BOUND = LeaseState.BOUND
+RENEWING = LeaseState.RENEWING
+REBINDING = LeaseState.REBINDING
+REBOOTING = LeaseState.REBOOTING
+EXPIRED = LeaseState.EXPIRED
 
 __all__ = [
     "BOUND",
@@ -21,9 +28,9 @@ __all__ = [
     "Lease",
     "LeaseManager",
     "LeaseRequest",
+    "LeaseState",
     "SystemClock",
     "Timing",
     "client_id_for",
-    "hostname_for",
     "stable_mac_for",
 ]

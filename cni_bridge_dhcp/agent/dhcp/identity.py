@@ -14,7 +14,6 @@ from ...cni.errors import CNIError, ErrorCode
 
 _CLIENT_ID_TYPE = b"\x00"  # RFC 2132 9.14: type 0, an identifier that is not a hardware address
 _MAX_READABLE = 128
-_LABEL_BAD = re.compile(r"[^a-z0-9-]+")
 
 
 def _identity(
@@ -70,14 +69,6 @@ def stable_mac_for(
     raw = bytearray(hashlib.sha256(b"mac:" + ident).digest()[:6])
     raw[0] = (raw[0] | 0x02) & 0xFE
     return ":".join(f"{b:02x}" for b in raw)
-
-
-def hostname_for(pod_name: str | None) -> str | None:
-    """Option 12 value for a pod name: a valid DNS label, or None if nothing usable is left."""
-    if not pod_name:
-        return None
-    label = _LABEL_BAD.sub("-", pod_name.lower())[:63].strip("-")
-    return label or None
 
 
 # ipam.clientId: what option 61 the pod's DHCP messages carry.

@@ -1,5 +1,5 @@
 """What a caller asks for (LeaseRequest), what it gets (Lease), and how an ACK becomes a
-Lease: option decoding, T1/T2 sanitising, and the JSON record form used by the journal."""
+Lease: option decoding and T1/T2 sanitising. The journal holds the JSON record form."""
 
 from __future__ import annotations
 
@@ -7,12 +7,12 @@ import logging
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
+from enum import StrEnum
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
-from typing import Any, TypeVar
+from typing import TypeVar
 
-from . import codec
+from . import options
 from .codec import DecodeError, Message, Opt
-from .identity import CLIENT_ID_MODES
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +35,6 @@ CLIENT_OWNED = frozenset(
 
 DEFAULT_LEASE_TIME = 3600.0  # only if a server omits option 51, which RFC 2131 forbids
 MIN_LEASE_TIME = 4.0  # below this T1/T2 arithmetic would make the client spin
-RECORD_VERSION = 1
 
 _T = TypeVar("_T")
 
@@ -69,9 +68,20 @@ class LeaseRequest:
     client_id_mode: str = "pod"
 
 
+class LeaseState(StrEnum):
+    """Where a lease is in RFC 2131's state machine; the journal stores the value."""
+
+    BOUND = "BOUND"
+    RENEWING = "RENEWING"
+    REBINDING = "REBINDING"
+    REBOOTING = "REBOOTING"  # INIT-REBOOT after an agent restart
+    EXPIRED = "EXPIRED"  # lost (expiry or NAK); the address is off the pod; re-acquiring
+
+
 @dataclass(frozen=True)
-class Lease:
-    key: str
+class AckInfo:
+    """Everything the client takes from an ACK, before it is tied to an attachment."""
+
     address: IPv4Interface
     server_id: IPv4Address
     router: IPv4Address | None
@@ -83,11 +93,20 @@ class Lease:
     lease_time: float
     t1: float
     t2: float
+    options: Mapping[int, bytes] = field(default_factory=dict)  # the ACK's options, raw
+
+
+@dataclass(frozen=True, kw_only=True)
+class Lease(AckInfo):
+    """An ACK's terms tied to one attachment: when its times fall due, and what the client
+    needs to keep it (identity, allowed servers) across renewals and agent restarts."""
+
+    key: str
     bound_at: float
     renew_at: float
     rebind_at: float
     expires_at: float
-    state: str
+    state: LeaseState
     netns_path: str
     netns_inode: int
     ifname: str
@@ -98,15 +117,61 @@ class Lease:
     server_mac: str | None = None  # link-layer source of the server's ACK: next hop to it
     extra_request: tuple[int, ...] = ()
     provide: tuple[tuple[int, bytes], ...] = ()
-    options: Mapping[int, bytes] = field(default_factory=dict)  # the ACK's options, raw
     broadcast_flag: bool = False
     server_allow_list: tuple[IPv4Address, ...] = ()
     arp_probe_wait: float | None = None  # kept for re-acquisition after a restart
     server_macs: tuple[tuple[IPv4Address, str], ...] = ()  # pinned server MACs
     client_id_mode: str = "pod"  # journaled: a re-adopted lease keeps its identity
 
-    def with_state(self, state: str) -> Lease:
+    def with_state(self, state: LeaseState) -> Lease:
         return replace(self, state=state)
+
+
+def bind(
+    info: AckInfo,
+    *,
+    where: LeaseRequest | Lease,
+    inode: int,
+    server_mac: str | None,
+    sent_at: float,
+) -> Lease:
+    """The lease an ACK gives the attachment ``where`` describes (the ADD's request, or the
+    lease it renews): its times count from ``sent_at``, the wall time of the REQUEST."""
+    return Lease(
+        address=info.address,
+        server_id=info.server_id,
+        router=info.router,
+        dns_servers=info.dns_servers,
+        domain=info.domain,
+        search=info.search,
+        mtu=info.mtu,
+        routes=info.routes,
+        lease_time=info.lease_time,
+        t1=info.t1,
+        t2=info.t2,
+        options=info.options,
+        key=where.key,
+        bound_at=sent_at,
+        renew_at=sent_at + info.t1,
+        rebind_at=sent_at + info.t2,
+        expires_at=sent_at + info.lease_time,
+        state=LeaseState.BOUND,
+        netns_path=where.netns_path,
+        netns_inode=inode,
+        ifname=where.ifname,
+        mac=where.mac.lower(),
+        client_id=where.client_id,
+        hostname=where.hostname,
+        meta=dict(where.meta),
+        server_mac=server_mac,
+        extra_request=tuple(where.extra_request),
+        provide=tuple(where.provide),
+        broadcast_flag=where.broadcast_flag,
+        server_allow_list=tuple(where.server_allow_list),
+        arp_probe_wait=where.arp_probe_wait,
+        server_macs=tuple(where.server_macs),
+        client_id_mode=where.client_id_mode,
+    )
 
 
 def request_list(extra: tuple[int, ...]) -> bytes:
@@ -146,7 +211,7 @@ def _opt(msg: Message, code: int, decoder: Callable[[bytes], _T]) -> _T | None:
 
 
 def _prefix_for(msg: Message, address: IPv4Address) -> int:
-    prefix = _opt(msg, Opt.SUBNET_MASK, codec.netmask_prefix)
+    prefix = _opt(msg, Opt.SUBNET_MASK, options.netmask_prefix)
     if prefix is not None and 0 < prefix <= 32:
         return prefix
     first = address.packed[0]
@@ -154,51 +219,33 @@ def _prefix_for(msg: Message, address: IPv4Address) -> int:
 
 
 def _mtu(raw: bytes) -> int:
-    value = codec.u16(raw)
+    value = options.u16(raw)
     if value < 68:  # RFC 2132 5.1: minimum legal MTU
         raise DecodeError(f"MTU {value} below 68")
     return value
 
 
-@dataclass(frozen=True)
-class AckInfo:
-    """Everything the client takes from an ACK, before it is tied to an attachment."""
-
-    address: IPv4Interface
-    server_id: IPv4Address
-    router: IPv4Address | None
-    dns_servers: tuple[IPv4Address, ...]
-    domain: str | None
-    search: tuple[str, ...]
-    mtu: int | None
-    routes: tuple[tuple[IPv4Network, IPv4Address], ...]
-    lease_time: float
-    t1: float
-    t2: float
-    options: Mapping[int, bytes]
-
-
 def ack_info(msg: Message, fallback_server: IPv4Address) -> AckInfo:
     """Decode an ACK; a malformed option is ignored (logged), never fatal."""
-    server_id = _opt(msg, Opt.SERVER_ID, codec.ipv4) or fallback_server
-    lease_time = _opt(msg, Opt.LEASE_TIME, codec.u32)
+    server_id = _opt(msg, Opt.SERVER_ID, options.ipv4) or fallback_server
+    lease_time = _opt(msg, Opt.LEASE_TIME, options.u32)
     if lease_time is None:
         log.warning("server %s sent no lease time; assuming %ds", server_id, DEFAULT_LEASE_TIME)
     lease, t1, t2 = sanitize_times(
         float(lease_time) if lease_time is not None else DEFAULT_LEASE_TIME,
-        _opt(msg, Opt.RENEWAL_TIME, codec.u32),
-        _opt(msg, Opt.REBINDING_TIME, codec.u32),
+        _opt(msg, Opt.RENEWAL_TIME, options.u32),
+        _opt(msg, Opt.REBINDING_TIME, options.u32),
     )
-    routers = _opt(msg, Opt.ROUTER, codec.ipv4_list)
-    classless = _opt(msg, Opt.CLASSLESS_ROUTES, codec.classless_routes)
+    routers = _opt(msg, Opt.ROUTER, options.ipv4_list)
+    classless = _opt(msg, Opt.CLASSLESS_ROUTES, options.classless_routes)
     if classless is not None:
         # RFC 3442: with option 121 present, options 3 and 33 are ignored.
         router = next((gw for net, gw in classless if net.prefixlen == 0), None)
         routes = classless
     else:
         router = routers[0] if routers else None
-        routes = _opt(msg, Opt.STATIC_ROUTES, codec.static_routes) or ()
-    domain = _opt(msg, Opt.DOMAIN, codec.text)
+        routes = _opt(msg, Opt.STATIC_ROUTES, options.static_routes) or ()
+    domain = _opt(msg, Opt.DOMAIN, options.text)
     if domain is not None:
         domain = domain.strip(" \0").rstrip(".") or None
         if domain is not None and not valid_domain(domain):
@@ -211,7 +258,7 @@ def ack_info(msg: Message, fallback_server: IPv4Address) -> AckInfo:
         address=IPv4Interface((msg.yiaddr, _prefix_for(msg, msg.yiaddr))),
         server_id=server_id,
         router=router,
-        dns_servers=_opt(msg, Opt.DNS, codec.ipv4_list) or (),
+        dns_servers=_opt(msg, Opt.DNS, options.ipv4_list) or (),
         domain=domain,
         search=_opt(msg, Opt.DOMAIN_SEARCH, lambda raw: _search_list(raw, server_id)) or (),
         mtu=_opt(msg, Opt.INTERFACE_MTU, _mtu),
@@ -241,7 +288,7 @@ def _search_list(raw: bytes, server: IPv4Address) -> tuple[str, ...]:
     names: list[str] = []
     for start in _name_starts(raw):
         try:
-            name, _end = codec._read_name(raw, start)
+            name, _end = options.read_name(raw, start)
         except DecodeError as exc:
             log.warning("ignoring a name in option 119 from server %s: %s", server, exc)
             continue
@@ -273,147 +320,3 @@ def _name_starts(raw: bytes) -> list[int]:
                 break
             pos += 1 + size
     return starts
-
-
-# -- journal records -------------------------------------------------------------------------
-
-
-def to_record(lease: Lease) -> dict[str, Any]:
-    return {
-        "version": RECORD_VERSION,
-        "key": lease.key,
-        "address": str(lease.address),
-        "server_id": str(lease.server_id),
-        "server_mac": lease.server_mac,
-        "router": str(lease.router) if lease.router else None,
-        "dns_servers": [str(a) for a in lease.dns_servers],
-        "domain": lease.domain,
-        "search": list(lease.search),
-        "mtu": lease.mtu,
-        "routes": [[str(net), str(gw)] for net, gw in lease.routes],
-        "lease_time": lease.lease_time,
-        "t1": lease.t1,
-        "t2": lease.t2,
-        "bound_at": lease.bound_at,
-        "renew_at": lease.renew_at,
-        "rebind_at": lease.rebind_at,
-        "expires_at": lease.expires_at,
-        "state": lease.state,
-        "netns_path": lease.netns_path,
-        "netns_inode": lease.netns_inode,
-        "ifname": lease.ifname,
-        "mac": lease.mac,
-        "client_id": lease.client_id.hex(),
-        "hostname": lease.hostname,
-        "meta": dict(lease.meta),
-        "extra_request": list(lease.extra_request),
-        "provide": [[code, value.hex()] for code, value in lease.provide],
-        "options": {str(code): value.hex() for code, value in sorted(lease.options.items())},
-        "broadcast_flag": lease.broadcast_flag,
-        "server_allow_list": [str(a) for a in lease.server_allow_list],
-        "arp_probe_wait": lease.arp_probe_wait,
-        "server_macs": [[str(ip), mac] for ip, mac in lease.server_macs],
-        "client_id_mode": lease.client_id_mode,
-    }
-
-
-def _typed(record: Mapping[str, Any], name: str, kind: type[_T]) -> _T:
-    value = record[name]
-    if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
-        raise ValueError(f"field {name!r} is not {kind.__name__}")
-    return value
-
-
-def _number(record: Mapping[str, Any], name: str) -> float:
-    value = record[name]
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValueError(f"field {name!r} is not a number")
-    return float(value)
-
-
-def _opt_str(record: Mapping[str, Any], name: str) -> str | None:
-    value = record.get(name)
-    if value is not None and not isinstance(value, str):
-        raise ValueError(f"field {name!r} is not a string")
-    return value
-
-
-def from_record(record: Mapping[str, Any]) -> Lease:
-    """Rebuild a Lease; raises ValueError (or KeyError/TypeError) on any malformed field."""
-    if record.get("version") != RECORD_VERSION:
-        raise ValueError(f"unknown record version {record.get('version')!r}")
-    router = _opt_str(record, "router")
-    mtu = record.get("mtu")
-    if mtu is not None and (isinstance(mtu, bool) or not isinstance(mtu, int)):
-        raise ValueError("field 'mtu' is not an integer")
-    meta = _typed(record, "meta", dict)
-    return Lease(
-        key=_typed(record, "key", str),
-        address=IPv4Interface(_typed(record, "address", str)),
-        server_id=IPv4Address(_typed(record, "server_id", str)),
-        server_mac=_opt_str(record, "server_mac"),
-        router=IPv4Address(router) if router else None,
-        dns_servers=tuple(IPv4Address(a) for a in _typed(record, "dns_servers", list)),
-        domain=_opt_str(record, "domain"),
-        search=tuple(str(s) for s in _typed(record, "search", list)),
-        mtu=mtu,
-        routes=tuple(
-            (IPv4Network(net), IPv4Address(gw)) for net, gw in _typed(record, "routes", list)
-        ),
-        lease_time=_number(record, "lease_time"),
-        t1=_number(record, "t1"),
-        t2=_number(record, "t2"),
-        bound_at=_number(record, "bound_at"),
-        renew_at=_number(record, "renew_at"),
-        rebind_at=_number(record, "rebind_at"),
-        expires_at=_number(record, "expires_at"),
-        state=_typed(record, "state", str),
-        netns_path=_typed(record, "netns_path", str),
-        netns_inode=_typed(record, "netns_inode", int),
-        ifname=_typed(record, "ifname", str),
-        mac=_typed(record, "mac", str),
-        client_id=bytes.fromhex(_typed(record, "client_id", str)),
-        hostname=_opt_str(record, "hostname"),
-        meta={str(k): str(v) for k, v in meta.items()},
-        extra_request=tuple(int(c) for c in _typed(record, "extra_request", list)),
-        provide=tuple(
-            (int(code), bytes.fromhex(value)) for code, value in _typed(record, "provide", list)
-        ),
-        options={int(k): bytes.fromhex(v) for k, v in _typed(record, "options", dict).items()},
-        broadcast_flag=bool(record.get("broadcast_flag", False)),
-        server_allow_list=_allow_list(record),
-        arp_probe_wait=_opt_seconds(record, "arp_probe_wait"),
-        server_macs=_server_macs(record),
-        client_id_mode=_client_id_mode(record),
-    )
-
-
-def _opt_seconds(record: Mapping[str, Any], name: str) -> float | None:
-    # absent in records written before the key existed
-    return None if record.get(name) is None else _number(record, name)
-
-
-def _allow_list(record: Mapping[str, Any]) -> tuple[IPv4Address, ...]:
-    # absent in records written before the allow list existed
-    raw = record.get("server_allow_list", [])
-    if not isinstance(raw, list) or not all(isinstance(a, str) for a in raw):
-        raise ValueError("field 'server_allow_list' is not a list of strings")
-    return tuple(IPv4Address(a) for a in raw)
-
-
-def _server_macs(record: Mapping[str, Any]) -> tuple[tuple[IPv4Address, str], ...]:
-    # absent in records written before pinning existed
-    raw = record.get("server_macs", [])
-    if not isinstance(raw, list) or not all(
-        isinstance(p, list) and len(p) == 2 and all(isinstance(x, str) for x in p) for p in raw
-    ):
-        raise ValueError("field 'server_macs' is not a list of [ip, mac] pairs")
-    return tuple((IPv4Address(ip), mac) for ip, mac in raw)
-
-
-def _client_id_mode(record: Mapping[str, Any]) -> str:
-    # absent in records written before ipam.clientId existed: they sent the pod identity
-    mode = record.get("client_id_mode", "pod")
-    if mode not in CLIENT_ID_MODES:
-        raise ValueError(f"field 'client_id_mode' is not one of {', '.join(CLIENT_ID_MODES)}")
-    return str(mode)

@@ -21,6 +21,7 @@ import os
 import socket
 from ipaddress import IPv4Address
 
+from ..datapath.netlink import NetlinkError, node_ipr
 from . import codec
 from .codec import BROADCAST, BROADCAST_MAC, ZERO
 from .transport import ETH_P_IP, Received
@@ -34,8 +35,6 @@ class NodeReleaseError(Exception):
 
 def egress_interface(server: IPv4Address) -> str:
     """The node-side interface the kernel would use to reach ``server``."""
-    from ..datapath.netlink import NetlinkError, node_ipr
-
     with node_ipr() as ipr:
         try:
             routes = ipr.route("get", dst=str(server))

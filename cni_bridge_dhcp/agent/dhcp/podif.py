@@ -17,10 +17,9 @@ import os
 import socket
 from dataclasses import dataclass
 from ipaddress import IPv4Interface
-from typing import Any
 
 from ...cni.errors import CNIError
-from ..datapath.netlink import NetlinkError, ipr_for_netns
+from ..datapath.netlink import Netlink, NetlinkError, ipr_for_netns
 from ..datapath.netns import netns_inode, open_netns, run_in_netns
 from .lease import Lease
 
@@ -44,7 +43,7 @@ class _Route:
 _saved: dict[str, tuple[int, tuple[_Route, ...]]] = {}
 
 
-def _capture(ipr: Any, index: int) -> tuple[_Route, ...]:
+def _capture(ipr: Netlink, index: int) -> tuple[_Route, ...]:
     routes = []
     for msg in ipr.get_routes(family=socket.AF_INET, table=RT_TABLE_MAIN):
         if msg.get_attr("RTA_OIF") != index or msg["proto"] == RTPROT_KERNEL:
@@ -62,10 +61,10 @@ def _capture(ipr: Any, index: int) -> tuple[_Route, ...]:
     return tuple(routes)
 
 
-def _restore(ipr: Any, index: int, routes: tuple[_Route, ...], key: str) -> None:
+def _restore(ipr: Netlink, index: int, routes: tuple[_Route, ...], key: str) -> None:
     # On-link routes first: a gateway must be reachable when its route goes in.
     for route in sorted(routes, key=lambda r: (r.gateway is not None, -r.dst_len)):
-        spec: dict[str, Any] = {
+        spec: dict[str, str | int] = {
             "dst": route.dst or "0.0.0.0",
             "dst_len": route.dst_len,
             "oif": index,
@@ -118,9 +117,16 @@ def _change(
         os.close(fd)
 
 
-async def _run(what: str, lease: Lease, *args: Any, **kw: Any) -> None:
+async def _run(
+    what: str,
+    lease: Lease,
+    remove: IPv4Interface | None,
+    add: IPv4Interface | None,
+    *,
+    regained: bool,
+) -> None:
     try:
-        await asyncio.to_thread(_change, lease, *args, **kw)
+        await asyncio.to_thread(_change, lease, remove, add, regained=regained)
     except (OSError, NetlinkError, CNIError) as exc:
         log.warning("%s: could not %s on %s: %s", lease.key, what, lease.ifname, exc)
 

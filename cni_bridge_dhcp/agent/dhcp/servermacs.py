@@ -23,7 +23,6 @@ import threading
 import time
 from ipaddress import IPv4Address
 from pathlib import Path
-from typing import Any
 
 from ...cni.defaults import DHCP_SERVERS
 from ..state import statefile
@@ -44,7 +43,7 @@ class ServerMacs:
         self._lock = threading.Lock()  # learn() is read-modify-write, from worker threads
         # get() runs for every reply from an allowed server, on the event loop: the file is
         # re-read only when it changed (an admin may remove an entry while the agent runs).
-        self._cache: tuple[tuple[int, int, int] | None, dict[str, dict[str, Any]]] = (None, {})
+        self._cache: tuple[tuple[int, int, int] | None, dict[str, dict[str, object]]] = (None, {})
 
     def _stamp(self) -> tuple[int, int, int] | None:
         try:
@@ -53,12 +52,12 @@ class ServerMacs:
             return None
         return (st.st_mtime_ns, st.st_size, st.st_ino)
 
-    def _load(self) -> dict[str, dict[str, Any]]:
+    def _load(self) -> dict[str, dict[str, object]]:
         data = statefile.read_json(self.path)
         if data is None:
             return {}
         servers = data.get("servers")
-        good: dict[str, dict[str, Any]] = {}
+        good: dict[str, dict[str, object]] = {}
         if isinstance(servers, dict):
             for key, entry in servers.items():
                 if isinstance(entry, dict) and _MAC.match(str(entry.get("mac", ""))):

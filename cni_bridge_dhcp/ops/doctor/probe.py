@@ -13,7 +13,7 @@ import secrets
 
 from ...agent.datapath.netlink import node_ipr
 from ...agent.datapath.netns import new_anonymous_netns
-from ...agent.dhcp import codec
+from ...agent.dhcp import codec, options
 from ...agent.dhcp.codec import BOOTREQUEST, Message, MessageType, Opt
 from ...agent.dhcp.identity import stable_mac_for
 from ...agent.dhcp.lease import request_list
@@ -75,13 +75,13 @@ async def _discover(netns_fd: int, ifname: str, mac: str, timeout: float) -> lis
                 continue
             raw_server = msg.options.get(Opt.SERVER_ID)
             server = (
-                str(codec.ipv4(raw_server))
+                str(options.ipv4(raw_server))
                 if raw_server and len(raw_server) == 4
                 else str(rx.src_ip)
             )
             raw_router = msg.options.get(Opt.ROUTER)
             router = (
-                str(codec.ipv4(raw_router[:4])) if raw_router and len(raw_router) >= 4 else None
+                str(options.ipv4(raw_router[:4])) if raw_router and len(raw_router) >= 4 else None
             )
             offer = dc.Offer(server=server, address=str(msg.yiaddr), router=router)
             if offer not in offers:

@@ -8,12 +8,14 @@ import time
 
 from dhcp_leases import DhcpLeases
 
+from ....agent.dhcp.lease import LeaseState
 from ....cni.defaults import LEASES_DIR
 from .. import checks as dc
 from .common import read_text
 from .context import Context
 
-HELD_STATES = ("bound", "renewing", "rebinding")  # lease states in which a pod uses its address
+# lease states in which a pod uses its address
+HELD_STATES = (LeaseState.BOUND, LeaseState.RENEWING, LeaseState.REBINDING)
 
 
 def read_server_leases(path: str) -> dict[str, dc.ServerLease]:
@@ -53,7 +55,7 @@ def server_leases_check(ctx: Context) -> list[dc.Finding]:
     pods = []
     for pod in (ctx.report or {}).get("pods", []):
         lease = pod.get("lease")
-        if not lease or str(lease.get("state", "")).lower() not in HELD_STATES:
+        if not lease or str(lease.get("state", "")).upper() not in HELD_STATES:
             continue
         label = (
             f"pod {pod['podNamespace']}/{pod['podName']}"
