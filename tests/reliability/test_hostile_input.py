@@ -133,15 +133,27 @@ def world(sb: Sandbox, pod: Pod) -> World:
     return World(netns_snapshot(sb.node), netns_snapshot(pod.name), state_files(sb), leases)
 
 
+def _tentative(netns: str) -> bool:
+    out = subprocess.run(
+        ["ip", "-n", netns, "-6", "addr", "show", "tentative"],
+        capture_output=True,
+        text=True,
+        timeout=10,
+    ).stdout
+    return bool(out.strip())
+
+
 def settled_world(sb: Sandbox, pod: Pod) -> World:
     """A snapshot once the node stopped changing by itself (IPv6 link-local addresses and
-    their routes appear a moment after a link comes up)."""
+    their local routes appear a moment after a link comes up: wait until no address is
+    still in DAD, then for a second without change)."""
     deadline = time.monotonic() + 20
     prev = world(sb, pod)
     while True:
         time.sleep(1)
         cur = world(sb, pod)
-        if not changes(prev, cur) or time.monotonic() > deadline:
+        busy = _tentative(sb.node) or _tentative(pod.name)
+        if (not busy and not changes(prev, cur)) or time.monotonic() > deadline:
             return cur
         prev = cur
 
