@@ -42,9 +42,8 @@ import sys
 
 # Act as if run with -I: the runtime's environment (PYTHONPATH, user site, cwd) must not
 # change which code answers CNI requests. Only this archive and the interpreter's own
-# standard library directories stay. (Modules the interpreter imports before this line,
-# such as encodings, can still be shadowed by PYTHONPATH: build with
-# --interpreter "/usr/bin/python3 -I" where the node's python path is known.)
+# standard library directories stay. The default interpreter line (-IS) already does this,
+# before the interpreter imports anything; this keeps it true for a --interpreter without.
 _archive = sys.path[0]
 _stdlib = (sys.base_prefix, sys.base_exec_prefix)
 sys.path[:] = [_archive] + [
@@ -80,10 +79,18 @@ def build(output: Path, interpreter: str) -> None:
     output.chmod(0o755)
 
 
+# The node's system python (Debian/Ubuntu/RHEL/Fedora all have /usr/bin/python3), isolated
+# (-I: no PYTHON* variables, user site or cwd) and without site (-S): the plugin is stdlib
+# only, and site's .pth files and sitecustomize (distro hooks, certifi...) cost ~5-100 ms on
+# every exec. The kernel passes "-IS" as one argument; Python reads it as -I -S.
+# `/usr/bin/env python3` would find a pyenv shim or venv on PATH first (~130 ms per exec).
+DEFAULT_INTERPRETER = "/usr/bin/python3 -IS"
+
+
 def main() -> int:
     p = argparse.ArgumentParser()
     p.add_argument("output", type=Path)
-    p.add_argument("--interpreter", default="/usr/bin/env python3")
+    p.add_argument("--interpreter", default=DEFAULT_INTERPRETER)
     args = p.parse_args()
     build(args.output, args.interpreter)
     print(
