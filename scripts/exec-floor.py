@@ -42,11 +42,17 @@ NETCONF = {
 Case = tuple[str, list[str], dict[str, str], bytes]
 
 
-def interpreter_of(zipapp: Path) -> list[str]:
-    """The zipapp's #! line as argv (the kernel passes everything after the path as one arg)."""
-    line = zipapp.read_bytes().split(b"\n", 1)[0].decode()
-    path, _, arg = line[2:].strip().partition(" ")
-    return [path, arg] if arg else [path]
+def python_argv(zipapp: Path, *options: str) -> list[str]:
+    """How the file runs Python, with ``options`` added: its /bin/sh launcher's exec line
+    (scripts/build-zipapp.py), or its #! line (the kernel passes one argument after it)."""
+    lines = zipapp.read_bytes()[:4096].split(b"\n")
+    if lines[0] == b"#!/bin/sh":
+        exec_line = next(x.decode() for x in lines if x.startswith(b"exec "))
+        words = shlex.split(exec_line)[1:]
+        at = words.index("-c")
+        return [*words[:at], *options, "-c", words[at + 1], str(zipapp)]
+    path, _, arg = lines[0][2:].decode().strip().partition(" ")
+    return [path, *([arg] if arg else []), *options, str(zipapp)]
 
 
 def cases(zipapp: Path, socket: Path, python: str) -> list[Case]:
@@ -76,7 +82,7 @@ def run_once(cmd: list[str], env: dict[str, str], stdin: bytes) -> tuple[float, 
 
 
 def importtime(zipapp: Path, env: dict[str, str], stdin: bytes, top: int) -> list[str]:
-    cmd = [*interpreter_of(zipapp), "-X", "importtime", str(zipapp)]
+    cmd = python_argv(zipapp, "-X", "importtime")
     err = subprocess.run(
         cmd, input=stdin, env=env, capture_output=True, timeout=30, check=False
     ).stderr.decode()
@@ -105,7 +111,7 @@ def main() -> int:
             zipapp = Path(tmp) / "cni-bridge-dhcp"
             build = [sys.executable, str(ROOT / "scripts/build-zipapp.py"), str(zipapp)]
             subprocess.run(build, check=True, capture_output=True, timeout=60)
-        print(f"zipapp {zipapp}: #!{shlex.join(interpreter_of(zipapp))}")
+        print(f"zipapp {zipapp}: {shlex.join(python_argv(zipapp))[:120]}")
         with Sandbox(Path(tmp) / "sb") as sb:
             sb.start_agent()
             todo = cases(zipapp, sb.agent_socket, args.python)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 import zipfile
@@ -260,3 +261,32 @@ def test_zipapp_agent_round_trip_imports_no_json_re_socket_enum(
     assert "no-agent.sock" in error["msg"], error  # it got as far as connecting
     assert NOT_ON_THE_EXEC_PATH & set(loaded) == set()
     assert set(loaded) >= AGENT_SIDE
+
+
+def test_zipapp_exec_as_installed_skips_runpy_and_loads_no_json_re_enum(
+    zipapp: Path, tmp_path: Path
+) -> None:
+    """The file as the runtime execs it: its /bin/sh launcher runs `python3 -IS -c` on the
+    archive (scripts/build-zipapp.py), so runpy (~5 ms) is never imported. Run that exec
+    line with -X importtime added: it lists every module the exec imports."""
+    assert zipapp.read_bytes().startswith(b"#!/bin/sh\n")
+    exec_line = next(x for x in zipapp.read_text("latin-1").splitlines() if x.startswith("exec "))
+    words = shlex.split(exec_line)[1:]
+    at = words.index("-c")
+    cmd = [*words[:at], "-X", "importtime", "-c", words[at + 1], str(zipapp)]
+    proc = subprocess.run(
+        cmd,
+        input=b'{"cniVersion":"1.0.0"}',
+        env={"PATH": os.environ.get("PATH", ""), "CNI_COMMAND": "VERSION"},
+        capture_output=True,
+        timeout=30,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["cniVersion"] == "1.0.0"
+    imported = {
+        line.rsplit("|", 1)[1].strip()
+        for line in proc.stderr.decode().splitlines()
+        if line.startswith("import time:") and "imported package" not in line
+    }
+    assert "cni_bridge_dhcp.plugin.skel" in imported
+    assert (NOT_ON_THE_EXEC_PATH | AGENT_SIDE | {"runpy", "site"}) & imported == set()
