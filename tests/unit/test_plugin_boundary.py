@@ -233,7 +233,7 @@ def test_plugin_and_cni_import_no_third_party_package_even_lazily() -> None:
 # What an exec must not pay for at import time (issue 16): the json package and re (the
 # plugin uses _json's accelerators through cni/jsonfast.py), socket's enum-building wrapper
 # (agent_client uses _socket), enum, typing, copy. VERSION needs none of the agent client.
-NOT_ON_THE_EXEC_PATH = {"json", "re", "socket", "selectors", "enum", "typing", "copy"}
+NOT_ON_THE_EXEC_PATH = {"json", "re", "socket", "selectors", "enum", "typing", "copy", "array"}
 AGENT_SIDE = {"cni_bridge_dhcp.cni.agent_client", "cni_bridge_dhcp.cni.wire", "_socket"}
 
 
