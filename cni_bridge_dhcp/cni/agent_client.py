@@ -48,7 +48,7 @@ def response_timeout_for(conf: Mapping[str, Any]) -> float:
     """
     ipam = conf.get("ipam")
     timeout = ipam.get("timeout") if isinstance(ipam, dict) else None
-    if isinstance(timeout, bool) or not isinstance(timeout, int | float):
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):  # 3.9: no int | float
         return RESPONSE_TIMEOUT
     if not 0 < timeout <= MAX_IPAM_TIMEOUT:
         return RESPONSE_TIMEOUT
