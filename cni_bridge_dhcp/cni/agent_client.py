@@ -5,15 +5,20 @@ Standard library only.
 
 from __future__ import annotations
 
-import array
+# _socket, not socket: the socket module wraps the same type in Python and builds its
+# AddressFamily/SocketKind enums at import (with selectors), a few ms on every exec.
+import _socket
 import os
-import socket
 import stat
-from collections.abc import Mapping
-from typing import Any
+import struct
 
 from .errors import CNIError, ErrorCode
 from .wire import HEADER, frame, frame_length, parse_response
+
+TYPE_CHECKING = False  # not typing's: the plugin's exec path does not import typing (~1 ms)
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from typing import Any
 
 CONNECT_TIMEOUT = 5.0
 # ADD waits for a DHCP exchange (bounded by ipam.timeout, 30 s by default, at most 600 s)
@@ -42,15 +47,15 @@ def response_timeout_for(conf: Mapping[str, Any]) -> float:
     quickly, naming the key.
     """
     ipam = conf.get("ipam")
-    timeout = ipam.get("timeout") if isinstance(ipam, Mapping) else None
-    if isinstance(timeout, bool) or not isinstance(timeout, int | float):
+    timeout = ipam.get("timeout") if isinstance(ipam, dict) else None
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):  # 3.9: no int | float
         return RESPONSE_TIMEOUT
     if not 0 < timeout <= MAX_IPAM_TIMEOUT:
         return RESPONSE_TIMEOUT
     return max(RESPONSE_TIMEOUT, float(timeout) + RESPONSE_MARGIN)
 
 
-def _recv_exact(sock: socket.socket, size: int) -> bytes:
+def _recv_exact(sock: _socket.socket, size: int) -> bytes:
     chunks = bytearray()
     while len(chunks) < size:
         chunk = sock.recv(size - len(chunks))
@@ -69,7 +74,7 @@ def call(
 ) -> dict[str, Any]:
     """Send ``request`` to the agent and return its result (or raise its CNIError)."""
     data = frame(request)
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM | _socket.SOCK_CLOEXEC)
     try:
         sock.settimeout(CONNECT_TIMEOUT)
         try:
@@ -85,8 +90,10 @@ def call(
             sock.settimeout(response_timeout)
             try:
                 if netns_fd is not None:
-                    fds = array.array("i", [netns_fd])
-                    sent = sock.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)])
+                    # one native int, as array("i", [fd]) would pack it; the array
+                    # module imports collections.abc (~1.5 ms) just to register itself
+                    fds = struct.pack("i", netns_fd)
+                    sent = sock.sendmsg([data], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, fds)])
                     if sent < len(data):
                         sock.sendall(data[sent:])
                 else:

@@ -5,7 +5,16 @@ Standard library only: imported on the plugin's exec path.
 
 from __future__ import annotations
 
-from enum import IntEnum
+TYPE_CHECKING = False  # not typing's: the exec path does not import typing (~1 ms)
+if TYPE_CHECKING:
+    from enum import IntEnum
+else:
+    # Every plugin exec imports this module, and enum costs ~1.5 ms (a sixth of the
+    # interpreter's own start). The codes are only ever used as ints (CNIError takes an
+    # int), so at run time they are plain int class attributes; mypy checks them as the
+    # IntEnum they read as. Nothing may rely on enum behaviour (ErrorCode(3), .name,
+    # iteration); tests/unit/test_plugin_boundary.py checks that VERSION loads no enum.
+    IntEnum = object
 
 
 class ErrorCode(IntEnum):

@@ -7,13 +7,14 @@ version and are normalised upward with ``to_internal``.
 
 from __future__ import annotations
 
-import copy
-from typing import Any
+TYPE_CHECKING = False  # not typing's: VERSION imports this module and not typing (~1 ms)
+if TYPE_CHECKING:
+    from typing import Any
+
+    JSON = dict[str, Any]
 
 SUPPORTED_VERSIONS: tuple[str, ...] = ("0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0")
 LATEST = "1.1.0"
-
-JSON = dict[str, Any]
 
 # Keys each version knows; anything else is dropped on the way down.
 _IFACE_KEYS = {
@@ -86,6 +87,8 @@ def convert(result: JSON, version: str) -> JSON:
 
 def to_internal(result: JSON) -> JSON:
     """Normalise a prevResult of any supported version into the internal shape."""
+    import copy  # agent side only (prevResult): the plugin's exec path never needs it
+
     res = copy.deepcopy(result)
     res["cniVersion"] = LATEST
     for ip in res.get("ips", []) or []:

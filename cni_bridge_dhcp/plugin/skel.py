@@ -6,26 +6,27 @@ here; everything else is validated here and forwarded to the agent.
 
 from __future__ import annotations
 
-import json
 import os
-import re
 import sys
-from collections.abc import Callable, Mapping
-from typing import Any, TextIO
 
-from ..cni import agent_client as client
-from ..cni.defaults import DEFAULT_SOCKET
+from ..cni import jsonfast
 from ..cni.errors import CNIError, ErrorCode
-from ..cni.names import validate_container_id, validate_ifname
 from ..cni.result import LATEST, SUPPORTED_VERSIONS, convert, is_supported, version_tuple
-from ..cni.wire import make_request
+
+# Every exec pays for what this module imports, VERSION included: the agent client (socket,
+# wire), the name rules (regexes) and the typing helpers are imported where a command that
+# needs them gets to them (tests/unit/test_plugin_boundary.py checks what VERSION loads).
+# A bare constant, not typing.TYPE_CHECKING: importing typing costs ~1 ms per exec.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+    from typing import Any, TextIO
+
+    Caller = Callable[..., dict[str, Any]]
 
 COMMANDS = ("ADD", "DEL", "CHECK", "VERSION", "GC", "STATUS")
 MAX_STDIN = 1 << 20
-_NETWORK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 _MIN_VERSION = {"CHECK": (0, 4, 0), "GC": (1, 1, 0), "STATUS": (1, 1, 0)}
-
-Caller = Callable[..., dict[str, Any]]
 
 
 def parse_cni_args(raw: str) -> dict[str, str]:
@@ -54,7 +55,7 @@ def _decode_stdin(data: bytes) -> dict[str, Any]:
     if len(data) > MAX_STDIN:
         raise CNIError(ErrorCode.DECODE_FAILURE, f"network config is larger than {MAX_STDIN} bytes")
     try:
-        conf = json.loads(data.decode("utf-8"))
+        conf = jsonfast.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:  # or nested too deep
         raise CNIError(
             ErrorCode.DECODE_FAILURE, f"network config is not valid JSON: {exc}"
@@ -93,6 +94,8 @@ def _version_answer(data: bytes) -> dict[str, Any]:
 def _build_env(command: str, env: Mapping[str, str]) -> dict[str, Any]:
     out: dict[str, Any] = {"path": env.get("CNI_PATH", "")}
     if command in ("ADD", "DEL", "CHECK"):
+        from ..cni.names import validate_container_id, validate_ifname
+
         cid = env.get("CNI_CONTAINERID", "")
         validate_container_id(cid)
         out["containerId"] = cid
@@ -121,6 +124,8 @@ def _agent_socket(conf: Mapping[str, Any], role: str) -> str:
         key = "ipam.agentSocket" if "agentSocket" in ipam else "ipam.daemonSocketPath"
         path = ipam.get("agentSocket", ipam.get("daemonSocketPath"))
     if path is None:
+        from ..cni.defaults import DEFAULT_SOCKET
+
         return DEFAULT_SOCKET
     if not isinstance(path, str) or not os.path.isabs(path):
         raise CNIError(ErrorCode.INVALID_CONFIG, f"{key} {path!r} must be an absolute path")
@@ -131,7 +136,9 @@ def _validate_name(conf: Mapping[str, Any]) -> None:
     name = conf.get("name")
     if not isinstance(name, str) or not name:
         raise CNIError(ErrorCode.INVALID_CONFIG, "name is missing from the network config")
-    if not _NETWORK_NAME.match(name):
+    from ..cni.names import valid_cni_name
+
+    if not valid_cni_name(name):
         raise CNIError(ErrorCode.INVALID_CONFIG, f"name {name!r} is not a valid network name")
 
 
@@ -158,10 +165,13 @@ def dispatch(
     env: Mapping[str, str],
     stdin: bytes,
     *,
-    call: Caller = client.call,
+    call: Caller | None = None,
     name: str = DEFAULT_NAME,
 ) -> dict[str, Any] | None:
-    """Run one CNI command; return the JSON to print (None: print nothing)."""
+    """Run one CNI command; return the JSON to print (None: print nothing).
+
+    ``call`` defaults to the agent client's: it is imported only past VERSION.
+    """
     command = env.get("CNI_COMMAND", "")
     if not command:
         raise CNIError(ErrorCode.INVALID_ENV, "CNI_COMMAND is not set")
@@ -183,6 +193,9 @@ def dispatch(
             f"{command} needs cniVersion {'.'.join(map(str, minimum))} or later",
         )
     _validate_name(conf)
+    from ..cni import agent_client as client
+    from ..cni.wire import make_request
+
     req_env = _build_env(command, env)
     role = role_for(conf, name)
     socket_path = _agent_socket(conf, role)
@@ -190,7 +203,7 @@ def dispatch(
     try:
         request = make_request(command, version, req_env, conf, netns_fd is not None, role)
         try:
-            result = call(
+            result = (call or client.call)(
                 socket_path,
                 request,
                 netns_fd=netns_fd,
@@ -210,7 +223,7 @@ def dispatch(
 
 def _error_version(stdin: bytes) -> str:
     try:
-        raw = json.loads(stdin.decode("utf-8")).get("cniVersion")
+        raw = jsonfast.loads(stdin.decode("utf-8")).get("cniVersion")
     except Exception:  # the error funnel must never fail on odd input
         return LATEST
     return raw if isinstance(raw, str) and is_supported(raw) else LATEST
@@ -221,14 +234,14 @@ def main(
     stdin: bytes,
     stdout: TextIO,
     *,
-    call: Caller = client.call,
+    call: Caller | None = None,
     name: str = DEFAULT_NAME,
 ) -> int:
     """The error funnel: every outcome becomes JSON on stdout and an exit code."""
     try:
         out = dispatch(env, stdin, call=call, name=name)
     except CNIError as err:
-        json.dump(err.to_dict(_error_version(stdin)), stdout)
+        stdout.write(jsonfast.dumps(err.to_dict(_error_version(stdin))))
         stdout.write("\n")
         stdout.flush()
         return 1
@@ -238,12 +251,12 @@ def main(
         sys.stderr.write("cni-bridge-dhcp: unexpected plugin failure\n")
         traceback.print_exc(file=sys.stderr)
         internal = CNIError(ErrorCode.INTERNAL, f"internal error: {type(exc).__name__}: {exc}")
-        json.dump(internal.to_dict(_error_version(stdin)), stdout)
+        stdout.write(jsonfast.dumps(internal.to_dict(_error_version(stdin))))
         stdout.write("\n")
         stdout.flush()
         return 1
     if out is not None:
-        json.dump(out, stdout)
+        stdout.write(jsonfast.dumps(out))
         stdout.write("\n")
         stdout.flush()
     return 0

@@ -49,3 +49,42 @@ def test_every_caller_applies_the_same_rule(name: str, ok: bool) -> None:
             parse_netconf(conf)
         with pytest.raises(CNIError):
             validate_ifname(name)
+
+
+CONTAINER_IDS = {
+    "abc": True,
+    "0a_b.c-d": True,
+    "A": True,
+    "": False,
+    "_abc": False,
+    ".abc": False,
+    "-abc": False,
+    "a b": False,
+    "a/b": False,
+    "caf\u00e9": False,  # Go's [a-zA-Z0-9] is ASCII only
+    "\u0661\u0662": False,  # non-ASCII digits: str.isalnum() would take them
+    "abc\n": False,  # Go's $ is the end of the text; Python's re $ let this through
+}
+
+
+@pytest.mark.parametrize(("cid", "ok"), CONTAINER_IDS.items())
+def test_container_id_and_network_name_follow_libcni(cid: str, ok: bool) -> None:
+    from cni_bridge_dhcp.cni import names
+
+    assert names.valid_cni_name(cid) is ok
+    assert bool(names.CONTAINER_ID.match(cid)) is ok  # the lazily compiled pattern agrees
+    if ok:
+        names.validate_container_id(cid)
+    else:
+        with pytest.raises(CNIError) as err:
+            names.validate_container_id(cid)
+        assert err.value.code == 4
+
+
+def test_mac_pattern_is_compiled_on_first_use() -> None:
+    from cni_bridge_dhcp.cni import names
+
+    assert names.MAC.match("aa:BB:cc:00:11:22")
+    assert not names.MAC.match("aa:bb:cc:00:11")
+    with pytest.raises(AttributeError):
+        names.NO_SUCH_NAME  # noqa: B018

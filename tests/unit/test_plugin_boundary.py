@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 import zipfile
@@ -96,8 +97,10 @@ REPO = Path(__file__).resolve().parents[2]
 # Runs the archive as `python cbd.pyz` would (runpy puts it first on sys.path and its
 # __main__ trims the rest), then writes what the run loaded that the bare interpreter had not:
 # module name and file, one per line. stdout/stderr stay the plugin's.
+# run_path imports pkgutil (and with it typing) where a real exec's runpy does not: loaded
+# before the snapshot, they do not count.
 RECORDER = """\
-import runpy, sys
+import pkgutil, runpy, sys
 archive, out = sys.argv[1], sys.argv[2]
 sys.argv = [archive, *sys.argv[3:]]
 before = set(sys.modules)
@@ -225,3 +228,65 @@ def test_plugin_and_cni_import_no_third_party_package_even_lazily() -> None:
         if imported.split(".")[0] not in stdlib | {"cni_bridge_dhcp"}
     }
     assert bad == set()
+
+
+# What an exec must not pay for at import time (issue 16): the json package and re (the
+# plugin uses _json's accelerators through cni/jsonfast.py), socket's enum-building wrapper
+# (agent_client uses _socket), enum, typing, copy. VERSION needs none of the agent client.
+NOT_ON_THE_EXEC_PATH = {"json", "re", "socket", "selectors", "enum", "typing", "copy", "array"}
+AGENT_SIDE = {"cni_bridge_dhcp.cni.agent_client", "cni_bridge_dhcp.cni.wire", "_socket"}
+
+
+def test_zipapp_version_imports_only_what_version_uses(zipapp: Path, tmp_path: Path) -> None:
+    proc, loaded = run_recorded(
+        zipapp, tmp_path, {"CNI_COMMAND": "VERSION"}, b'{"cniVersion":"1.0.0"}'
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert NOT_ON_THE_EXEC_PATH & set(loaded) == set()
+    assert AGENT_SIDE & set(loaded) == set()
+    assert "cni_bridge_dhcp.cni.names" not in loaded
+
+
+@pytest.mark.parametrize("command", ["STATUS", "DEL"])
+def test_zipapp_agent_round_trip_imports_no_json_re_socket_enum(
+    zipapp: Path, tmp_path: Path, command: str
+) -> None:
+    conf = {**NETCONF, "agentSocket": str(tmp_path / "no-agent.sock")}
+    env = {"CNI_COMMAND": command, "CNI_CONTAINERID": "boundary-2", "CNI_IFNAME": "eth0"}
+    proc, loaded = run_recorded(
+        zipapp, tmp_path, {**env, "CNI_PATH": "/opt/cni/bin"}, json.dumps(conf).encode()
+    )
+    assert proc.returncode == 1
+    error = json.loads(proc.stdout)
+    assert "no-agent.sock" in error["msg"], error  # it got as far as connecting
+    assert NOT_ON_THE_EXEC_PATH & set(loaded) == set()
+    assert set(loaded) >= AGENT_SIDE
+
+
+def test_zipapp_exec_as_installed_skips_runpy_and_loads_no_json_re_enum(
+    zipapp: Path, tmp_path: Path
+) -> None:
+    """The file as the runtime execs it: its /bin/sh launcher runs `python3 -IS -c` on the
+    archive (scripts/build-zipapp.py), so runpy (~5 ms) is never imported. Run that exec
+    line with -X importtime added: it lists every module the exec imports."""
+    assert zipapp.read_bytes().startswith(b"#!/bin/sh\n")
+    exec_line = next(x for x in zipapp.read_text("latin-1").splitlines() if x.startswith("exec "))
+    words = shlex.split(exec_line)[1:]
+    at = words.index("-c")
+    cmd = [*words[:at], "-X", "importtime", "-c", words[at + 1], str(zipapp)]
+    proc = subprocess.run(
+        cmd,
+        input=b'{"cniVersion":"1.0.0"}',
+        env={"PATH": os.environ.get("PATH", ""), "CNI_COMMAND": "VERSION"},
+        capture_output=True,
+        timeout=30,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["cniVersion"] == "1.0.0"
+    imported = {
+        line.rsplit("|", 1)[1].strip()
+        for line in proc.stderr.decode().splitlines()
+        if line.startswith("import time:") and "imported package" not in line
+    }
+    assert "cni_bridge_dhcp.plugin.skel" in imported
+    assert (NOT_ON_THE_EXEC_PATH | AGENT_SIDE | {"runpy", "site"}) & imported == set()
