@@ -18,6 +18,7 @@ from typing import Any
 from ...cni.errors import CNIError, ErrorCode
 from ..config import NetConf, check_args, choose_mac, parse_netconf
 from ..datapath.bridge import veth_mtu
+from ..datapath.gateway import ensure_bridge_addresses, plan_gateways
 from ..datapath.netns import netns_inode
 from ..datapath.podroutes import PodAddressing, PodRoute, configure_pod, plan_routes, pod_state
 from ..datapath.veth import (
@@ -258,12 +259,28 @@ async def _ipam_add(
         )
         for r in result.get("routes", [])
     )
-    router = next(
-        (ipaddress.ip_address(ip["gateway"]) for ip in result.get("ips", []) if ip.get("gateway")),
-        None,
+    plan = plan_gateways(
+        addresses,
+        tuple(
+            ipaddress.ip_address(ip["gateway"]) if ip.get("gateway") else None
+            for ip in result.get("ips", [])
+        ),
+        ipam_routes,
+        is_gateway=conf.is_gateway,
+        is_default_gateway=conf.is_default_gateway,
+    )
+    await asyncio.to_thread(
+        ensure_bridge_addresses, conf.bridge, plan.bridge_addresses, conf.force_address
+    )
+    ipam_routes = ipam_routes + plan.extra_routes
+    router = next((gw for gw in plan.gateways if gw is not None), None)
+    # isGateway makes the bridge (the node) the pods' gateway: "node" mode can use it.
+    node_ip = datapath.node_ip or next(
+        (a.ip for a in plan.bridge_addresses if isinstance(a, ipaddress.IPv4Interface)), None
     )
     non_default = tuple(r for r in ipam_routes if r.dst.prefixlen != 0)
-    if conf.default_route == "dhcp":
+    # isDefaultGateway asks for the reference's route: default via the IPAM gateway.
+    if conf.default_route == "dhcp" or conf.is_default_gateway:
         routes = ipam_routes + static
         gateway = router
         if router is not None and not any(r.dst.prefixlen == 0 for r in ipam_routes):
@@ -271,7 +288,7 @@ async def _ipam_add(
     else:
         router4 = router if isinstance(router, ipaddress.IPv4Address) else None
         routes, gateway = plan_routes(
-            conf.default_route, datapath.node_ip, router4, (), non_default + static
+            conf.default_route, node_ip, router4, (), non_default + static
         )
     return PodAddressing(addresses=addresses, routes=routes, gateway=gateway), dict(
         result.get("dns") or {}
