@@ -290,9 +290,10 @@ async def _ipam_add(
         routes, gateway = plan_routes(
             conf.default_route, node_ip, router4, (), non_default + static
         )
-    return PodAddressing(addresses=addresses, routes=routes, gateway=gateway), dict(
-        result.get("dns") or {}
+    addressing = PodAddressing(
+        addresses=addresses, routes=routes, gateway=gateway, ip_gateways=plan.gateways
     )
+    return addressing, dict(result.get("dns") or {})
 
 
 def _result(
@@ -310,17 +311,15 @@ def _result(
     ]
     result: dict[str, Any] = {"cniVersion": "1.1.0", "interfaces": interfaces}
     if addressing is not None:
-        result["ips"] = [
-            {
-                "address": str(a),
-                "interface": 2,
-                **(
-                    {"gateway": str(addressing.gateway)}
-                    if addressing.gateway and addressing.gateway.version == a.version
-                    else {}
-                ),
-            }
+        gateways = addressing.ip_gateways or tuple(
+            addressing.gateway
+            if addressing.gateway and addressing.gateway.version == a.version
+            else None
             for a in addressing.addresses
+        )
+        result["ips"] = [
+            {"address": str(a), "interface": 2, **({"gateway": str(gw)} if gw else {})}
+            for a, gw in zip(addressing.addresses, gateways, strict=True)
         ]
         result["routes"] = [r.to_result() for r in addressing.routes]
     conf_dns = conf.dns.model_dump(exclude_defaults=True)
