@@ -56,6 +56,40 @@ CASES: dict[str, tuple[dict[str, Any], bool, str | None]] = {
     "mtu": ({"mtu": 1400}, False, None),
     "ipMasq": ({"ipMasq": True}, False, None),
     "macspoofchk": ({"macspoofchk": True}, False, None),
+    "ipam-routes": ({}, False, None),
+    "ipam-routes-isDefaultGateway": ({"isDefaultGateway": True}, False, None),
+}
+# host-local routes for the ipam-routes cases (a default with a gateway: isDefaultGateway
+# then adds nothing, silently, in the reference)
+IPAM_ROUTES = [
+    {"dst": "10.44.0.0/16", "gw": "10.33.0.254"},
+    {"dst": "0.0.0.0/0", "gw": "10.33.0.253"},
+]
+
+# What the reference itself must show per case (guards against a vacuous comparison).
+SANITY: dict[str, dict[str, Any]] = {
+    "base": {"bridge.addrs": [], "pod.accept_dad": "0", "check.ok": True},
+    "isGateway": {
+        "bridge.addrs": ["10.33.0.1/24"],
+        "pod.routes": ["10.33.0.0/24 dev eth0 scope link"],
+    },
+    "isDefaultGateway": {
+        "pod.routes": ["10.33.0.0/24 dev eth0 scope link", "default via 10.33.0.1 dev eth0"]
+    },
+    "gw-conflict": {"error": True},
+    "forceAddress": {"bridge.addrs": ["10.33.0.1/24"]},
+    "forceAddress-alone": {"bridge.addrs": ["10.99.0.1/24"]},
+    "dual-isDefaultGateway": {
+        "bridge.addrs": ["10.33.0.1/24", "fd00:33::1/64"],
+        "node.ip6_forward": "1",
+    },
+    "enabledad": {"pod.accept_dad": "1"},
+    "hairpinMode": {"port.hairpin": True},
+    "promiscMode": {"bridge.promisc": True},
+    "mtu": {"pod.mtu": 1400, "port.mtu": 1400},
+    "ipMasq": {"node.masquerade": True, "del.rules_for_pod": False},
+    "macspoofchk": {"node.macspoof": True},
+    "ipam-routes-isDefaultGateway": {"result.routes": [*IPAM_ROUTES]},
 }
 
 # Differences that are by design (README "Differences from the reference bridge plugin").
@@ -74,11 +108,15 @@ def conflist(
     plugin: dict[str, Any] = {
         "type": plugin_type,
         "bridge": bridge_name(case),
-        # ours only (the reference ignores unknown keys). "none": no default route of ours, so
-        # the pod's routes are the IPAM's plus isDefaultGateway's, as the reference's
+        # ours only (the reference ignores unknown keys); no defaultRoute: with a delegated
+        # IPAM ours then routes as the reference does
         "agentSocket": str(box.agent_socket),
-        "defaultRoute": "none",
-        "ipam": {"type": "host-local", "dataDir": str(box.tmp / "host-local"), "ranges": ranges},
+        "ipam": {
+            "type": "host-local",
+            "dataDir": str(box.tmp / "host-local"),
+            "ranges": ranges,
+            **({"routes": IPAM_ROUTES} if case.startswith("ipam-routes") else {}),
+        },
         **keys,
     }
     return {"cniVersion": "1.0.0", "name": NET, "plugins": [plugin]}
@@ -161,6 +199,7 @@ def state(box: Sandbox, pod: Pod, bridge: str, result: dict[str, Any]) -> dict[s
     out["port.mtu"] = port["mtu"]
     out["port.flags"] = sorted(port["flags"])
     out["port.brport"] = {k: slave.get(k) for k in PORT_KEYS}
+    out["port.hairpin"] = slave.get("hairpin")
     out["node.ip_forward"] = _sysctl(node, "net.ipv4.ip_forward")
     out["node.ip6_forward"] = _sysctl(node, "net.ipv6.conf.all.forwarding")
     rules = _rules(node)
@@ -241,6 +280,9 @@ def test_same_conflists_leave_the_same_state_as_the_reference(
     for case in CASES:
         ref = run_side(case, ref_box, "bridge")
         ours = run_side(case, our_box, "cni-bridge-dhcp")
+        # the keys took effect on the reference side: equal state is not equal emptiness
+        for key, value in SANITY.get(case, {}).items():
+            assert ref.get(key) == value, (case, key, ref.get(key))
         found = {
             k: v
             for k, v in diff(ref, ours).items()

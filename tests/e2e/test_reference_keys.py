@@ -91,7 +91,7 @@ def test_gateway_keys_with_dhcp_ipam_are_refused_with_code_7(lan: Sandbox, key: 
 def test_is_gateway_with_host_local_makes_the_bridge_the_pods_node_gateway(
     sandbox: Sandbox, tmp_path: Path
 ) -> None:
-    """No uplink: the default defaultRoute "node" uses the gateway isGateway put on the bridge."""
+    """No uplink: defaultRoute "node" uses the gateway isGateway put on the bridge."""
     sb = sandbox
     sb.start_agent()
     ipam = {
@@ -99,7 +99,7 @@ def test_is_gateway_with_host_local_makes_the_bridge_the_pods_node_gateway(
         "dataDir": str(tmp_path / "host-local"),
         "ranges": [[{"subnet": "10.24.0.0/24"}]],
     }
-    conf = conflist(sb, bridge="cbr2", isGateway=True, ipam=ipam)
+    conf = conflist(sb, bridge="cbr2", isGateway=True, defaultRoute="node", ipam=ipam)
     del conf["plugins"][0]["uplinkInterface"]
     pod = sb.add_pod("gw")
     result = add(sb, pod, conf)

@@ -279,8 +279,12 @@ async def _ipam_add(
         (a.ip for a in plan.bridge_addresses if isinstance(a, ipaddress.IPv4Interface)), None
     )
     non_default = tuple(r for r in ipam_routes if r.dst.prefixlen != 0)
-    # isDefaultGateway asks for the reference's route: default via the IPAM gateway.
-    if conf.default_route == "dhcp" or conf.is_default_gateway:
+    if "default_route" not in conf.model_fields_set:
+        # A reference conflist (no defaultRoute) gets the reference's routes: the IPAM's,
+        # plus isDefaultGateway's default; nothing of ours is added or dropped.
+        routes, gateway = ipam_routes, router
+    elif conf.default_route == "dhcp" or conf.is_default_gateway:
+        # isDefaultGateway asks for the reference's route: default via the IPAM gateway.
         routes = ipam_routes + static
         gateway = router
         if router is not None and not any(r.dst.prefixlen == 0 for r in ipam_routes):
