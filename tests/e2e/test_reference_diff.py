@@ -11,8 +11,11 @@ runs (host veth names, MACs, ifindexes, the netns path, IPv6 link-local addresse
 - node: bridge addresses, flags, promiscuity and MTU; the host veth's MTU and bridge port
   flags; ip_forward; whether a masquerade rule and a MAC-spoof rule for the pod exist
   (by content: the reference writes iptables/nft chains of its own, ours its backend's);
-- the CNI result, modulo names and MACs;
+- the CNI result, modulo names and MACs; whether CHECK with it passes;
 - and after DEL: what of it remains.
+
+Ours runs with its default firewallBackend ("auto"), so ipMasq and macspoofchk are compared
+by effect (a masquerade rule naming the pod address, a rule naming the pod MAC), not text.
 
 Each case uses its own bridge so cases do not see each other's bridge state. Every
 difference found is either fixed or listed in INTENDED (and in the README).
