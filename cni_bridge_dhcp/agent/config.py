@@ -209,12 +209,8 @@ class NetConf(_Model):
 # Reference keys accepted with their meaning but not implemented yet: code 2 when used
 # with a non-default value. Shrinks as features land.
 NOT_IMPLEMENTED: dict[str, Any] = {
-    "isGateway": False,
-    "isDefaultGateway": False,
-    "forceAddress": False,
     "vlan": 0,
     "vlanTrunk": [],
-    "enabledad": False,
 }
 
 
@@ -242,7 +238,27 @@ def parse_netconf(raw: dict[str, Any], *, check_unimplemented: bool = True) -> N
                     f"{key} is not supported yet by cni-bridge-dhcp",
                     f"remove {key} from the network config or set it to {default!r}",
                 )
+        _gateway_keys_need_delegated_ipam(conf)
     return conf
+
+
+def _gateway_keys_need_delegated_ipam(conf: NetConf) -> None:
+    # With our DHCP IPAM the "gateway" is the LAN router: putting its address on the node's
+    # bridge would steal the router's address on the LAN. (DEL never checks this.)
+    if conf.ipam is None or not conf.ipam.is_ours:
+        return
+    for key, on in (
+        ("isDefaultGateway", conf.is_default_gateway),
+        ("isGateway", conf.is_gateway),
+    ):
+        if on:
+            raise CNIError(
+                ErrorCode.INVALID_CONFIG,
+                f"{key} cannot be used with ipam type {conf.ipam.type!r}",
+                "the gateway a DHCP lease names is the LAN router, whose address must not go "
+                'on the node\'s bridge; use defaultRoute "node" to route pods via the node, '
+                "or a delegated IPAM (host-local, static)",
+            )
 
 
 def _semantic_checks(conf: NetConf) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from testbed.sandbox import Sandbox
-from tests.e2e.helpers import NET, add, conflist, ip_json, links, pod_routes
+from tests.e2e.helpers import NET, add, conflist, ip_json, links, ping, pod_routes
 
 pytestmark = [pytest.mark.netns, pytest.mark.e2e]
 
@@ -67,14 +67,48 @@ def test_disable_container_interface_leaves_it_down(lan: Sandbox) -> None:
     assert "UP" not in ip_json(["link", "show", "eth0"], pod.name)[0]["flags"]
 
 
-@pytest.mark.parametrize("key", ["isGateway", "isDefaultGateway", "forceAddress", "enabledad"])
-def test_unimplemented_keys_are_refused_with_code_2(lan: Sandbox, key: str) -> None:
+@pytest.mark.parametrize(("key", "value"), [("vlan", 10), ("vlanTrunk", [{"id": 10}])])
+def test_unimplemented_keys_are_refused_with_code_2(lan: Sandbox, key: str, value: object) -> None:
     sb = lan
     pod = sb.add_pod("unimpl")
-    proc = sb.cnitool("add", NET, pod, conflist=conflist(sb, **{key: True}), check=False)
+    proc = sb.cnitool("add", NET, pod, conflist=conflist(sb, **{key: value}), check=False)
     err = json.loads(proc.stderr.strip().splitlines()[-1])
     assert proc.returncode != 0 and err["code"] == 2 and key in err["msg"]
     assert links(pod.name) == ["lo"]
+
+
+@pytest.mark.parametrize("key", ["isGateway", "isDefaultGateway"])
+def test_gateway_keys_with_dhcp_ipam_are_refused_with_code_7(lan: Sandbox, key: str) -> None:
+    sb = lan
+    pod = sb.add_pod("gwdhcp")
+    proc = sb.cnitool("add", NET, pod, conflist=conflist(sb, **{key: True}), check=False)
+    err = json.loads(proc.stderr.strip().splitlines()[-1])
+    assert proc.returncode != 0 and err["code"] == 7 and key in err["msg"]
+    assert "LAN router" in err["details"]
+    assert links(pod.name) == ["lo"]
+
+
+def test_is_gateway_with_host_local_makes_the_bridge_the_pods_node_gateway(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """No uplink: defaultRoute "node" uses the gateway isGateway put on the bridge."""
+    sb = sandbox
+    sb.start_agent()
+    ipam = {
+        "type": "host-local",
+        "dataDir": str(tmp_path / "host-local"),
+        "ranges": [[{"subnet": "10.24.0.0/24"}]],
+    }
+    conf = conflist(sb, bridge="cbr2", isGateway=True, defaultRoute="node", ipam=ipam)
+    del conf["plugins"][0]["uplinkInterface"]
+    pod = sb.add_pod("gw")
+    result = add(sb, pod, conf)
+    assert result["ips"][0] == {"address": "10.24.0.2/24", "interface": 2, "gateway": "10.24.0.1"}
+    addrs = ip_json(["addr", "show", "dev", "cbr2"], sb.node)[0]["addr_info"]
+    assert "10.24.0.1" in [a["local"] for a in addrs]
+    assert "default via 10.24.0.1 dev eth0" in pod_routes(pod)
+    assert ping(pod.name, "10.24.0.1")
+    sb.cnitool("del", NET, pod, conflist=conf)
 
 
 def test_delegated_ipam_host_local_is_executed_and_released(

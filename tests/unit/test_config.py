@@ -102,12 +102,8 @@ def test_invalid_values_are_code_7_naming_the_key(
     [
         (k, v)
         for k, v in {
-            "isGateway": True,
-            "isDefaultGateway": True,
-            "forceAddress": True,
             "vlan": 10,
             "vlanTrunk": [{"id": 10}],
-            "enabledad": True,
         }.items()
     ],
 )
@@ -123,7 +119,23 @@ def test_unimplemented_keys_at_their_default_are_fine() -> None:
 
 
 def test_del_tolerates_unimplemented_keys() -> None:
-    parse_netconf(netconf(isGateway=True), check_unimplemented=False)
+    parse_netconf(netconf(vlan=10), check_unimplemented=False)
+
+
+@pytest.mark.parametrize("key", ["isGateway", "isDefaultGateway"])
+def test_gateway_keys_with_our_dhcp_ipam_are_code_7_naming_the_key(key: str) -> None:
+    raw = netconf(**{key: True, "ipam": {"type": "dhcp"}})
+    with pytest.raises(CNIError) as exc:
+        parse_netconf(raw)
+    assert exc.value.code == 7 and key in exc.value.msg and "LAN router" in exc.value.details
+    # DEL of such a config still parses
+    parse_netconf(raw, check_unimplemented=False)
+
+
+@pytest.mark.parametrize("key", ["isGateway", "isDefaultGateway", "forceAddress", "enabledad"])
+def test_reference_keys_with_delegated_ipam_are_accepted(key: str) -> None:
+    conf = parse_netconf(netconf(**{key: True, "ipam": {"type": "host-local"}}))
+    assert conf.model_dump(by_alias=True)[key] is True
 
 
 def test_mac_precedence_runtime_config_then_args_then_cni_args() -> None:

@@ -18,6 +18,7 @@ from typing import Any
 from ...cni.errors import CNIError, ErrorCode
 from ..config import NetConf, check_args, choose_mac, parse_netconf
 from ..datapath.bridge import veth_mtu
+from ..datapath.gateway import ensure_bridge_addresses, plan_gateways
 from ..datapath.netns import netns_inode
 from ..datapath.podroutes import PodAddressing, PodRoute, configure_pod, plan_routes, pod_state
 from ..datapath.veth import (
@@ -258,12 +259,32 @@ async def _ipam_add(
         )
         for r in result.get("routes", [])
     )
-    router = next(
-        (ipaddress.ip_address(ip["gateway"]) for ip in result.get("ips", []) if ip.get("gateway")),
-        None,
+    plan = plan_gateways(
+        addresses,
+        tuple(
+            ipaddress.ip_address(ip["gateway"]) if ip.get("gateway") else None
+            for ip in result.get("ips", [])
+        ),
+        ipam_routes,
+        is_gateway=conf.is_gateway,
+        is_default_gateway=conf.is_default_gateway,
+    )
+    await asyncio.to_thread(
+        ensure_bridge_addresses, conf.bridge, plan.bridge_addresses, conf.force_address
+    )
+    ipam_routes = ipam_routes + plan.extra_routes
+    router = next((gw for gw in plan.gateways if gw is not None), None)
+    # isGateway makes the bridge (the node) the pods' gateway: "node" mode can use it.
+    node_ip = datapath.node_ip or next(
+        (a.ip for a in plan.bridge_addresses if isinstance(a, ipaddress.IPv4Interface)), None
     )
     non_default = tuple(r for r in ipam_routes if r.dst.prefixlen != 0)
-    if conf.default_route == "dhcp":
+    if "default_route" not in conf.model_fields_set:
+        # A reference conflist (no defaultRoute) gets the reference's routes: the IPAM's,
+        # plus isDefaultGateway's default; nothing of ours is added or dropped.
+        routes, gateway = ipam_routes, router
+    elif conf.default_route == "dhcp" or conf.is_default_gateway:
+        # isDefaultGateway asks for the reference's route: default via the IPAM gateway.
         routes = ipam_routes + static
         gateway = router
         if router is not None and not any(r.dst.prefixlen == 0 for r in ipam_routes):
@@ -271,11 +292,12 @@ async def _ipam_add(
     else:
         router4 = router if isinstance(router, ipaddress.IPv4Address) else None
         routes, gateway = plan_routes(
-            conf.default_route, datapath.node_ip, router4, (), non_default + static
+            conf.default_route, node_ip, router4, (), non_default + static
         )
-    return PodAddressing(addresses=addresses, routes=routes, gateway=gateway), dict(
-        result.get("dns") or {}
+    addressing = PodAddressing(
+        addresses=addresses, routes=routes, gateway=gateway, ip_gateways=plan.gateways
     )
+    return addressing, dict(result.get("dns") or {})
 
 
 def _result(
@@ -293,17 +315,15 @@ def _result(
     ]
     result: dict[str, Any] = {"cniVersion": "1.1.0", "interfaces": interfaces}
     if addressing is not None:
-        result["ips"] = [
-            {
-                "address": str(a),
-                "interface": 2,
-                **(
-                    {"gateway": str(addressing.gateway)}
-                    if addressing.gateway and addressing.gateway.version == a.version
-                    else {}
-                ),
-            }
+        gateways = addressing.ip_gateways or tuple(
+            addressing.gateway
+            if addressing.gateway and addressing.gateway.version == a.version
+            else None
             for a in addressing.addresses
+        )
+        result["ips"] = [
+            {"address": str(a), "interface": 2, **({"gateway": str(gw)} if gw else {})}
+            for a, gw in zip(addressing.addresses, gateways, strict=True)
         ]
         result["routes"] = [r.to_result() for r in addressing.routes]
     conf_dns = conf.dns.model_dump(exclude_defaults=True)

@@ -39,6 +39,8 @@ class PodAddressing:
     routes: tuple[PodRoute, ...] = ()
     gateway: IPAddress | None = None
     mtu: int | None = None
+    # per address (same order), when the IPAM names one per address (delegated IPAM)
+    ip_gateways: tuple[IPAddress | None, ...] = ()
 
 
 def plan_routes(

@@ -56,7 +56,11 @@ def _pod_sysctls(ifname: str, enable_dad: bool) -> None:
     # teach the pod to bypass the node (and its conntrack), so the pod ignores them.
     write_sysctl_if_present(f"net/ipv4/conf/{ifname}/accept_redirects", "0")
     write_sysctl_if_present("net/ipv4/conf/all/accept_redirects", "0")
-    if not enable_dad:
+    if enable_dad:
+        # enabledad, as the reference: DAD (and enhanced DAD) on for the pod's addresses.
+        write_sysctl_if_present(f"net/ipv6/conf/{ifname}/enhanced_dad", "1")
+        write_sysctl_if_present(f"net/ipv6/conf/{ifname}/accept_dad", "1")
+    else:
         # As the reference plugin: skip IPv6 DAD so addresses are usable at once.
         write_sysctl_if_present(f"net/ipv6/conf/{ifname}/accept_dad", "0")
 
