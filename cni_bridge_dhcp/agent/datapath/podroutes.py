@@ -39,6 +39,7 @@ class PodAddressing:
     routes: tuple[PodRoute, ...] = ()
     gateway: IPAddress | None = None
     mtu: int | None = None
+    gateway6: ipaddress.IPv6Address | None = None  # the SLAAC address's (result only)
 
 
 def plan_routes(
