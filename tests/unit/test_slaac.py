@@ -57,3 +57,9 @@ def test_delegated_ipam_and_no_ipam_leave_ipv6_alone() -> None:
 def test_the_ra_wait_is_short() -> None:
     # What an IPv4-only LAN costs at most (README): keep it small.
     assert 0 < RA_WAIT <= 1.0
+
+
+def test_a_lan_the_node_saw_no_ras_on_waits_less() -> None:
+    from cni_bridge_dhcp.agent.datapath.slaac import QUIET_LAN_WAIT
+
+    assert 0 < QUIET_LAN_WAIT < RA_WAIT

@@ -10,7 +10,13 @@ import logging
 
 from ..config import NetConf
 from ..datapath.podroutes import PodAddressing, PodRoute, configure_pod
-from ..datapath.slaac import keep_node_ras, node_link_local, pod_ipv6_sysctls, wait_slaac
+from ..datapath.slaac import (
+    keep_node_ras,
+    node_link_local,
+    pod_ipv6_sysctls,
+    ra_wait_for,
+    wait_slaac,
+)
 from ..firewall import enable_forwarding
 
 log = logging.getLogger(__name__)
@@ -32,7 +38,8 @@ async def slaac_add(
     ipam = conf.ipam
     if ipam is None or not ipam.is_ours or ipam.ipv6 == "off" or conf.disable_container_interface:
         return addressing
-    slaac = await asyncio.to_thread(wait_slaac, netns_fd, ifname, up_at, ipam.timeout)
+    ra_wait = await asyncio.to_thread(ra_wait_for, conf.bridge)
+    slaac = await asyncio.to_thread(wait_slaac, netns_fd, ifname, up_at, ipam.timeout, ra_wait)
     if slaac is None:
         return addressing  # no RA on this LAN: IPv4 only, not an error
     routes = addressing.routes

@@ -4,8 +4,8 @@ The kernel does SLAAC itself: the pod interface comes up with ``accept_ra`` (the
 default), sends a router solicitation at once (``router_solicitation_delay=0``) and forms
 its address from the RA's prefix and the interface identifier of its MAC (EUI-64, the
 namespace default ``addr_gen_mode=0``), so a pod with a stable MAC gets a stable address.
-ADD only waits for it: ``RA_WAIT`` seconds for the RA (a LAN without RAs costs at most
-that, minus the time DHCPv4 took), then, when the address is still tentative (DAD on),
+ADD only waits for it: ``RA_WAIT`` seconds for the RA (``QUIET_LAN_WAIT`` when the node
+saw no RAs on the bridge itself), counted from link-up so DHCPv4 runs meanwhile, then, when the address is still tentative (DAD on),
 until DAD ends, bounded by ``ipam.timeout``.
 
 With ``defaultRoute: "node"`` the pod must not take the RA's default route
@@ -33,6 +33,11 @@ log = logging.getLogger(__name__)
 # Seconds ADD waits for an RA after the pod link is up. Routers answer a solicitation
 # within MAX_RA_DELAY_TIME (0.5 s, RFC 4861 10.); twice that covers a loaded router.
 RA_WAIT = 1.0
+# ... unless the node itself listens for RAs on the bridge and has learned nothing from
+# them (no autoconfigured address, no RA route): then the LAN most likely has no RAs and
+# ADD waits only this long (usually less than DHCPv4 took, so nothing).
+QUIET_LAN_WAIT = 0.2
+RTPROT_RA = 9
 _POLL = 0.02
 # linux/if_addr.h
 IFA_F_DADFAILED = 0x08
@@ -89,10 +94,32 @@ def _ra_router(netns_fd: int, ifname: str) -> ipaddress.IPv6Address | None:
     return None
 
 
-def wait_slaac(netns_fd: int, ifname: str, up_at: float, timeout: float) -> SlaacAddress | None:
-    """The pod's SLAAC address, or None when no RA came within RA_WAIT of ``up_at`` (a
+def ra_wait_for(bridge: str) -> float:
+    """How long ADD waits for an RA on this bridge's LAN (see QUIET_LAN_WAIT)."""
+    if read_sysctl(f"net/ipv6/conf/{bridge}/accept_ra") not in ("1", "2"):
+        return RA_WAIT  # the node does not listen: it cannot tell
+    if read_sysctl(f"net/ipv6/conf/{bridge}/autoconf") == "0":
+        return RA_WAIT
+    with netns_ipr(None) as ipr:
+        found = ipr.link_lookup(ifname=bridge)
+        if not found:
+            return RA_WAIT
+        for a in ipr.get_addr(family=10, index=found[0]):
+            flags = int(a.get_attr("IFA_FLAGS") or a["flags"])
+            if a["scope"] == RT_SCOPE_UNIVERSE and not flags & IFA_F_PERMANENT:
+                return RA_WAIT  # autoconfigured (or moved there with its lifetime)
+        for r in ipr.get_routes(family=10, oif=found[0], table=RT_TABLE_MAIN):
+            if r["proto"] == RTPROT_RA:
+                return RA_WAIT
+    return QUIET_LAN_WAIT
+
+
+def wait_slaac(
+    netns_fd: int, ifname: str, up_at: float, timeout: float, ra_wait: float = RA_WAIT
+) -> SlaacAddress | None:
+    """The pod's SLAAC address, or None when no RA came within ``ra_wait`` of ``up_at`` (a
     time.monotonic() value) or DAD did not end within ``timeout`` of it."""
-    ra_deadline = up_at + min(RA_WAIT, timeout)
+    ra_deadline = up_at + min(ra_wait, timeout)
     dad_deadline = up_at + timeout
     while True:
         address, tentative = _scan(netns_fd, ifname)
