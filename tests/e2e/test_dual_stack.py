@@ -128,6 +128,8 @@ def test_dual_stack_pod_through_the_node(sandbox: Sandbox, backend: str) -> None
     assert v6_default(sb.node, "cni0")
     assert ping(pod.name, BEHIND_IP6)
 
+    # CHECK finds the IPv6 address, the IPv6 default route and the IPv6 rules in place.
+    sb.cnitool("check", NET, pod, conflist=conf)
     sb.cnitool("del", NET, pod, conflist=conf)
     after = run(SAVE[backend], netns=sb.node).stdout
     assert str(v6.ip) not in after
