@@ -14,6 +14,7 @@ import time
 
 import pytest
 
+from cni_bridge_dhcp.agent.firewall.model import pod_chain
 from testbed.sandbox import BEHIND_IP6, LAN_PREFIX6, ROUTER_IP, Sandbox, ping, run
 from tests.e2e.helpers import NET, add, conflist, container_id, ip_json
 
@@ -130,6 +131,13 @@ def test_dual_stack_pod_through_the_node(sandbox: Sandbox, backend: str) -> None
 
     # CHECK finds the IPv6 address, the IPv6 default route and the IPv6 rules in place.
     sb.cnitool("check", NET, pod, conflist=conf)
+    if backend != "native-nft":  # ip6tables: a chain of its own for IPv6 only
+        chain = pod_chain(NET, container_id(pod), "eth0")
+        run([SAVE[backend][0].replace("-save", ""), "-F", chain], netns=sb.node)
+        drift = sb.cnitool("check", NET, pod, conflist=conf, check=False)
+        report = drift.stdout + drift.stderr
+        assert drift.returncode != 0 and f"from {v6.ip}" in report, report
+        assert f"cni-bridge-dhcp: from {v6.ip}" in run(SAVE[backend], netns=sb.node).stdout
     sb.cnitool("del", NET, pod, conflist=conf)
     after = run(SAVE[backend], netns=sb.node).stdout
     assert str(v6.ip) not in after
