@@ -163,5 +163,7 @@ def test_ipv6_off_keeps_the_pod_ipv4_only(sandbox: Sandbox) -> None:
     conf = conflist(sb, ipam={"type": "dhcp", "timeout": 20, "ipv6": "off"})
     result = add(sb, pod, conf)
     assert [ipaddress.ip_interface(ip["address"]).version for ip in result["ips"]] == [4]
-    time.sleep(1.5)
+    knob = ["sysctl", "-n", "net.ipv6.conf.eth0.disable_ipv6"]
+    assert run(knob, netns=pod.name).stdout.strip() == "1"
+    time.sleep(11)  # past the router's next unsolicited RA (every 10 s)
     assert global_v6(pod.name, "eth0") == []
