@@ -167,3 +167,22 @@ def test_ipv6_off_keeps_the_pod_ipv4_only(sandbox: Sandbox) -> None:
     assert run(knob, netns=pod.name).stdout.strip() == "1"
     time.sleep(11)  # past the router's next unsolicited RA (every 10 s)
     assert global_v6(pod.name, "eth0") == []
+
+
+def test_dhcp_mode_keeps_the_routers_ipv6_default(sandbox: Sandbox) -> None:
+    sb = sandbox
+    sb.start_dnsmasq(ipv6_ra=True)
+    wait_for("the node's RA default route", lambda: v6_default(sb.node, "eth0"))
+    sb.start_agent()
+    pod = sb.add_pod("dhcp")
+    result = add(sb, pod, conflist(sb, defaultRoute="dhcp"))
+    router_ll = [
+        a["local"]
+        for link in ip_json(["-6", "addr", "show", "dev", "lan0", "scope", "link"], sb.lan)
+        for a in link["addr_info"]
+        if "local" in a
+    ]
+    v6_entry = next(ip for ip in result["ips"] if ":" in ip["address"])
+    assert v6_entry["gateway"] == router_ll[0]
+    assert [r["gateway"] for r in v6_default(pod.name)] == router_ll
+    assert ping(pod.name, BEHIND_IP6)

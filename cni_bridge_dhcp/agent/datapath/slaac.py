@@ -63,16 +63,20 @@ class SlaacAddress:
 
 
 def _scan(netns_fd: int, ifname: str) -> tuple[ipaddress.IPv6Interface | None, bool]:
-    """(usable SLAAC address, whether one is still tentative)."""
+    """(usable SLAAC address, whether DAD still runs: on a SLAAC address, or on the
+    link-local address, before which the interface sends no router solicitation)."""
     with netns_ipr(netns_fd) as ipr:
         found = ipr.link_lookup(ifname=ifname)
         if not found:
             return None, False
         tentative = False
         for a in ipr.get_addr(family=10, index=found[0]):
+            flags = int(a.get_attr("IFA_FLAGS") or a["flags"])
+            if a["scope"] == RT_SCOPE_LINK:
+                tentative |= bool(flags & IFA_F_TENTATIVE) and not flags & IFA_F_DADFAILED
+                continue
             if a["scope"] != RT_SCOPE_UNIVERSE:
                 continue
-            flags = int(a.get_attr("IFA_FLAGS") or a["flags"])
             if flags & (IFA_F_PERMANENT | IFA_F_DADFAILED):
                 continue  # not autoconfigured, or lost DAD
             if flags & IFA_F_TENTATIVE:
@@ -119,16 +123,19 @@ def wait_slaac(
 ) -> SlaacAddress | None:
     """The pod's SLAAC address, or None when no RA came within ``ra_wait`` of ``up_at`` (a
     time.monotonic() value) or DAD did not end within ``timeout`` of it."""
-    ra_deadline = up_at + min(ra_wait, timeout)
     dad_deadline = up_at + timeout
+    ra_deadline = min(up_at + ra_wait, dad_deadline)
     while True:
         address, tentative = _scan(netns_fd, ifname)
         if address is not None:
             return SlaacAddress(address, _ra_router(netns_fd, ifname))
         now = time.monotonic()
-        if now >= (dad_deadline if tentative else ra_deadline):
+        if tentative:
+            # DAD (enabledad): the RA wait starts once the addresses are usable.
+            ra_deadline = min(now + ra_wait, dad_deadline)
+        if now >= ra_deadline:
             if tentative:
-                log.warning("%s: the SLAAC address is still tentative (DAD): IPv4 only", ifname)
+                log.warning("%s: IPv6 DAD did not end within ipam.timeout: IPv4 only", ifname)
             return None
         time.sleep(_POLL)
 
