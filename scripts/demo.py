@@ -11,12 +11,21 @@ import json
 import os
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from testbed.sandbox import NODE_IP, ROUTER_IP, Sandbox, ping, run  # noqa: E402
+from testbed.sandbox import (  # noqa: E402
+    BEHIND_IP6,
+    LAN_PREFIX6,
+    NODE_IP,
+    ROUTER_IP,
+    Sandbox,
+    ping,
+    run,
+)
 
 NET = "lan"
 
@@ -46,8 +55,10 @@ def main() -> int:
     try:
         section("1. a fake LAN with a router and a real DHCP server (dnsmasq)")
         sb.setup()
-        sb.start_dnsmasq()
+        sb.start_dnsmasq(ipv6_ra=True)
         say(f"LAN 192.168.77.0/24: router {ROUTER_IP} in namespace {sb.lan}, dnsmasq on lan0")
+        say(f"the LAN also announces IPv6: router advertisements of {LAN_PREFIX6}/64 (SLAAC)")
+        _wait_for_node_ipv6(sb)
         say(f"node namespace {sb.node}: eth0 = {NODE_IP}/24, default via {ROUTER_IP}")
         show(["ip", "-br", "addr"], sb.node)
 
@@ -68,6 +79,7 @@ def main() -> int:
         }
         say("conflist: " + json.dumps(conf["plugins"][0]))
         pods = {}
+        v6: dict[str, str] = {}
         for name in ("web", "db"):
             pod = sb.add_pod(name)
             args = f"IgnoreUnknown=1;K8S_POD_NAMESPACE=demo;K8S_POD_NAME={name}"
@@ -77,16 +89,24 @@ def main() -> int:
             say(
                 f"cnitool add {NET} {pod.path}  ->  {name}: {address}, gateway {result['ips'][0].get('gateway')}"
             )
+            for ip in result["ips"][1:]:
+                v6[name] = ip["address"].split("/")[0]
+                say(f"    {name}: IPv6 {ip['address']} (SLAAC), gateway {ip.get('gateway')}")
 
         section("3. the node: eth0 is now a port of cni0, which holds the node's address and MAC")
         show(["ip", "-br", "link"], sb.node)
         show(["ip", "-br", "addr", "show", "cni0"], sb.node)
         show(["ip", "route"], sb.node)
+        # The RA default route moves to cni0 with the bridge's first RA after the takeover
+        # (its router solicitation: about 2 s); with IPv6 forwarding on, accept_ra=2 keeps it.
+        _wait_for_node_ipv6(sb, dev="cni0")
+        show(["ip", "-6", "route", "show", "default"], sb.node)
 
         section("4. the pods: LAN addresses from the LAN's DHCP server, default route via the node")
         for pod, _ in pods.values():
             show(["ip", "-br", "addr", "show", "eth0"], pod.name)
             show(["ip", "route"], pod.name)
+            show(["ip", "-6", "route", "show", "default"], pod.name)
         say("$ cni-bridge-dhcp status")
         status = run(
             [sys.executable, "-m", "cni_bridge_dhcp", "status", "--socket", str(sb.agent_socket)],
@@ -110,6 +130,18 @@ def main() -> int:
             (f"web -> {beyond} beyond the LAN (via the node)", web.name, beyond),
             (f"node -> LAN router {ROUTER_IP}", sb.node, ROUTER_IP),
         ]
+        if "web" in v6 and "db" in v6:
+            checks += [
+                (f"web -> db {v6['db']} (IPv6)", web.name, v6["db"]),
+                (
+                    f"web -> {BEHIND_IP6} behind the router (IPv6, via the node)",
+                    web.name,
+                    BEHIND_IP6,
+                ),
+            ]
+        else:
+            ok = False
+            say("  FAIL the pods got no IPv6 address from the LAN's router advertisements")
         for label, netns, target in checks:
             good = ping(netns, target)
             ok &= good
@@ -127,6 +159,18 @@ def main() -> int:
     say()
     say("demo: OK" if ok else "demo: FAILED")
     return 0 if ok else 1
+
+
+def _wait_for_node_ipv6(sb: Sandbox, dev: str = "eth0", timeout: float = 20.0) -> None:
+    """The node's IPv6 default route from the LAN's RAs on ``dev`` (before the agent starts,
+    as a real node would have it; on cni0 after the takeover)."""
+    deadline = time.monotonic() + timeout
+    cmd = ["ip", "-6", "route", "show", "default", "dev", dev]
+    while time.monotonic() < deadline:
+        if run(cmd, netns=sb.node).stdout.strip():
+            return
+        time.sleep(0.2)
+    say(f"warning: the node has no IPv6 default route from the LAN's RAs on {dev}")
 
 
 if __name__ == "__main__":

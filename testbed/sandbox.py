@@ -40,6 +40,11 @@ NODE_IP = "192.168.77.10"
 POOL_START = "192.168.77.100"
 POOL_END = "192.168.77.199"
 LAN_DOMAIN = "lan.test"
+# IPv6 of the LAN (start_dnsmasq(ipv6_ra=True)): the router announces LAN_PREFIX6::/64 for
+# SLAAC, and a host "behind the router" (a dummy in the lan namespace) has BEHIND_IP6.
+LAN_PREFIX6 = "fd77:77::"
+ROUTER_IP6 = "fd77:77::1"
+BEHIND_IP6 = "fd78:78::1"
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CNITOOL = REPO_ROOT / "build" / "cnitool"
@@ -377,15 +382,47 @@ class Sandbox:
             f"log {daemon.log_path}:\n{daemon.log()}"
         )
 
+    def enable_lan_ipv6(self) -> None:
+        """The router (lan namespace) gets ROUTER_IP6/64 on lan0 and, behind it, BEHIND_IP6
+        on ``wan0`` (one end of a veth pair kept in the lan namespace: no dummy module
+        needed) that also carries its IPv6 default route (dnsmasq announces a router
+        lifetime only when the router has a default route)."""
+        ip_lan = ["ip", "-n", self.lan]
+        run(["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"], netns=self.lan)
+        run([*ip_lan, "-6", "addr", "add", f"{ROUTER_IP6}/64", "dev", "lan0", "nodad"])
+        run([*ip_lan, "link", "add", "wan0", "type", "veth", "peer", "name", "wan1"])
+        run([*ip_lan, "link", "set", "wan1", "up"])
+        run([*ip_lan, "-6", "addr", "add", f"{BEHIND_IP6}/64", "dev", "wan0", "nodad"])
+        run([*ip_lan, "link", "set", "wan0", "up"])
+        run([*ip_lan, "-6", "route", "add", "default", "dev", "wan0"])
+
     def _listening_dhcp(self, pid: int) -> bool:
         out = run(["ss", "-Hulpn", "sport = :67"], netns=self.lan, check=False, timeout=5).stdout
         return f"pid={pid}," in out
 
     def start_dnsmasq(
-        self, *, no_ping: bool = True, lease: str = "2m", extra: list[str] | None = None
+        self,
+        *,
+        no_ping: bool = True,
+        lease: str = "2m",
+        extra: list[str] | None = None,
+        ipv6_ra: bool = False,
     ) -> Daemon:
-        """dnsmasq as the LAN's DHCP server on lan0 (no DNS); returns once it listens on :67."""
+        """dnsmasq as the LAN's DHCP server on lan0 (no DNS); returns once it listens on :67.
+
+        ``ipv6_ra``: the LAN also announces IPv6 (router advertisements for SLAAC of
+        LAN_PREFIX6/64, see ``enable_lan_ipv6``), as most home routers do.
+        """
         self.dnsmasq_leases_path.touch()
+        if ipv6_ra:
+            self.enable_lan_ipv6()
+            extra = [
+                "--enable-ra",
+                f"--dhcp-range={LAN_PREFIX6},ra-only,64",
+                # RA every 10 s (lifetime 1800 s): a restarted node relearns its route soon.
+                "--ra-param=lan0,10,1800",
+                *(extra or []),
+            ]
         log_path = self.tmp / "dnsmasq.log"
         cmd = [
             shutil.which("dnsmasq") or "/usr/sbin/dnsmasq",

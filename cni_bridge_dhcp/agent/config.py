@@ -84,6 +84,10 @@ class IPAMConf(_Model):
     # Seconds the offered address is ARP-probed before use; 0 skips the probe.
     arp_probe_wait: Annotated[float, Field(ge=0, le=10)] | None = Field(None, alias="arpProbeWait")
     routes: list[RouteConf] = []
+    # IPv6 of the pod from the LAN's router advertisements (SLAAC): "auto" waits briefly
+    # for an RA (datapath/slaac.RA_WAIT) and reports the address; "off" disables IPv6 on
+    # the pod interface.
+    ipv6: Literal["auto", "off"] = "auto"
     daemon_socket_path: str | None = Field(None, alias="daemonSocketPath")
     agent_socket: str | None = Field(None, alias="agentSocket")
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from cni_bridge_dhcp.agent.commands import common, main_role
+from cni_bridge_dhcp.agent.commands import common, main_role, slaac_step
 from cni_bridge_dhcp.agent.commands.types import Datapath, Request
 from cni_bridge_dhcp.agent.config import NetConf
 from cni_bridge_dhcp.agent.datapath.podroutes import PodAddressing
@@ -258,6 +258,7 @@ def links(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeLinks
     monkeypatch.setattr(main_role, "configure_pod", fake.configure_pod)
     monkeypatch.setattr(main_role, "delete_pod_link", fake.delete_pod_link)
     monkeypatch.setattr(common, "delete_pod_link", fake.delete_pod_link)
+    monkeypatch.setattr(slaac_step, "wait_slaac", lambda *_: None)  # a LAN without RAs
     yield fake
     assert fake.fds_still_open() == [], "a handler leaked the pod netns fd"
 

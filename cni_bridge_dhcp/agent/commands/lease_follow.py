@@ -38,7 +38,8 @@ async def _follow(services: Services, key: str, lease: Lease) -> None:
         att = await asyncio.to_thread(services.store.get, key)
         if att is None or att.state != AttachmentState.READY or att.ipam != "dhcp":
             return  # an ADD still running records the address itself
-        ips = [str(lease.address)]
+        # The lease is the IPv4 address; an IPv6 (SLAAC) address of the pod stays.
+        ips = [str(lease.address), *(a for a in att.ips if ":" in a)]
         if att.ips == ips:
             return
         before = att.ips

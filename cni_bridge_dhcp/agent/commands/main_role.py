@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -51,6 +52,7 @@ from .common import (
     teardown,
 )
 from .prevresult import parse_prev_result
+from .slaac_step import slaac_add, slaac_sysctls
 from .types import Datapath, Request, Services
 
 # Request and Datapath lived here before types.py; kept importable from here.
@@ -134,8 +136,10 @@ async def _add(services: Services, req: Request, conf: NetConf, netns_fd: int) -
             isolated=conf.port_isolation,
             enable_dad=conf.enabledad,
             bring_up=not conf.disable_container_interface,
+            ipv6_sysctls=slaac_sysctls(conf),
         )
         veth = await asyncio.to_thread(setup_veth, netns_fd, spec, att.host_veth)
+        up_at = time.monotonic()
 
         async def drop_veth() -> None:
             maybe_fail("undo:veth")
@@ -151,6 +155,7 @@ async def _add(services: Services, req: Request, conf: NetConf, netns_fd: int) -
         maybe_crash("add:lease")
         if addressing is not None:
             await asyncio.to_thread(configure_pod, netns_fd, req.ifname, addressing)
+            addressing = await slaac_add(conf, req.ifname, netns_fd, up_at, addressing)
         maybe_crash("add:routes")
 
         att.ips = [str(a) for a in addressing.addresses] if addressing else []
@@ -318,6 +323,8 @@ def _result(
         gateways = addressing.ip_gateways or tuple(
             addressing.gateway
             if addressing.gateway and addressing.gateway.version == a.version
+            else addressing.gateway6
+            if addressing.gateway6 and a.version == 6
             else None
             for a in addressing.addresses
         )

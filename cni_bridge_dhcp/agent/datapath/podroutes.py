@@ -41,6 +41,7 @@ class PodAddressing:
     mtu: int | None = None
     # per address (same order), when the IPAM names one per address (delegated IPAM)
     ip_gateways: tuple[IPAddress | None, ...] = ()
+    gateway6: ipaddress.IPv6Address | None = None  # the SLAAC address's (result only)
 
 
 def plan_routes(

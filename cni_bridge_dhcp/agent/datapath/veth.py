@@ -32,6 +32,8 @@ class VethSpec:
     isolated: bool = False
     enable_dad: bool = False
     bring_up: bool = True
+    # net/ipv6/conf/<ifname>/<key> = value, written before the link comes up (SLAAC).
+    ipv6_sysctls: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -49,7 +51,7 @@ def new_host_name() -> str:
     return f"veth{secrets.token_hex(4)}"
 
 
-def _pod_sysctls(ifname: str, enable_dad: bool) -> None:
+def _pod_sysctls(ifname: str, enable_dad: bool, ipv6: tuple[tuple[str, str], ...] = ()) -> None:
     # Announce the (new) MAC on address changes so LAN neighbours update their caches.
     write_sysctl_if_present(f"net/ipv4/conf/{ifname}/arp_notify", "1")
     # The node forwards pod traffic back out of the same bridge; an ICMP redirect would
@@ -63,6 +65,8 @@ def _pod_sysctls(ifname: str, enable_dad: bool) -> None:
     else:
         # As the reference plugin: skip IPv6 DAD so addresses are usable at once.
         write_sysctl_if_present(f"net/ipv6/conf/{ifname}/accept_dad", "0")
+    for key, value in ipv6:
+        write_sysctl_if_present(f"net/ipv6/conf/{ifname}/{key}", value)
 
 
 def setup_veth(netns_fd: int, spec: VethSpec, host_name: str) -> VethInfo:
@@ -125,7 +129,7 @@ def _finish(pod: Netlink, node: Netlink, netns_fd: int, spec: VethSpec, host_nam
         if spec.isolated:
             port["isolated"] = 1
         node.brport("set", index=host_index, **port)
-    run_in_netns(netns_fd, lambda: _pod_sysctls(spec.ifname, spec.enable_dad))
+    run_in_netns(netns_fd, lambda: _pod_sysctls(spec.ifname, spec.enable_dad, spec.ipv6_sysctls))
     if spec.bring_up:
         pod.link("set", index=pod_index, state="up")
     host_link = node.get_links(host_index)[0]

@@ -1,0 +1,77 @@
+"""ADD's IPv6 step: the pod's SLAAC address into the result, its default route, the node's
+forwarding (see datapath/slaac.py for the kernel side and the reasons)."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import ipaddress
+import logging
+
+from ..config import NetConf
+from ..datapath.podroutes import PodAddressing, PodRoute, configure_pod
+from ..datapath.slaac import (
+    keep_node_ras,
+    node_link_local,
+    pod_ipv6_sysctls,
+    ra_wait_for,
+    wait_slaac,
+)
+from ..firewall import enable_forwarding
+
+log = logging.getLogger(__name__)
+
+_DEFAULT6 = ipaddress.IPv6Network("::/0")
+
+
+def slaac_sysctls(conf: NetConf) -> tuple[tuple[str, str], ...]:
+    """The pod interface's IPv6 knobs (our DHCP IPAM only: a delegated IPAM owns IPv6)."""
+    if conf.ipam is None or not conf.ipam.is_ours or conf.disable_container_interface:
+        return ()
+    return pod_ipv6_sysctls(conf.ipam.ipv6, conf.default_route)
+
+
+async def slaac_add(
+    conf: NetConf, ifname: str, netns_fd: int, up_at: float, addressing: PodAddressing
+) -> PodAddressing:
+    """``addressing`` plus the pod's SLAAC address and IPv6 default route, if the LAN has RAs."""
+    ipam = conf.ipam
+    if ipam is None or not ipam.is_ours or ipam.ipv6 == "off" or conf.disable_container_interface:
+        return addressing
+    ra_wait = await asyncio.to_thread(ra_wait_for, conf.bridge)
+    slaac = await asyncio.to_thread(wait_slaac, netns_fd, ifname, up_at, ipam.timeout, ra_wait)
+    if slaac is None:
+        return addressing  # no RA on this LAN: IPv4 only, not an error
+    routes = addressing.routes
+    gateway6 = slaac.router
+    if conf.default_route == "node":
+        gateway6 = await asyncio.to_thread(_node_gateway6, conf.bridge)
+        if gateway6 is None:
+            log.warning(
+                "%s: the node has no IPv6 link-local address on %s: the pod's IPv6 has no "
+                "default route",
+                ifname,
+                conf.bridge,
+            )
+        else:
+            route = PodRoute(_DEFAULT6, gateway6)
+            await asyncio.to_thread(
+                configure_pod, netns_fd, ifname, PodAddressing(addresses=(), routes=(route,))
+            )
+            routes = (*routes, route)
+    elif conf.default_route == "none":
+        gateway6 = None
+    return dataclasses.replace(
+        addressing,
+        addresses=(*addressing.addresses, slaac.address),
+        routes=routes,
+        gateway6=gateway6,
+    )
+
+
+def _node_gateway6(bridge: str) -> ipaddress.IPv6Address | None:
+    gateway = node_link_local(bridge)
+    if gateway is not None:
+        keep_node_ras(bridge)  # before forwarding goes on: it would drop the node's RAs
+        enable_forwarding(True)
+    return gateway

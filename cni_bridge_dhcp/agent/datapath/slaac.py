@@ -1,0 +1,187 @@
+"""The pod's IPv6 address from the LAN's router advertisements (SLAAC), and the node side.
+
+The kernel does SLAAC itself: the pod interface comes up with ``accept_ra`` (the namespace
+default), sends a router solicitation at once (``router_solicitation_delay=0``) and forms
+its address from the RA's prefix and the interface identifier of its MAC (EUI-64, the
+namespace default ``addr_gen_mode=0``), so a pod with a stable MAC gets a stable address.
+ADD only waits for it: ``RA_WAIT`` seconds for the RA (``QUIET_LAN_WAIT`` when the node
+saw no RAs on the bridge itself), counted from link-up so DHCPv4 runs meanwhile, then, when the address is still tentative (DAD on),
+until DAD ends, bounded by ``ipam.timeout``.
+
+With ``defaultRoute: "node"`` the pod must not take the RA's default route
+(``accept_ra_defrtr=0``; the prefix information still configures the address); its IPv6
+default goes via the node's link-local address on the bridge instead (link-local is
+on-link: no host route needed), and the node forwards IPv6. Turning on
+``net.ipv6.conf.all.forwarding`` makes every interface with ``accept_ra=1`` ignore RAs and
+purges their RA-learned default routes, so the bridge gets ``accept_ra=2`` first: the node
+keeps its own IPv6 default route and SLAAC address.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+import time
+from dataclasses import dataclass
+
+from .netlink import RT_SCOPE_LINK, RT_SCOPE_UNIVERSE, RT_TABLE_MAIN, netns_ipr
+from .sysctl import PROC_SYS, read_sysctl, write_sysctl
+
+log = logging.getLogger(__name__)
+
+# Seconds ADD waits for an RA after the pod link is up. Routers answer a solicitation
+# within MAX_RA_DELAY_TIME (0.5 s, RFC 4861 10.); twice that covers a loaded router.
+RA_WAIT = 1.0
+# ... unless the node itself listens for RAs on the bridge and has learned nothing from
+# them (no autoconfigured address, no RA route): then the LAN most likely has no RAs and
+# ADD waits only this long (usually less than DHCPv4 took, so nothing).
+QUIET_LAN_WAIT = 0.2
+RTPROT_RA = 9
+_POLL = 0.02
+# linux/if_addr.h
+IFA_F_DADFAILED = 0x08
+IFA_F_TENTATIVE = 0x40
+IFA_F_PERMANENT = 0x80
+
+
+def pod_ipv6_sysctls(mode: str, default_route: str) -> tuple[tuple[str, str], ...]:
+    """Per-interface IPv6 knobs for the pod, written before its link comes up."""
+    if mode == "off":
+        return (("disable_ipv6", "1"),)
+    knobs = [("router_solicitation_delay", "0")]
+    if default_route != "dhcp":
+        # "node": the default goes via the node; "none": no default at all.
+        knobs.append(("accept_ra_defrtr", "0"))
+    return tuple(knobs)
+
+
+@dataclass(frozen=True)
+class SlaacAddress:
+    address: ipaddress.IPv6Interface
+    router: ipaddress.IPv6Address | None  # the RA's default router, if the pod took it
+
+
+def _scan(netns_fd: int, ifname: str) -> tuple[ipaddress.IPv6Interface | None, bool]:
+    """(usable SLAAC address, whether DAD still runs: on a SLAAC address, or on the
+    link-local address, before which the interface sends no router solicitation)."""
+    with netns_ipr(netns_fd) as ipr:
+        found = ipr.link_lookup(ifname=ifname)
+        if not found:
+            return None, False
+        tentative = False
+        for a in ipr.get_addr(family=10, index=found[0]):
+            flags = int(a.get_attr("IFA_FLAGS") or a["flags"])
+            if a["scope"] == RT_SCOPE_LINK:
+                tentative |= bool(flags & IFA_F_TENTATIVE) and not flags & IFA_F_DADFAILED
+                continue
+            if a["scope"] != RT_SCOPE_UNIVERSE:
+                continue
+            if flags & (IFA_F_PERMANENT | IFA_F_DADFAILED):
+                continue  # not autoconfigured, or lost DAD
+            if flags & IFA_F_TENTATIVE:
+                tentative = True
+                continue
+            return ipaddress.IPv6Interface(f"{a.get_attr('IFA_ADDRESS')}/{a['prefixlen']}"), False
+        return None, tentative
+
+
+def _ra_router(netns_fd: int, ifname: str) -> ipaddress.IPv6Address | None:
+    with netns_ipr(netns_fd) as ipr:
+        found = ipr.link_lookup(ifname=ifname)
+        if not found:
+            return None
+        for r in ipr.get_routes(family=10, oif=found[0], table=RT_TABLE_MAIN):
+            gw = r.get_attr("RTA_GATEWAY")
+            if r["dst_len"] == 0 and gw:
+                return ipaddress.IPv6Address(gw)
+    return None
+
+
+def ra_wait_for(bridge: str) -> float:
+    """How long ADD waits for an RA on this bridge's LAN (see QUIET_LAN_WAIT)."""
+    if read_sysctl(f"net/ipv6/conf/{bridge}/accept_ra") not in ("1", "2"):
+        return RA_WAIT  # the node does not listen: it cannot tell
+    if read_sysctl(f"net/ipv6/conf/{bridge}/autoconf") == "0":
+        return RA_WAIT
+    with netns_ipr(None) as ipr:
+        found = ipr.link_lookup(ifname=bridge)
+        if not found:
+            return RA_WAIT
+        for a in ipr.get_addr(family=10, index=found[0]):
+            flags = int(a.get_attr("IFA_FLAGS") or a["flags"])
+            if a["scope"] == RT_SCOPE_UNIVERSE and not flags & IFA_F_PERMANENT:
+                return RA_WAIT  # autoconfigured (or moved there with its lifetime)
+        for r in ipr.get_routes(family=10, oif=found[0], table=RT_TABLE_MAIN):
+            if r["proto"] == RTPROT_RA:
+                return RA_WAIT
+    return QUIET_LAN_WAIT
+
+
+def wait_slaac(
+    netns_fd: int, ifname: str, up_at: float, timeout: float, ra_wait: float = RA_WAIT
+) -> SlaacAddress | None:
+    """The pod's SLAAC address, or None when no RA came within ``ra_wait`` of ``up_at`` (a
+    time.monotonic() value) or DAD did not end within ``timeout`` of it."""
+    dad_deadline = up_at + timeout
+    ra_deadline = min(up_at + ra_wait, dad_deadline)
+    while True:
+        address, tentative = _scan(netns_fd, ifname)
+        if address is not None:
+            return SlaacAddress(address, _ra_router(netns_fd, ifname))
+        now = time.monotonic()
+        if tentative:
+            # DAD (enabledad): the RA wait starts once the addresses are usable.
+            ra_deadline = min(now + ra_wait, dad_deadline)
+        if now >= ra_deadline:
+            if tentative:
+                log.warning("%s: IPv6 DAD did not end within ipam.timeout: IPv4 only", ifname)
+            return None
+        time.sleep(_POLL)
+
+
+def node_link_local(bridge: str, wait: float = 2.0) -> ipaddress.IPv6Address | None:
+    """The node's link-local address on ``bridge`` (the pod's IPv6 gateway in node mode).
+
+    A tentative one will do (the route only names it; the node answers for it once its DAD
+    ends, about a second after the bridge got its first port); a bridge that has none yet
+    gets ``wait`` seconds to form it.
+    """
+    deadline = time.monotonic() + wait
+    while True:
+        with netns_ipr(None) as ipr:
+            found = ipr.link_lookup(ifname=bridge)
+            if not found:
+                return None
+            for a in ipr.get_addr(family=10, index=found[0]):
+                flags = int(a.get_attr("IFA_FLAGS") or a["flags"])
+                if a["scope"] == RT_SCOPE_LINK and not flags & IFA_F_DADFAILED:
+                    return ipaddress.IPv6Address(a.get_attr("IFA_ADDRESS"))
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(_POLL)
+
+
+def keep_node_ras(bridge: str) -> None:
+    """Before IPv6 forwarding goes on: the bridge keeps accepting RAs (``accept_ra=2``).
+
+    Other interfaces that accept RAs with 1 would stop doing so: they are named in a
+    warning, not changed (the node's LAN interface is the bridge).
+    """
+    if read_sysctl(f"net/ipv6/conf/{bridge}/accept_ra") == "1":
+        write_sysctl(f"net/ipv6/conf/{bridge}/accept_ra", "2")
+        log.info("set net.ipv6.conf.%s.accept_ra=2: the node keeps its RAs when forwarding", bridge)
+    if read_sysctl("net/ipv6/conf/all/forwarding") == "1":
+        return
+    others = []
+    for name in sorted(os.listdir(PROC_SYS / "net/ipv6/conf")):
+        if name in (bridge, "all", "default", "lo") or name.startswith("veth"):
+            continue  # pods' host ends need no RAs
+        if read_sysctl(f"net/ipv6/conf/{name}/accept_ra") == "1":
+            others.append(name)
+    if others:
+        log.warning(
+            "IPv6 forwarding goes on for pods: %s stop accepting router advertisements "
+            "(set their accept_ra=2 to keep them)",
+            ", ".join(others),
+        )
