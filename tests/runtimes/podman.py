@@ -14,6 +14,7 @@ import resource
 import shutil
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 from testbed.sandbox import Sandbox, SandboxError
@@ -127,8 +128,33 @@ class Podman:
             self("tag", out[0], image.ref)
 
     def stop(self) -> None:
-        """Remove every container (podman stops them and runs CNI DEL)."""
+        """Remove every container (podman stops them and runs CNI DEL), then the storage.
+
+        conmon runs `podman container cleanup` after a container exits, asynchronously:
+        until that process is gone the storage driver's home (<root>/overlay) may still be
+        mounted. Wait for every process using this storage, then reset it, which unmounts
+        what is left of it; only a mount that survives that is a leak."""
         self("rm", "-a", "-f", "-t", "0", check=False)
+        deadline = time.monotonic() + 20
+        while _processes_using(self.dir) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        self("system", "reset", "--force", check=False)
 
     def remove_dir(self) -> None:
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _processes_using(directory: Path) -> list[int]:
+    """Pids whose command line names ``directory`` (podman, conmon and their cleanups)."""
+    needle = str(directory).encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if needle in cmdline:
+            found.append(int(entry.name))
+    return found
