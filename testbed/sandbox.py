@@ -501,6 +501,32 @@ class Sandbox:
         self._wait_until(daemon, lambda: self._listening_dhcp(daemon.pid), "listening on :67")
         return daemon
 
+    def start_radvd(self, *, min_delay_between_ras: float = 3.0) -> Daemon:
+        """radvd as the LAN's router (LAN_PREFIX6/64 for SLAAC) the way RFC 4861 describes
+        one: solicited RAs are multicast and at most one every ``min_delay_between_ras``
+        seconds, and unsolicited ones rare (30-60 s), so a second pod's solicitation right
+        after a first one's is answered up to that long later. Returns once it announces."""
+        self.enable_lan_ipv6()
+        conf = self.tmp / "radvd.conf"
+        conf.write_text(
+            "interface lan0 {\n"
+            "  AdvSendAdvert on;\n"
+            "  MinRtrAdvInterval 30;\n"
+            "  MaxRtrAdvInterval 60;\n"
+            f"  MinDelayBetweenRAs {min_delay_between_ras};\n"
+            "  AdvRASolicitedUnicast off;\n"
+            "  AdvDefaultLifetime 1800;\n"
+            f"  prefix {LAN_PREFIX6}/64 {{ AdvOnLink on; AdvAutonomous on; }};\n"
+            "};\n"
+        )
+        pid_file = self.tmp / "radvd.pid"
+        log_path = self.tmp / "radvd.log"
+        radvd = shutil.which("radvd") or "/usr/sbin/radvd"
+        cmd = [radvd, "--nodaemon", "-C", str(conf), "-p", str(pid_file), "-m", "stderr", "-d", "1"]
+        daemon = self._spawn("radvd", cmd, netns=self.lan, log_path=log_path)
+        self._wait_until(daemon, pid_file.exists, f"pid file {pid_file}")
+        return daemon
+
     def start_udhcpd(
         self,
         *,

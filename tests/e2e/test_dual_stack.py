@@ -186,3 +186,31 @@ def test_dhcp_mode_keeps_the_routers_ipv6_default(sandbox: Sandbox) -> None:
     assert v6_entry["gateway"] == router_ll[0]
     assert [r["gateway"] for r in v6_default(pod.name)] == router_ll
     assert ping(pod.name, BEHIND_IP6)
+
+
+def test_a_router_pacing_its_ras_still_gets_every_pod_reported(sandbox: Sandbox) -> None:
+    """RFC 4861 lets a router answer a solicitation up to MIN_DELAY_BETWEEN_RAS (3 s) after
+    its previous multicast RA, plus 0.5 s: the second of two pods added back to back hears
+    its RA seconds later. ADD must wait that long on a LAN the node knows announces IPv6,
+    or Kubernetes never learns the pod's IPv6 address (the kernel configures it anyway)."""
+    sb = sandbox
+    sb.start_dnsmasq()  # DHCPv4 only; radvd announces IPv6
+    sb.start_radvd(min_delay_between_ras=3)
+    wait_for("the node's RA default route", lambda: v6_default(sb.node, "eth0"))
+    sb.start_agent()
+    conf = conflist(sb)
+    families = []
+    for name in ("first", "second", "third"):
+        pod = sb.add_pod(name)
+        result = add(sb, pod, conf)
+        families.append(
+            sorted(ipaddress.ip_interface(ip["address"]).version for ip in result["ips"])
+        )
+        reported = [ip["address"] for ip in result["ips"] if ":" in ip["address"]]
+        assert reported == global_v6(pod.name, "eth0"), (name, result, global_v6(pod.name, "eth0"))
+    story = [
+        line
+        for line in sb.agent_logs().splitlines()
+        if " ADD " in line or "IPv6" in line or "takeover" in line
+    ]
+    assert families == [[4, 6]] * 3, "\n".join([str(families), *story])

@@ -8,13 +8,10 @@ import time
 
 import pytest
 
-from cni_bridge_dhcp.agent.datapath.slaac import RA_WAIT, wait_slaac
+from cni_bridge_dhcp.agent.datapath.slaac import RA_WAIT, RFC4861_RS_ANSWER, wait_slaac
 from testbed.sandbox import LAN_PREFIX6, Sandbox, run
 
 pytestmark = [pytest.mark.netns]
-
-
-RFC4861_RS_ANSWER = 3.5 + RA_WAIT  # MIN_DELAY_BETWEEN_RAS + MAX_RA_DELAY_TIME, + our wait
 
 
 def _fd(path: str) -> int:

@@ -8,7 +8,7 @@ import pytest
 
 from cni_bridge_dhcp.agent.commands.slaac_step import slaac_sysctls
 from cni_bridge_dhcp.agent.config import parse_netconf
-from cni_bridge_dhcp.agent.datapath.slaac import RA_WAIT, pod_ipv6_sysctls
+from cni_bridge_dhcp.agent.datapath.slaac import RA_WAIT, RFC4861_RS_ANSWER, pod_ipv6_sysctls
 from cni_bridge_dhcp.cni.errors import CNIError, ErrorCode
 
 
@@ -39,12 +39,20 @@ def test_off_disables_ipv6_on_the_pod_interface() -> None:
 
 def test_node_mode_refuses_the_ra_default_route_but_keeps_the_prefix() -> None:
     knobs = dict(pod_ipv6_sysctls("auto", "node"))
-    assert knobs == {"router_solicitation_delay": "0", "accept_ra_defrtr": "0"}
+    assert knobs["accept_ra_defrtr"] == "0"
     assert "accept_ra_pinfo" not in knobs and "autoconf" not in knobs
 
 
 def test_dhcp_mode_keeps_the_routers_default_route() -> None:
-    assert dict(pod_ipv6_sysctls("auto", "dhcp")) == {"router_solicitation_delay": "0"}
+    assert "accept_ra_defrtr" not in dict(pod_ipv6_sysctls("auto", "dhcp"))
+
+
+def test_the_pod_solicits_at_once_and_soon_again() -> None:
+    # ADD waits seconds, not RFC 4861's 4 s retransmission, for a lost first solicitation.
+    for mode in ("node", "dhcp", "none"):
+        knobs = dict(pod_ipv6_sysctls("auto", mode))
+        assert knobs["router_solicitation_delay"] == "0"
+        assert int(knobs["router_solicitation_interval"]) < RFC4861_RS_ANSWER
 
 
 def test_delegated_ipam_and_no_ipam_leave_ipv6_alone() -> None:
@@ -54,9 +62,9 @@ def test_delegated_ipam_and_no_ipam_leave_ipv6_alone() -> None:
     )
 
 
-def test_the_ra_wait_is_short() -> None:
-    # What an IPv4-only LAN costs at most (README): keep it small.
-    assert 0 < RA_WAIT <= 1.0
+def test_the_ra_wait_is_short_where_the_node_cannot_tell() -> None:
+    # What an IPv4-only LAN whose node ignores RAs costs at most (README): keep it small.
+    assert 0 < RA_WAIT <= 1.0 < RFC4861_RS_ANSWER
 
 
 def test_a_lan_the_node_saw_no_ras_on_waits_less() -> None:

@@ -41,7 +41,9 @@ async def slaac_add(
     ra_wait = await asyncio.to_thread(ra_wait_for, conf.bridge)
     slaac = await asyncio.to_thread(wait_slaac, netns_fd, ifname, up_at, ipam.timeout, ra_wait)
     if slaac is None:
-        return addressing  # no RA on this LAN: IPv4 only, not an error
+        # No RA on this LAN: IPv4 only, not an error.
+        log.debug("%s: no IPv6 from an RA within %.1f s of link-up: IPv4 only", ifname, ra_wait)
+        return addressing
     routes = addressing.routes
     gateway6 = slaac.router
     if conf.default_route == "node":

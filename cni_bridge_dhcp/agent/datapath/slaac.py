@@ -4,9 +4,10 @@ The kernel does SLAAC itself: the pod interface comes up with ``accept_ra`` (the
 default), sends a router solicitation at once (``router_solicitation_delay=0``) and forms
 its address from the RA's prefix and the interface identifier of its MAC (EUI-64, the
 namespace default ``addr_gen_mode=0``), so a pod with a stable MAC gets a stable address.
-ADD only waits for it: ``RA_WAIT`` seconds for the RA (``QUIET_LAN_WAIT`` when the node
-saw no RAs on the bridge itself), counted from link-up so DHCPv4 runs meanwhile, then, when the address is still tentative (DAD on),
-until DAD ends, bounded by ``ipam.timeout``.
+ADD only waits for it (``ra_wait_for``: as long as RFC 4861 lets a router take on a LAN the
+node learned RAs from, briefly where it cannot tell or learned none), counted from link-up
+so DHCPv4 runs meanwhile, then, when the address is still tentative (DAD on), until DAD
+ends, bounded by ``ipam.timeout``.
 
 With ``defaultRoute: "node"`` the pod must not take the RA's default route
 (``accept_ra_defrtr=0``; the prefix information still configures the address); its IPv6
@@ -30,12 +31,19 @@ from .sysctl import PROC_SYS, read_sysctl, write_sysctl
 
 log = logging.getLogger(__name__)
 
-# Seconds ADD waits for an RA after the pod link is up. Routers answer a solicitation
-# within MAX_RA_DELAY_TIME (0.5 s, RFC 4861 10.); twice that covers a loaded router.
+# Seconds ADD waits for an RA after the pod link is up, by what the node knows of its LAN.
+# A LAN the node learned RAs from: RFC 4861 (6.2.6, 10.) lets a router hold its answer to a
+# solicitation until MIN_DELAY_BETWEEN_RAS (3 s) after its previous multicast RA, plus up
+# to MAX_RA_DELAY_TIME (0.5 s): the second of two pods added in a row waits that long. And
+# the pod's solicitation leaves up to a second after link-up (the kernel's linkwatch delays
+# a carrier change by up to 1 s before addrconf sees it). The usual answer comes in
+# milliseconds, and DHCPv4 runs meanwhile.
+RFC4861_RS_ANSWER = 3.0 + 0.5 + 1.0
+# A node that does not listen for RAs on the bridge cannot tell whether the LAN sends any:
+# twice MAX_RA_DELAY_TIME covers an idle router without making an IPv4-only LAN pay 3.5 s.
 RA_WAIT = 1.0
-# ... unless the node itself listens for RAs on the bridge and has learned nothing from
-# them (no autoconfigured address, no RA route): then the LAN most likely has no RAs and
-# ADD waits only this long (usually less than DHCPv4 took, so nothing).
+# A node that listens and has learned nothing (no autoconfigured address, no RA route):
+# the LAN most likely has no RAs (usually less than DHCPv4 took, so nothing).
 QUIET_LAN_WAIT = 0.2
 RTPROT_RA = 9
 _POLL = 0.02
@@ -49,7 +57,10 @@ def pod_ipv6_sysctls(mode: str, default_route: str) -> tuple[tuple[str, str], ..
     """Per-interface IPv6 knobs for the pod, written before its link comes up."""
     if mode == "off":
         return (("disable_ipv6", "1"),)
-    knobs = [("router_solicitation_delay", "0")]
+    # Solicit at once, and again after 1 s rather than RFC 4861's 4 s if no RA came: the
+    # first solicitation of a pod on a bridge made moments ago is sometimes not answered,
+    # and ADD waits for the RA only seconds (RFC4861_RS_ANSWER).
+    knobs = [("router_solicitation_delay", "0"), ("router_solicitation_interval", "1")]
     if default_route != "dhcp":
         # "node": the default goes via the node; "none": no default at all.
         knobs.append(("accept_ra_defrtr", "0"))
@@ -99,7 +110,7 @@ def _ra_router(netns_fd: int, ifname: str) -> ipaddress.IPv6Address | None:
 
 
 def ra_wait_for(bridge: str) -> float:
-    """How long ADD waits for an RA on this bridge's LAN (see QUIET_LAN_WAIT)."""
+    """How long ADD waits for an RA on this bridge's LAN (see RFC4861_RS_ANSWER)."""
     if read_sysctl(f"net/ipv6/conf/{bridge}/accept_ra") not in ("1", "2"):
         return RA_WAIT  # the node does not listen: it cannot tell
     if read_sysctl(f"net/ipv6/conf/{bridge}/autoconf") == "0":
@@ -111,10 +122,10 @@ def ra_wait_for(bridge: str) -> float:
         for a in ipr.get_addr(family=10, index=found[0]):
             flags = int(a.get_attr("IFA_FLAGS") or a["flags"])
             if a["scope"] == RT_SCOPE_UNIVERSE and not flags & IFA_F_PERMANENT:
-                return RA_WAIT  # autoconfigured (or moved there with its lifetime)
+                return RFC4861_RS_ANSWER  # autoconfigured (or moved there with its lifetime)
         for r in ipr.get_routes(family=10, oif=found[0], table=RT_TABLE_MAIN):
             if r["proto"] == RTPROT_RA:
-                return RA_WAIT
+                return RFC4861_RS_ANSWER
     return QUIET_LAN_WAIT
 
 
