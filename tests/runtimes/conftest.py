@@ -7,13 +7,14 @@ a missing one fails the test (it is a declared dependency), it is never skipped.
 from __future__ import annotations
 
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from testbed.sandbox import Sandbox
+from testbed.sandbox import Sandbox, run
 from tests.e2e.helpers import NET, conflist
 from tests.runtimes.cri import Containerd
 from tests.runtimes.daemonset import build_daemonset_image
@@ -25,6 +26,15 @@ from tests.runtimes.podman import Podman
 # loopback; portmap and macvlan are chained/used by the scenarios
 REFERENCE_PLUGINS = ("loopback", "portmap", "macvlan")
 REFERENCE_DIR = Path("/usr/lib/cni")
+
+
+def wait_for_ra_default(netns: str, dev: str, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    cmd = ["ip", "-6", "route", "show", "default", "dev", dev]
+    while not run(cmd, netns=netns).stdout.strip():
+        if time.monotonic() > deadline:
+            pytest.fail(f"no IPv6 default route from the LAN's RAs on {dev} in {netns}")
+        time.sleep(0.2)
 
 
 def require(*tools: str) -> None:
@@ -51,10 +61,17 @@ def runtime_conflist(sb: Sandbox, *, portmap: bool = True, **plugin: Any) -> dic
 
 
 @pytest.fixture
-def node(sandbox: Sandbox) -> Sandbox:
+def node(sandbox: Sandbox, request: pytest.FixtureRequest) -> Sandbox:
     """dnsmasq on the LAN, the agent in the node, a private CNI bin dir with our plugin and
-    the reference plugins the runtimes need, and our conflist in a private conf dir."""
-    sandbox.start_dnsmasq()
+    the reference plugins the runtimes need, and our conflist in a private conf dir.
+
+    Parametrized indirectly with "dual-stack", the LAN also announces IPv6 (dnsmasq RAs)
+    and the node has learned it on its uplink before the agent starts, as a real node would.
+    """
+    dual_stack = getattr(request, "param", None) == "dual-stack"
+    sandbox.start_dnsmasq(ipv6_ra=dual_stack)
+    if dual_stack:
+        wait_for_ra_default(sandbox.node, "eth0")
     sandbox.start_agent()
     sandbox.plugin_wrapper()
     for name in REFERENCE_PLUGINS:

@@ -90,6 +90,7 @@ class PodSandbox:
     uid: str
     ip: str
     pid: int  # the pause process, for nsenter into the pod's network namespace
+    additional_ips: tuple[str, ...] = ()  # CRI's other family (dual-stack)
 
 
 class Containerd:
@@ -217,6 +218,7 @@ class Containerd:
             uid=config.metadata.uid,
             ip=status.status.network.ip,
             pid=int(info["pid"]),
+            additional_ips=tuple(x.ip for x in status.status.network.additional_ips),
         )
         self.pods[pod.id] = pod
         return pod

@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import ipaddress
 
+import pytest
+
 from testbed.sandbox import (
+    BEHIND_IP6,
+    LAN_PREFIX6,
     NODE_IP,
     POOL_END,
     POOL_START,
@@ -138,3 +142,30 @@ def test_portmap_chained_after_us_forwards_a_host_port(
     assert "8080" not in run(["iptables-save", "-t", "nat"], netns=sb.node).stdout
     assert pod.ip not in leased(sb)
     assert ip_json(["link"], sb.node)
+
+
+@pytest.mark.parametrize("node", ["dual-stack"], indirect=True)
+def test_dual_stack_pod_through_cri_reports_both_families(
+    node: Sandbox, containerd: Containerd
+) -> None:
+    """Issue 15: on a LAN that announces IPv6, kubelet learns both of the pod's addresses from
+    the sandbox status (CRI's ip and additional_ips), and the pod's IPv6 goes via the node."""
+    sb, ctrd = node, containerd
+    run(["ip6tables-nft", "-P", "FORWARD", "DROP"], netns=sb.node)
+    pod = ctrd.run_pod(ctrd.sandbox_config("dual-0", namespace="shop"))
+    assert in_pool(pod.ip) and pod.ip in leased(sb)
+    assert len(pod.additional_ips) == 1, pod
+    v6 = ipaddress.IPv6Address(pod.additional_ips[0])
+    assert v6 in ipaddress.IPv6Network(f"{LAN_PREFIX6}/64")
+    on_pod = ctrd.pod_run(pod, ["ip", "-6", "-o", "addr", "show", "dev", "eth0", "scope", "global"])
+    assert f"inet6 {v6}/64" in on_pod.stdout, on_pod.stdout
+    default6 = ctrd.pod_run(pod, ["ip", "-6", "route", "show", "default"]).stdout
+    assert "via fe80::" in default6, default6  # the node's link-local on the bridge
+    assert pod_ping(ctrd, pod, BEHIND_IP6), sb.agent_logs()[-3000:]
+    assert ping(sb.lan, str(v6))
+
+    ctrd.stop_pod(pod.id)
+    assert pod.ip not in leased(sb)
+    assert firewall_lines(sb, pod.id) == [] and not veths(sb)
+    ctrd.remove_pod(pod.id)
+    assert agent_report(sb)["pods"] == []
