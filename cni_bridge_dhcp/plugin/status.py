@@ -59,7 +59,7 @@ def render_status(report: dict[str, Any]) -> str:
         )
     widths = [max(len(str(r[i])) for r in rows) for i in range(len(header))]
     for row in rows:
-        lines.append("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+        lines.append("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip())
     return "\n".join(lines)
 
 
