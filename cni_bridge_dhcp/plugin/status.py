@@ -59,7 +59,9 @@ def render_status(report: dict[str, Any]) -> str:
         )
     widths = [max(len(str(r[i])) for r in rows) for i in range(len(header))]
     for row in rows:
-        lines.append("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip())
+        # Every row has len(header) cells; zip(strict=) would need python3 3.10 on the node.
+        cells = (str(c).ljust(widths[i]) for i, c in enumerate(row))
+        lines.append("  ".join(cells).rstrip())
     return "\n".join(lines)
 
 
