@@ -345,12 +345,15 @@ class Sandbox:
         netns: str,
         log_path: Path | None = None,
         env: dict[str, str] | None = None,
+        launcher: list[str] | None = None,
     ) -> Daemon:
+        """``cmd`` as a daemon in ``netns`` (own session, stopped by pid at teardown), behind
+        ``launcher`` if given (a command prefix entering ``netns`` its own way)."""
         log_path = log_path or self.tmp / f"{name}.log"
         log_fh = open(log_path, "ab")  # noqa: SIM115 - owned by the Daemon, closed in stop()
         try:
             proc = subprocess.Popen(
-                ["ip", "netns", "exec", netns, *cmd],
+                [*(launcher or ["ip", "netns", "exec", netns]), *cmd],
                 stdin=subprocess.DEVNULL,
                 stdout=log_fh,
                 stderr=subprocess.STDOUT,

@@ -13,11 +13,9 @@ removes them; tests/runtimes/mounts.py checks that none is left behind.
 
 from __future__ import annotations
 
-import os
-import subprocess
 from pathlib import Path
 
-from testbed.sandbox import NETNS_DIR, REPO_ROOT, Daemon, Sandbox
+from testbed.sandbox import NETNS_DIR, Daemon, Sandbox
 
 # The PATH a node's runtime runs with (systemd's), not this shell's: a pyenv shim first on
 # PATH would make every `#!/usr/bin/env python3` plugin exec a shell script (+150 ms).
@@ -40,21 +38,13 @@ def spawn_in_node(
     node: str | None = None,
 ) -> Daemon:
     """A daemon in ``node`` (default ``sb.node``; own session, stopped by pid at sandbox
-    teardown)."""
-    log_fh = open(log_path, "ab")  # noqa: SIM115 - owned by the Daemon, closed in stop()
-    try:
-        proc = subprocess.Popen(
-            node_cmd(sb, cmd, node=node),
-            stdin=subprocess.DEVNULL,
-            stdout=log_fh,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "PATH": NODE_PATH, **(env or {})},
-            cwd=str(REPO_ROOT),
-            start_new_session=True,
-        )
-    except BaseException:
-        log_fh.close()
-        raise
-    daemon = Daemon(name=name, proc=proc, log_path=log_path, _log_fh=log_fh)
-    sb.daemons.append(daemon)
-    return daemon
+    teardown), with the node's PATH and the machine's mounts."""
+    netns = node or sb.node
+    return sb._spawn(
+        name,
+        cmd,
+        netns=netns,
+        log_path=log_path,
+        env={"PATH": NODE_PATH, **(env or {})},
+        launcher=node_cmd(sb, [], node=netns),
+    )
