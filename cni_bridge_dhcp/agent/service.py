@@ -25,6 +25,7 @@ from ..cni.names import validate_container_id, validate_ifname
 from . import status
 from .commands import ipam_role, main_role
 from .commands.common import teardown
+from .commands.lease6_follow import on_lease6_change
 from .commands.lease_follow import on_lease_change
 from .commands.types import Datapath, Request
 from .commands.vanished import reap_vanished
@@ -110,7 +111,9 @@ class Agent:
             node_transports=default_node_transports,
         )
         await self._leases.start()
-        self._leases6 = Lease6Manager(self.state_dir)
+        self._leases6 = Lease6Manager(
+            self.state_dir, on_change=functools.partial(on_lease6_change, self)
+        )
         await self._leases6.start()
         for att in self.store.all():
             if att.state != AttachmentState.READY:

@@ -262,7 +262,8 @@ def links(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeLinks
     monkeypatch.setattr(main_role, "delete_pod_link", fake.delete_pod_link)
     monkeypatch.setattr(common, "delete_pod_link", fake.delete_pod_link)
     monkeypatch.setattr(slaac_step, "wait_slaac", lambda *_: None)  # a LAN without RAs
-    monkeypatch.setattr(dhcpv6_step.podaddr, "ra_managed", lambda *_: False)
+    monkeypatch.setattr(dhcpv6_step.podaddr, "ra_flags", lambda *_: 0)
+    monkeypatch.setattr(dhcpv6_step, "ra_wait_for", lambda *_: 0.0)
     yield fake
     assert fake.fds_still_open() == [], "a handler leaked the pod netns fd"
 

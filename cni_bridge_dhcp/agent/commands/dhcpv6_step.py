@@ -11,16 +11,17 @@ import asyncio
 import dataclasses
 import ipaddress
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ..config import NetConf
 from ..datapath.podroutes import PodAddressing, PodRoute, configure_pod
-from ..datapath.slaac import keep_node_ras, node_link_local
+from ..datapath.slaac import QUIET_LAN_WAIT, keep_node_ras, node_link_local, ra_wait_for
 from ..dhcp.v6 import podaddr
 from ..dhcp.v6.client import Bound6
 from ..dhcp.v6.identity import duid_for, iaid_for
-from ..dhcp.v6.lease import Lease6, Lease6Request
+from ..dhcp.v6.lease import Lease6, Lease6Request, Lease6State
 from ..firewall import enable_forwarding
 from .common import pod_ids
 from .types import Request, Services
@@ -28,16 +29,29 @@ from .types import Request, Services
 log = logging.getLogger(__name__)
 
 _DEFAULT6 = ipaddress.IPv6Network("::/0")
+# RFC 4861 10.: MIN_DELAY_BETWEEN_RAS (3 s) + MAX_RA_DELAY_TIME (0.5 s), rounded up
+RA_LATE_WAIT = 4.0
 Undo = Callable[[], Awaitable[None]]
 
 
-def wants_dhcpv6(conf: NetConf, netns_fd: int, ifname: str) -> bool:
+def wants_dhcpv6(conf: NetConf, netns_fd: int, ifname: str, deadline: float) -> bool:
+    """``ipam.dhcpv6``, else the M flag of the RA the pod received. When none came yet but
+    the node has learned from RAs on this LAN (slaac.ra_wait_for), the pod's RA is late,
+    not missing: a router may hold its answer to a solicitation for RA_LATE_WAIT
+    (RFC 4861 6.2.6), and on a managed LAN without an autonomous prefix the SLAAC step
+    had nothing to wait for. Bounded by ``deadline`` (ipam.timeout from link-up)."""
     ipam = conf.ipam
     if ipam is None or not ipam.is_ours or ipam.ipv6 == "off" or conf.disable_container_interface:
         return False
     if ipam.dhcpv6 is not None:
         return ipam.dhcpv6
-    return podaddr.ra_managed(netns_fd, ifname)
+    flags = podaddr.ra_flags(netns_fd, ifname)
+    if not flags & podaddr.IF_RA_RCVD and ra_wait_for(conf.bridge) > QUIET_LAN_WAIT:
+        end = min(time.monotonic() + RA_LATE_WAIT, deadline)
+        while not flags & podaddr.IF_RA_RCVD and time.monotonic() < end:
+            time.sleep(0.05)
+            flags = podaddr.ra_flags(netns_fd, ifname)
+    return bool(flags & podaddr.IF_RA_MANAGED)
 
 
 async def dhcpv6_add(
@@ -49,8 +63,11 @@ async def dhcpv6_add(
     addressing: PodAddressing,
     dns: dict[str, Any],
     undo: list[Undo],
+    up_at: float,
 ) -> tuple[PodAddressing, dict[str, Any]]:
-    if not await asyncio.to_thread(wants_dhcpv6, conf, netns_fd, req.ifname):
+    """``addressing`` and ``dns`` with the pod's DHCPv6 lease added, if it wants one."""
+    deadline = up_at + (conf.ipam.timeout if conf.ipam is not None else 0.0)
+    if not await asyncio.to_thread(wants_dhcpv6, conf, netns_fd, req.ifname, deadline):
         return addressing, dns
     assert conf.ipam is not None
     pod_ns, pod_name = pod_ids(req)
@@ -115,6 +132,14 @@ async def dhcpv6_add(
         ),
         merge_dns(dns, lease),
     )
+
+
+def dhcpv6_drift(services: Services, key: str) -> list[str]:
+    """CHECK: a DHCPv6 lease that ended (its address is checked with the result's ips)."""
+    lease = services.leases6.get(key)
+    if lease is not None and lease.state == Lease6State.EXPIRED:
+        return [f"the DHCPv6 lease of {lease.address.ip} for {key} has ended"]
+    return []
 
 
 def merge_dns(dns: dict[str, Any], lease: Lease6) -> dict[str, Any]:

@@ -51,7 +51,7 @@ from .common import (
     static_routes,
     teardown,
 )
-from .dhcpv6_step import dhcpv6_add
+from .dhcpv6_step import dhcpv6_add, dhcpv6_drift
 from .prevresult import parse_prev_result
 from .slaac_step import slaac_add, slaac_sysctls
 from .types import Datapath, Request, Services
@@ -158,7 +158,7 @@ async def _add(services: Services, req: Request, conf: NetConf, netns_fd: int) -
             await asyncio.to_thread(configure_pod, netns_fd, req.ifname, addressing)
             addressing = await slaac_add(conf, req.ifname, netns_fd, up_at, addressing)
             addressing, dns = await dhcpv6_add(
-                services, conf, req, key, netns_fd, addressing, dns, undo
+                services, conf, req, key, netns_fd, addressing, dns, undo, up_at
             )
         maybe_crash("add:routes")
 
@@ -425,6 +425,7 @@ async def cmd_check(services: Services, req: Request) -> dict[str, Any]:
         lease = services.leases.get(key)
         if lease is None or lease.state == EXPIRED:
             drift.append(f"no bound DHCP lease for {key}")
+        drift += dhcpv6_drift(services, key)
     fw = await services.firewall.firewall_for(conf.firewall_backend)
     rules = pod_rules(att)
     missing = await services.firewall.run(fw.check_pod, rules)

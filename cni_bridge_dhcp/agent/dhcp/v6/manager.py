@@ -34,7 +34,8 @@ from .transport import Gone, PodTransport6Factory, Target6, Transport6Factory
 log = logging.getLogger(__name__)
 
 _MAX_SLEEP = 60.0
-# (key, old, new): new None = lost; old None = regained; both = renewed (lifetimes moved on)
+# (key, old, new): new None = lost; otherwise renewed or regained (old then EXPIRED: its
+# address is off the pod already), possibly at another address than old's
 Change6Hook = Callable[[str, Lease6 | None, Lease6 | None], Awaitable[None]]
 
 
@@ -61,7 +62,7 @@ async def default_on_change6(key: str, old: Lease6 | None, new: Lease6 | None) -
             await asyncio.to_thread(podaddr.remove_address, fd, old.ifname, old.address)
             return
         assert new is not None
-        if old is not None and old.address != new.address:
+        if old is not None and old.state != Lease6State.EXPIRED and old.address != new.address:
             await asyncio.to_thread(podaddr.remove_address, fd, old.ifname, old.address)
         # re-read the prefix: the RA's on-link prefix may have come or gone meanwhile
         plen = await asyncio.to_thread(podaddr.onlink_prefixlen, fd, new.ifname, new.address.ip)
@@ -361,7 +362,7 @@ class Lease6Manager:
         )
         await self._commit(entry, lease)
         self._log(lease)
-        await self._hook(lease.key, None if old.state == Lease6State.EXPIRED else old, lease)
+        await self._hook(lease.key, old, lease)
 
     async def _lose(self, entry: _Entry, why: str) -> None:
         old = entry.lease

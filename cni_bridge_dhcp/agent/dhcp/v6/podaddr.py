@@ -17,23 +17,31 @@ log = logging.getLogger(__name__)
 AF_INET6 = 10
 RTPROT_KERNEL = 2
 RTPROT_RA = 9
-IF_RA_MANAGED = 0x40  # linux/if_link.h: the last RA had the M flag
+# linux/if_link.h
+IF_RA_RCVD = 0x20  # an RA came
+IF_RA_MANAGED = 0x40  # the last RA had the M flag
 IFA_F_NODAD = 0x02
 
 
-def ra_managed(netns_fd: int, ifname: str) -> bool:
-    """Whether the router advertisement the pod interface received had the M flag."""
+def ra_flags(netns_fd: int | None, ifname: str) -> int:
+    """The IPv6 RA flags of ``ifname`` (in the namespace ``netns_fd``, None: the node's):
+    IF_RA_RCVD once any RA came, IF_RA_MANAGED when the last one had the M flag."""
     with netns_ipr(netns_fd) as ipr:
         found = ipr.link_lookup(ifname=ifname)
         if not found:
-            return False
+            return 0
         links = ipr.get_links(found[0])
         if not links:
-            return False
+            return 0
         spec = links[0].get_attr("IFLA_AF_SPEC")
         inet6 = spec.get_attr("AF_INET6") if spec is not None else None
         flags = inet6.get_attr("IFLA_INET6_FLAGS") if inet6 is not None else None
-        return bool(int(flags or 0) & IF_RA_MANAGED)
+        return int(flags or 0)
+
+
+def ra_managed(netns_fd: int | None, ifname: str) -> bool:
+    """Whether the last router advertisement ``ifname`` received had the M flag."""
+    return bool(ra_flags(netns_fd, ifname) & IF_RA_MANAGED)
 
 
 def onlink_prefixlen(netns_fd: int, ifname: str, address: IPv6Address) -> int:
