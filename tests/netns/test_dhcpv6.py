@@ -246,3 +246,26 @@ def test_no_dhcpv6_server_is_a_timeout_error_and_nothing_is_left(sandbox: Sandbo
     chain = pod_chain(NET, container_id(pod), "eth0")
     for save in (["iptables-save"], ["ip6tables-save"], ["nft", "list", "ruleset"]):
         assert chain not in run(save, netns=sb.node, check=False).stdout, save
+
+
+def test_lease_lost_when_the_server_is_gone_then_regained(sandbox: Sandbox) -> None:
+    """Kea stops answering: RENEW then REBIND go unanswered, the lease ends at its valid
+    lifetime, the address comes off the pod (logged); once Kea is back the client
+    solicits again and the pod has an address again."""
+    sb = sandbox
+    sb.start_dnsmasq(ipv6_ra=True)
+    kea = start_kea6(sb)  # valid 20 s, T1 5 s, T2 10 s
+    sb.start_agent()
+    conf = conflist(sb)
+    conf["plugins"][0]["ipam"]["dhcpv6"] = True
+    pod = sb.add_pod("lost")
+    v6 = dhcpv6_ip(add(sb, pod, conf, cni_args=K8S))
+    kea.stop()
+    wait_for("the lease to end", lambda: "dhcpv6 state=EXPIRED" in sb.agent_logs(), 30)
+    logs = sb.agent_logs()
+    assert "dhcpv6 state=RENEWING" in logs and "dhcpv6 state=REBINDING" in logs
+    assert str(v6) not in v6_addrs(pod)
+    start_kea6(sb)
+    wait_for("the address back", lambda: str(v6) in v6_addrs(pod), 40)
+    cnitool(sb, "check", pod, conf)
+    cnitool(sb, "del", pod, conf)

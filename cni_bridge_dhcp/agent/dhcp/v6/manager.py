@@ -380,9 +380,16 @@ class Lease6Manager:
         attempt = 0
         while True:
             lease = entry.lease
+            # its old address, unless another of our pods has been given it meanwhile
+            held = any(
+                e.lease.address.ip == lease.address.ip
+                for k, e in self._entries.items()
+                if k != lease.key
+            )
+            prefer = None if held else lease.address.ip
             tr = await self.transports.open(_target(lease))
             try:
-                bound = await entry.client.obtain(tr, self.reacquire_timeout)
+                bound = await entry.client.obtain(tr, self.reacquire_timeout, prefer=prefer)
             except (Dhcp6Timeout, Dhcp6Refused) as exc:
                 log.warning("%s: DHCPv6 re-acquiring failed: %s", lease.key, exc)
             else:
