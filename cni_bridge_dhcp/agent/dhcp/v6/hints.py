@@ -12,18 +12,18 @@ import time
 from ipaddress import IPv6Address
 from pathlib import Path
 
+from ....cni.defaults import ADDRESS_BOOK6
 from ....cni.errors import CNIError
 from ...state import statefile
 
 log = logging.getLogger(__name__)
 
-HINTS_FILE = "addressbook6.json"
 MAX_ENTRIES = 4096
 
 
 class AddressHints6:
     def __init__(self, state_dir: Path) -> None:
-        self.path = Path(state_dir) / HINTS_FILE
+        self.path = Path(state_dir) / ADDRESS_BOOK6
         self._lock = threading.Lock()
         self._entries: dict[str, tuple[str, float]] = {}
         try:

@@ -18,13 +18,13 @@ from ipaddress import IPv6Address, IPv6Interface
 from pathlib import Path
 from typing import Any
 
+from ....cni.defaults import LEASES6_DIR
 from ...state import statefile
 from .client import Bound6
 from .codec import INFINITY
 
 log = logging.getLogger(__name__)
 
-LEASES6_DIR = "leases6"
 RECORD_VERSION = 1
 
 
