@@ -470,3 +470,28 @@ def test_acquire_timeout_is_cni_code_100_naming_dhcpv6(tmp_path: Path) -> None:
         asyncio.run(main())
     assert info.value.code == ErrorCode.DHCP_TIMEOUT and "DHCPv6" in info.value.msg
     assert manager.journal.load() == []
+
+
+# -- config ----------------------------------------------------------------------------------
+
+
+def _netconf(**ipam: object) -> dict[str, object]:
+    return {
+        "cniVersion": "1.0.0",
+        "name": "lan",
+        "type": "cni-bridge-dhcp",
+        "ipam": {"type": "dhcp", **ipam},
+    }
+
+
+def test_ipam_dhcpv6_key() -> None:
+    from cni_bridge_dhcp.agent.config import parse_netconf
+
+    conf = parse_netconf(_netconf())
+    assert conf.ipam is not None and conf.ipam.dhcpv6 is None  # follow the RA's M flag
+    conf = parse_netconf(_netconf(dhcpv6=True))
+    assert conf.ipam is not None and conf.ipam.dhcpv6 is True
+    for bad in ({"dhcpv6": "yes please"}, {"dhcpv6": True, "ipv6": "off"}):
+        with pytest.raises(CNIError) as info:
+            parse_netconf(_netconf(**bad))
+        assert info.value.code == ErrorCode.INVALID_CONFIG and "dhcpv6" in info.value.msg
