@@ -88,6 +88,9 @@ class IPAMConf(_Model):
     # for an RA (datapath/slaac.RA_WAIT) and reports the address; "off" disables IPv6 on
     # the pod interface.
     ipv6: Literal["auto", "off"] = "auto"
+    # Stateful DHCPv6 (IA_NA) for the pod (dhcp/v6): true always, false never, absent when
+    # the RA the pod received has the M (managed) flag.
+    dhcpv6: bool | None = None
     daemon_socket_path: str | None = Field(None, alias="daemonSocketPath")
     agent_socket: str | None = Field(None, alias="agentSocket")
 
@@ -122,6 +125,12 @@ class IPAMConf(_Model):
     @property
     def is_ours(self) -> bool:
         return self.type in ("dhcp", "cni-bridge-dhcp")
+
+    @model_validator(mode="after")
+    def _dhcpv6_needs_ipv6(self) -> IPAMConf:
+        if self.dhcpv6 and self.ipv6 == "off":
+            raise ValueError('ipam.dhcpv6 true conflicts with ipam.ipv6 "off"')
+        return self
 
     @model_validator(mode="after")
     def _one_client_id(self) -> IPAMConf:

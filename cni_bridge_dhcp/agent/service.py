@@ -25,6 +25,7 @@ from ..cni.names import validate_container_id, validate_ifname
 from . import status
 from .commands import ipam_role, main_role
 from .commands.common import teardown
+from .commands.lease6_follow import on_lease6_change
 from .commands.lease_follow import on_lease_change
 from .commands.types import Datapath, Request
 from .commands.vanished import reap_vanished
@@ -33,6 +34,7 @@ from .datapath.bridge import BridgeSpec, ensure_bridge
 from .datapath.netlink import netns_ipr
 from .dhcp import LeaseManager
 from .dhcp.manager import default_node_transports
+from .dhcp.v6.manager import Lease6Manager
 from .firewall import enable_forwarding
 from .firewall.registry import FirewallRegistry
 from .runtime.fdlimits import is_fd_exhaustion
@@ -72,6 +74,7 @@ class Agent:
         self.firewall_interval = firewall_interval
         self.firewall = FirewallRegistry(self.store)
         self._leases: LeaseManager | None = None
+        self._leases6: Lease6Manager | None = None
         self._locks = KeyedLocks()
         self._setup_lock = threading.Lock()
         self._tasks: list[asyncio.Task[None]] = []
@@ -86,6 +89,12 @@ class Agent:
         if self._leases is None:
             raise CNIError(ErrorCode.TRY_AGAIN_LATER, "the agent is still starting")
         return self._leases
+
+    @property
+    def leases6(self) -> Lease6Manager:
+        if self._leases6 is None:
+            raise CNIError(ErrorCode.TRY_AGAIN_LATER, "the agent is still starting")
+        return self._leases6
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -102,6 +111,10 @@ class Agent:
             node_transports=default_node_transports,
         )
         await self._leases.start()
+        self._leases6 = Lease6Manager(
+            self.state_dir, on_change=functools.partial(on_lease6_change, self)
+        )
+        await self._leases6.start()
         for att in self.store.all():
             if att.state != AttachmentState.READY:
                 log.warning("cleaning up interrupted ADD of %s", att.key)
@@ -165,6 +178,8 @@ class Agent:
                 await task
         if self._leases is not None:
             await self._leases.close()
+        if self._leases6 is not None:
+            await self._leases6.close()
 
     # ------------------------------------------------------------ requests
 

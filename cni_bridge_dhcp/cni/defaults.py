@@ -15,3 +15,5 @@ LEASES_DIR = "leases"  # agent/dhcp/journal.py: one lease per file
 ADDRESS_BOOK = "addressbook.json"  # agent/state/addressbook.py
 UPLINK_JOURNAL = "uplink.json"  # agent/uplink/journal.py: the takeover journal
 DHCP_SERVERS = "dhcp-servers.json"  # agent/dhcp/servermacs.py: learned server MACs
+LEASES6_DIR = "leases6"  # agent/dhcp/v6/lease.py: one DHCPv6 lease per file
+ADDRESS_BOOK6 = "addressbook6.json"  # agent/dhcp/v6/hints.py: last DHCPv6 address per DUID

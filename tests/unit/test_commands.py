@@ -20,12 +20,13 @@ from typing import Any
 
 import pytest
 
-from cni_bridge_dhcp.agent.commands import common, main_role, slaac_step
+from cni_bridge_dhcp.agent.commands import common, dhcpv6_step, main_role, slaac_step
 from cni_bridge_dhcp.agent.commands.types import Datapath, Request
 from cni_bridge_dhcp.agent.config import NetConf
 from cni_bridge_dhcp.agent.datapath.podroutes import PodAddressing
 from cni_bridge_dhcp.agent.datapath.veth import VethInfo, VethSpec
 from cni_bridge_dhcp.agent.dhcp import BOUND, Lease, LeaseRequest
+from cni_bridge_dhcp.agent.dhcp.v6.manager import Lease6Manager
 from cni_bridge_dhcp.agent.firewall.model import PodRules
 from cni_bridge_dhcp.agent.firewall.registry import FirewallRegistry
 from cni_bridge_dhcp.agent.state.addressbook import AddressBook
@@ -172,6 +173,8 @@ class FakeServices:
         self.fw = FakeFirewall()
         self.firewall = FirewallRegistry(self.store, make=lambda requested: self.fw)
         self.fake_leases = FakeLeases()
+        # real, and idle: no DHCPv6 on these LANs (nothing to release, no packets)
+        self.leases6 = Lease6Manager(state_dir)
         self.fail_datapath: CNIError | None = None
 
     @property
@@ -259,6 +262,8 @@ def links(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeLinks
     monkeypatch.setattr(main_role, "delete_pod_link", fake.delete_pod_link)
     monkeypatch.setattr(common, "delete_pod_link", fake.delete_pod_link)
     monkeypatch.setattr(slaac_step, "wait_slaac", lambda *_: None)  # a LAN without RAs
+    monkeypatch.setattr(dhcpv6_step.podaddr, "ra_flags", lambda *_: 0)
+    monkeypatch.setattr(dhcpv6_step, "ra_wait_for", lambda *_: 0.0)
     yield fake
     assert fake.fds_still_open() == [], "a handler leaked the pod netns fd"
 

@@ -266,6 +266,7 @@ async def teardown(
     try:
         if att.ipam == "dhcp":
             await step("lease release", services.leases.release(att.key))
+            await step("DHCPv6 lease release", services.leases6.release(att.key))
         elif att.ipam:
             delegate = att.delegate
             raw = (

@@ -51,6 +51,7 @@ from .common import (
     static_routes,
     teardown,
 )
+from .dhcpv6_step import dhcpv6_add, dhcpv6_drift
 from .prevresult import parse_prev_result
 from .slaac_step import slaac_add, slaac_sysctls
 from .types import Datapath, Request, Services
@@ -156,6 +157,9 @@ async def _add(services: Services, req: Request, conf: NetConf, netns_fd: int) -
         if addressing is not None:
             await asyncio.to_thread(configure_pod, netns_fd, req.ifname, addressing)
             addressing = await slaac_add(conf, req.ifname, netns_fd, up_at, addressing)
+            addressing, dns = await dhcpv6_add(
+                services, conf, req, key, netns_fd, addressing, dns, undo, up_at
+            )
         maybe_crash("add:routes")
 
         att.ips = [str(a) for a in addressing.addresses] if addressing else []
@@ -365,6 +369,8 @@ async def _del_unrecorded(
     by CNI_IFNAME in the pod goes; its host end goes with it."""
     if services.leases.get(key) is not None:
         await services.leases.release(key)
+    if services.leases6.get(key) is not None:
+        await services.leases6.release(key)
     if netns_fd is not None:
         await asyncio.to_thread(delete_pod_link, netns_fd, req.ifname, None)
     if conf.ipam is not None and not conf.ipam.is_ours and req.cni_path:
@@ -419,6 +425,7 @@ async def cmd_check(services: Services, req: Request) -> dict[str, Any]:
         lease = services.leases.get(key)
         if lease is None or lease.state == EXPIRED:
             drift.append(f"no bound DHCP lease for {key}")
+        drift += dhcpv6_drift(services, key)
     fw = await services.firewall.firewall_for(conf.firewall_backend)
     rules = pod_rules(att)
     missing = await services.firewall.run(fw.check_pod, rules)
@@ -462,6 +469,12 @@ async def cmd_gc(services: Services, req: Request) -> dict[str, Any]:
         cid, _, ifname = rest.rpartition("/")
         if network == conf.name and (cid, ifname) not in valid:
             await services.leases.release(lease.key)
+            removed += 1
+    for lease6 in services.leases6.leases():
+        network, _, rest = lease6.key.partition("/")
+        cid, _, ifname = rest.rpartition("/")
+        if network == conf.name and (cid, ifname) not in valid:
+            await services.leases6.release(lease6.key)
             removed += 1
     removed += await services.firewall.gc_rules(conf.name, valid)
     log.info(

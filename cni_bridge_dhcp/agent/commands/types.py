@@ -13,6 +13,7 @@ from typing import Any, Literal, Protocol
 
 from ..config import NetConf
 from ..dhcp import LeaseManager
+from ..dhcp.v6.manager import Lease6Manager
 from ..firewall.registry import FirewallRegistry
 from ..state.addressbook import AddressBook
 from ..state.attachments import AttachmentStore
@@ -59,6 +60,9 @@ class Services(Protocol):
 
     @property
     def leases(self) -> LeaseManager: ...
+
+    @property
+    def leases6(self) -> Lease6Manager: ...
 
     async def ensure_datapath(self, conf: NetConf) -> Datapath: ...
 

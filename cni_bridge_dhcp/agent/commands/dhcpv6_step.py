@@ -1,0 +1,159 @@
+"""ADD's stateful IPv6 step: a DHCPv6 (IA_NA) lease for the pod, when ``ipam.dhcpv6`` is
+true, or absent and the RA the pod received has the M flag (runs after the SLAAC step,
+which has waited for that RA). The address goes on the pod interface with its lifetimes
+and into the result with the RA's on-link prefix length (else /128); the IPv6 default
+route is the SLAAC step's (via the node's link-local in "node" mode), added here when
+SLAAC gave none; DNS from options 23/24 is appended to the DHCPv4 lease's."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import ipaddress
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from ..config import NetConf
+from ..datapath.podroutes import PodAddressing, PodRoute, configure_pod
+from ..datapath.slaac import QUIET_LAN_WAIT, keep_node_ras, node_link_local, ra_wait_for
+from ..dhcp.v6 import podaddr
+from ..dhcp.v6.client import Bound6
+from ..dhcp.v6.identity import duid_for, iaid_for
+from ..dhcp.v6.lease import Lease6, Lease6Request, Lease6State
+from ..firewall import enable_forwarding
+from .common import pod_ids
+from .types import Request, Services
+
+log = logging.getLogger(__name__)
+
+_DEFAULT6 = ipaddress.IPv6Network("::/0")
+Undo = Callable[[], Awaitable[None]]
+
+
+def wants_dhcpv6(conf: NetConf, netns_fd: int, ifname: str, up_at: float) -> bool:
+    """``ipam.dhcpv6``, else the M flag of the RA the pod received. When none came yet but
+    the node has learned from RAs on this LAN, the pod's RA is late, not missing: it is
+    waited for as long as the SLAAC step would (slaac.ra_wait_for, from link-up), since on
+    a managed LAN without an autonomous prefix that step had no address to wait for."""
+    ipam = conf.ipam
+    if ipam is None or not ipam.is_ours or ipam.ipv6 == "off" or conf.disable_container_interface:
+        return False
+    if ipam.dhcpv6 is not None:
+        return ipam.dhcpv6
+    flags = podaddr.ra_flags(netns_fd, ifname)
+    ra_wait = ra_wait_for(conf.bridge)
+    if not flags & podaddr.IF_RA_RCVD and ra_wait > QUIET_LAN_WAIT:
+        end = up_at + min(ra_wait, ipam.timeout)
+        while not flags & podaddr.IF_RA_RCVD and time.monotonic() < end:
+            time.sleep(0.05)
+            flags = podaddr.ra_flags(netns_fd, ifname)
+    return bool(flags & podaddr.IF_RA_MANAGED)
+
+
+async def dhcpv6_add(
+    services: Services,
+    conf: NetConf,
+    req: Request,
+    key: str,
+    netns_fd: int,
+    addressing: PodAddressing,
+    dns: dict[str, Any],
+    undo: list[Undo],
+    up_at: float,
+) -> tuple[PodAddressing, dict[str, Any]]:
+    """``addressing`` and ``dns`` with the pod's DHCPv6 lease added, if it wants one."""
+    if not await asyncio.to_thread(wants_dhcpv6, conf, netns_fd, req.ifname, up_at):
+        return addressing, dns
+    assert conf.ipam is not None
+    pod_ns, pod_name = pod_ids(req)
+    leases6 = services.leases6
+    duid = duid_for(pod_ns, pod_name, req.container_id, conf.name, req.ifname)
+    if leases6.duid_in_use(duid, key):
+        # another live sandbox of the pod holds its identity: as claim_identity does for v4
+        duid = duid_for(pod_ns, pod_name, req.container_id, conf.name, req.ifname, per_sandbox=True)
+    request = Lease6Request(
+        key=key,
+        netns_path=req.netns,
+        netns_fd=netns_fd,
+        ifname=req.ifname,
+        duid=duid,
+        iaid=iaid_for(duid),
+        timeout=conf.ipam.timeout,
+        meta={"network": conf.name, "containerId": req.container_id},
+    )
+
+    async def prefixlen_of(bound: Bound6) -> int:
+        return await asyncio.to_thread(
+            podaddr.onlink_prefixlen, netns_fd, req.ifname, bound.address
+        )
+
+    lease = await leases6.acquire(request, prefixlen_of)
+
+    async def release() -> None:
+        await leases6.release(key)
+
+    undo.append(release)
+    now = services.leases6.clock.time()
+    preferred, valid = lease.lifetimes_at(now)
+    await asyncio.to_thread(
+        podaddr.set_address, netns_fd, req.ifname, lease.address, preferred, valid
+    )
+    routes = addressing.routes
+    gateway6 = addressing.gateway6
+    if conf.default_route == "node" and not any(
+        r.dst == _DEFAULT6 for r in routes if isinstance(r.dst, ipaddress.IPv6Network)
+    ):
+        gateway6 = await asyncio.to_thread(_node_gateway6, conf.bridge)
+        if gateway6 is None:
+            log.warning(
+                "%s: the node has no IPv6 link-local address on %s: the pod's DHCPv6 "
+                "address has no default route",
+                req.ifname,
+                conf.bridge,
+            )
+        else:
+            route = PodRoute(_DEFAULT6, gateway6)
+            await asyncio.to_thread(
+                configure_pod, netns_fd, req.ifname, PodAddressing(addresses=(), routes=(route,))
+            )
+            routes = (*routes, route)
+    log.info("%s: DHCPv6 address %s from server %s", key, lease.address, lease.server)
+    return (
+        dataclasses.replace(
+            addressing,
+            addresses=(*addressing.addresses, lease.address),
+            routes=routes,
+            gateway6=gateway6,
+        ),
+        merge_dns(dns, lease),
+    )
+
+
+def dhcpv6_drift(services: Services, key: str) -> list[str]:
+    """CHECK: a DHCPv6 lease that ended (its address is checked with the result's ips)."""
+    lease = services.leases6.get(key)
+    if lease is not None and lease.state == Lease6State.EXPIRED:
+        return [f"the DHCPv6 lease of {lease.address.ip} for {key} has ended"]
+    return []
+
+
+def merge_dns(dns: dict[str, Any], lease: Lease6) -> dict[str, Any]:
+    """The DHCPv4 lease's DNS first, then the DHCPv6 servers and search domains it lacks."""
+    servers = list(dns.get("nameservers") or [])
+    servers += [str(s) for s in lease.dns_servers if str(s) not in servers]
+    search = list(dns.get("search") or [])
+    search += [d for d in lease.domains if d not in search]
+    merged = dict(dns)
+    merged["nameservers"] = servers
+    merged["search"] = search
+    return merged
+
+
+def _node_gateway6(bridge: str) -> ipaddress.IPv6Address | None:
+    gateway = node_link_local(bridge)
+    if gateway is not None:
+        keep_node_ras(bridge)  # before forwarding goes on: it would drop the node's RAs
+        enable_forwarding(True)
+    return gateway

@@ -1,0 +1,255 @@
+"""A pod's DHCPv6 lease (one IA_NA address), its deadlines, and its journal record.
+
+Deadlines are wall-clock seconds counted from when the exchange that bound it began
+(RFC 8415 18.2.10.1), so they survive an agent restart. T1/T2 of 0 (the server leaves
+them to the client) become 0.5 and 0.8 of the preferred lifetime (RFC 8415 21.4).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import hashlib
+import json
+import logging
+import os
+from dataclasses import dataclass, replace
+from ipaddress import IPv6Address, IPv6Interface
+from pathlib import Path
+from typing import Any
+
+from ....cni.defaults import LEASES6_DIR
+from ...state import statefile
+from .client import Bound6
+from .codec import INFINITY
+
+log = logging.getLogger(__name__)
+
+RECORD_VERSION = 1
+
+
+class Lease6State(enum.StrEnum):
+    BOUND = "BOUND"
+    RENEWING = "RENEWING"
+    REBINDING = "REBINDING"
+    EXPIRED = "EXPIRED"
+
+
+@dataclass(frozen=True)
+class Lease6Request:
+    key: str
+    netns_path: str
+    netns_fd: int
+    ifname: str
+    duid: bytes
+    iaid: int
+    timeout: float
+    meta: dict[str, str]
+
+
+@dataclass(frozen=True)
+class Lease6:
+    key: str
+    netns_path: str
+    netns_inode: int
+    ifname: str
+    duid: bytes
+    iaid: int
+    server_id: bytes
+    server: IPv6Address
+    address: IPv6Interface  # the prefix length is the on-link prefix's when an RA covers it
+    preferred: int
+    valid: int
+    t1: int
+    t2: int
+    bound_at: float
+    renew_at: float
+    rebind_at: float
+    expires_at: float
+    state: Lease6State
+    dns_servers: tuple[IPv6Address, ...] = ()
+    domains: tuple[str, ...] = ()
+    meta: dict[str, str] | None = None
+
+    def with_state(self, state: Lease6State) -> Lease6:
+        return replace(self, state=state)
+
+    def lifetimes_at(self, now: float) -> tuple[int, int]:
+        """(preferred, valid) seconds left at ``now``, for the address on the interface."""
+        if self.valid == INFINITY:
+            return INFINITY, INFINITY
+        valid = max(0, int(self.expires_at - now))
+        preferred = min(valid, max(0, int(self.bound_at + self.preferred - now)))
+        return preferred, valid
+
+
+def bind6(
+    bound: Bound6,
+    *,
+    key: str,
+    netns_path: str,
+    inode: int,
+    ifname: str,
+    duid: bytes,
+    iaid: int,
+    prefixlen: int,
+    meta: dict[str, str] | None,
+) -> Lease6:
+    t1, t2 = bound.t1, bound.t2
+    if t1 == 0 or t2 == 0 or t1 > t2:
+        base = bound.preferred if bound.preferred != INFINITY else bound.valid
+        t1, t2 = int(base * 0.5), int(base * 0.8)
+    at = bound.sent_at
+    far = 10 * 365 * 86400.0  # "infinity": renewed yearly at most, never expiring
+    valid = far if bound.valid == INFINITY else float(bound.valid)
+    return Lease6(
+        key=key,
+        netns_path=netns_path,
+        netns_inode=inode,
+        ifname=ifname,
+        duid=duid,
+        iaid=iaid,
+        server_id=bound.server_id,
+        server=bound.server,
+        address=IPv6Interface(f"{bound.address}/{prefixlen}"),
+        preferred=bound.preferred,
+        valid=bound.valid,
+        t1=t1,
+        t2=t2,
+        bound_at=at,
+        renew_at=at + min(t1, valid),
+        rebind_at=at + min(t2, valid),
+        expires_at=at + valid,
+        state=Lease6State.BOUND,
+        dns_servers=bound.dns_servers,
+        domains=bound.domains,
+        meta=meta,
+    )
+
+
+# -- journal -------------------------------------------------------------------------------
+
+
+def to_record(lease: Lease6) -> dict[str, Any]:
+    return {
+        "version": RECORD_VERSION,
+        "key": lease.key,
+        "netns_path": lease.netns_path,
+        "netns_inode": lease.netns_inode,
+        "ifname": lease.ifname,
+        "duid": lease.duid.hex(),
+        "iaid": lease.iaid,
+        "server_id": lease.server_id.hex(),
+        "server": str(lease.server),
+        "address": str(lease.address),
+        "preferred": lease.preferred,
+        "valid": lease.valid,
+        "t1": lease.t1,
+        "t2": lease.t2,
+        "bound_at": lease.bound_at,
+        "renew_at": lease.renew_at,
+        "rebind_at": lease.rebind_at,
+        "expires_at": lease.expires_at,
+        "state": str(lease.state),
+        "dns_servers": [str(a) for a in lease.dns_servers],
+        "domains": list(lease.domains),
+        "meta": dict(lease.meta or {}),
+    }
+
+
+def _int(record: dict[str, Any], name: str) -> int:
+    value = record[name]
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"field {name!r} is not an integer")
+    return value
+
+
+def _num(record: dict[str, Any], name: str) -> float:
+    value = record[name]
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"field {name!r} is not a number")
+    return float(value)
+
+
+def _str(record: dict[str, Any], name: str) -> str:
+    value = record[name]
+    if not isinstance(value, str):
+        raise ValueError(f"field {name!r} is not a string")
+    return value
+
+
+def from_record(record: dict[str, Any]) -> Lease6:
+    if record.get("version") != RECORD_VERSION:
+        raise ValueError(f"unknown record version {record.get('version')!r}")
+    meta = record.get("meta") or {}
+    if not isinstance(meta, dict):
+        raise ValueError("field 'meta' is not an object")
+    return Lease6(
+        key=_str(record, "key"),
+        netns_path=_str(record, "netns_path"),
+        netns_inode=_int(record, "netns_inode"),
+        ifname=_str(record, "ifname"),
+        duid=bytes.fromhex(_str(record, "duid")),
+        iaid=_int(record, "iaid"),
+        server_id=bytes.fromhex(_str(record, "server_id")),
+        server=IPv6Address(_str(record, "server")),
+        address=IPv6Interface(_str(record, "address")),
+        preferred=_int(record, "preferred"),
+        valid=_int(record, "valid"),
+        t1=_int(record, "t1"),
+        t2=_int(record, "t2"),
+        bound_at=_num(record, "bound_at"),
+        renew_at=_num(record, "renew_at"),
+        rebind_at=_num(record, "rebind_at"),
+        expires_at=_num(record, "expires_at"),
+        state=Lease6State(_str(record, "state")),
+        dns_servers=tuple(IPv6Address(str(a)) for a in record.get("dns_servers") or []),
+        domains=tuple(str(d) for d in record.get("domains") or []),
+        meta={str(k): str(v) for k, v in meta.items()},
+    )
+
+
+class Journal6:
+    """One JSON file per attachment under ``<state_dir>/leases6/``, written atomically
+    (statefile); a record that does not load is moved aside as ``*.corrupt``."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.dir = Path(state_dir) / LEASES6_DIR
+
+    def path_for(self, key: str) -> Path:
+        return self.dir / f"{hashlib.sha256(key.encode()).hexdigest()[:40]}.json"
+
+    def write(self, lease: Lease6) -> None:
+        statefile.write_json(self.path_for(lease.key), to_record(lease))
+
+    def remove(self, key: str) -> bool:
+        return statefile.remove(self.path_for(key))
+
+    def load(self) -> list[Lease6]:
+        if not self.dir.is_dir():
+            return []
+        out: list[Lease6] = []
+        for path in sorted(self.dir.iterdir()):
+            if path.name.startswith(".") and path.name.endswith(".tmp"):
+                path.unlink(missing_ok=True)
+                continue
+            if path.suffix != ".json":
+                continue
+            try:
+                raw = statefile.read_trusted(path)
+                if raw is None:
+                    continue
+                record = json.loads(raw)
+                if not isinstance(record, dict):
+                    raise ValueError("not a JSON object")
+                lease = from_record(record)
+                if self.path_for(lease.key) != path:
+                    raise ValueError(f"key {lease.key!r} does not belong to this file name")
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                aside = path.with_name(path.name + ".corrupt")
+                log.error("DHCPv6 lease journal: ignoring corrupt record %s (%s)", path, exc)
+                with contextlib.suppress(OSError):
+                    os.replace(path, aside)
+                continue
+            out.append(lease)
+        return out

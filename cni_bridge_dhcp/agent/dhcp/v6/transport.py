@@ -1,0 +1,132 @@
+"""A UDP socket on the pod's interface, opened inside the pod's namespace: DHCPv6 goes from
+[the pod's link-local]:546 to All_DHCP_Relay_Agents_and_Servers (ff02::1:2) port 547.
+
+The socket is bound to [::]:546 and to the device (SO_BINDTODEVICE), not to the link-local
+address: binding that address fails while it is tentative (DAD), and the kernel picks it
+as source for the link-scoped destination anyway. A socket keeps the namespace it was
+made in, so only its creation runs in a namespace thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+from dataclasses import dataclass
+from ipaddress import IPv6Address
+from typing import Protocol
+
+from ....cni.errors import CNIError
+from ...datapath.netns import netns_inode, open_netns, run_in_netns
+
+CLIENT_PORT = 546
+SERVER_PORT = 547
+ALL_SERVERS = "ff02::1:2"
+
+
+class Gone(Exception):
+    """The pod's namespace or interface no longer exists."""
+
+
+@dataclass(frozen=True)
+class Target6:
+    netns_path: str
+    ifname: str
+    netns_inode: int | None = None
+    netns_fd: int | None = None  # ADD's pinned fd (the path may not be usable yet)
+
+
+class Transport6(Protocol):
+    async def send(self, payload: bytes) -> None: ...
+
+    async def recv(self, timeout: float) -> tuple[bytes, IPv6Address] | None: ...
+
+    def close(self) -> None: ...
+
+
+class Transport6Factory(Protocol):
+    async def open(self, target: Target6) -> Transport6: ...
+
+    async def exists(self, target: Target6) -> bool: ...
+
+
+def _make_socket(ifname: str) -> tuple[socket.socket, int]:
+    """Runs inside the pod namespace."""
+    try:
+        index = socket.if_nametoindex(ifname)
+    except OSError as exc:
+        raise Gone(f"interface {ifname} is gone") from exc
+    sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, ifname.encode())
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, index)
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 1)
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_LOOP, 0)
+        sock.bind(("::", CLIENT_PORT))
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock, index
+
+
+class PodTransport6:
+    def __init__(self, sock: socket.socket, index: int) -> None:
+        self.sock = sock
+        self.index = index
+        self._loop = asyncio.get_running_loop()
+
+    async def send(self, payload: bytes) -> None:
+        # No usable source address yet (link-local still in DAD) or the link is down:
+        # the exchange retransmits; a lost send is a lost packet.
+        with contextlib.suppress(OSError):
+            await self._loop.sock_sendto(
+                self.sock, payload, (ALL_SERVERS, SERVER_PORT, 0, self.index)
+            )
+
+    async def recv(self, timeout: float) -> tuple[bytes, IPv6Address] | None:
+        if timeout <= 0:
+            return None
+        try:
+            data, addr = await asyncio.wait_for(self._loop.sock_recvfrom(self.sock, 65535), timeout)
+        except TimeoutError:
+            return None
+        host = str(addr[0]).split("%", 1)[0]
+        return data, IPv6Address(host)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def _open_sync(target: Target6) -> tuple[socket.socket, int]:
+    fd = target.netns_fd
+    own = False
+    if fd is None:
+        try:
+            fd = open_netns(target.netns_path)
+        except (FileNotFoundError, CNIError) as exc:
+            raise Gone(f"netns {target.netns_path} is gone") from exc
+        own = True
+    try:
+        if target.netns_inode is not None and netns_inode(fd) != target.netns_inode:
+            raise Gone(f"netns {target.netns_path} is a different namespace now")
+        return run_in_netns(fd, lambda: _make_socket(target.ifname))
+    finally:
+        if own:
+            os.close(fd)
+
+
+class PodTransport6Factory:
+    async def open(self, target: Target6) -> Transport6:
+        sock, index = await asyncio.to_thread(_open_sync, target)
+        return PodTransport6(sock, index)
+
+    async def exists(self, target: Target6) -> bool:
+        try:
+            sock, _ = await asyncio.to_thread(_open_sync, target)
+        except (Gone, OSError):
+            return False
+        sock.close()  # a socket, not just the name: the namespace must also be usable
+        return True
