@@ -139,6 +139,13 @@ COVERED_ELSEWHERE = [
         "::test_an_address_in_use_is_declined_unless_the_probe_is_off",
     ),
     (
+        "DHCPv6: agent SIGKILL and restart (lease re-adopted, renewed past its first valid "
+        "lifetime); server gone past expiry and back; hostile DHCPv6 packets",
+        "tests/netns/test_dhcpv6.py::test_agent_restart_keeps_and_renews_the_lease, "
+        "::test_lease_lost_when_the_server_is_gone_then_regained; "
+        "tests/unit/test_dhcpv6.py::test_hostile_input_is_malformed_not_a_crash",
+    ),
+    (
         "Pod netns deleted behind our back: DEL succeeds",
         "tests/e2e/test_datapath.py::test_del_is_idempotent_and_survives_a_vanished_netns; "
         "GC: tests/e2e/test_gc_status.py::test_gc_removes_only_attachments_not_listed",
