@@ -19,7 +19,7 @@ import pytest
 from cni_bridge_dhcp.agent.dhcp.identity import client_id_for, stable_mac_for
 from cni_bridge_dhcp.agent.dhcp.journal import Journal
 from cni_bridge_dhcp.agent.dhcp.v6.hints import AddressHints6
-from cni_bridge_dhcp.agent.dhcp.v6.identity import duid_for, iaid_for
+from cni_bridge_dhcp.agent.dhcp.v6.identity import duid_ll, iaid_for
 from cni_bridge_dhcp.agent.dhcp.v6.lease import Journal6
 from cni_bridge_dhcp.agent.state.addressbook import AddressBook
 from cni_bridge_dhcp.cni.defaults import ADDRESS_BOOK, ADDRESS_BOOK6
@@ -194,6 +194,6 @@ def test_identities_stay_what_servers_have_on_record() -> None:
     assert stable_mac_for(*POD) == "9e:b2:16:e4:a7:d8"
     assert stable_mac_for(*POD, per_sandbox=True) == "da:a0:85:09:6b:5f"
     # DUID-LL of the stable MAC, and the IAID from the DUID
-    assert duid_for(*POD) == bytes.fromhex("000300019eb216e4a7d8")
-    assert duid_for(*POD, per_sandbox=True) == bytes.fromhex("00030001daa085096b5f")
-    assert iaid_for(duid_for(*POD)) == 885928814
+    assert duid_ll(stable_mac_for(*POD)) == bytes.fromhex("000300019eb216e4a7d8")
+    assert duid_ll(stable_mac_for(*POD, per_sandbox=True)) == bytes.fromhex("00030001daa085096b5f")
+    assert iaid_for(duid_ll(stable_mac_for(*POD))) == 885928814

@@ -18,9 +18,10 @@ from typing import Any
 from ..config import NetConf
 from ..datapath.podroutes import PodAddressing, PodRoute, configure_pod
 from ..datapath.slaac import QUIET_LAN_WAIT, keep_node_ras, node_link_local, ra_wait_for
+from ..dhcp.identity import stable_mac_for
 from ..dhcp.v6 import podaddr
 from ..dhcp.v6.client import Bound6
-from ..dhcp.v6.identity import duid_for, iaid_for
+from ..dhcp.v6.identity import duid_ll, iaid_for
 from ..dhcp.v6.lease import Lease6, Lease6Request, Lease6State
 from ..firewall import enable_forwarding
 from .common import pod_ids
@@ -69,10 +70,11 @@ async def dhcpv6_add(
     assert conf.ipam is not None
     pod_ns, pod_name = pod_ids(req)
     leases6 = services.leases6
-    duid = duid_for(pod_ns, pod_name, req.container_id, conf.name, req.ifname)
+    pod = (pod_ns, pod_name, req.container_id, conf.name, req.ifname)
+    duid = duid_ll(stable_mac_for(*pod))
     if leases6.duid_in_use(duid, key):
         # another live sandbox of the pod holds its identity: as claim_identity does for v4
-        duid = duid_for(pod_ns, pod_name, req.container_id, conf.name, req.ifname, per_sandbox=True)
+        duid = duid_ll(stable_mac_for(*pod, per_sandbox=True))
     request = Lease6Request(
         key=key,
         netns_path=req.netns,
