@@ -18,9 +18,12 @@ import pytest
 
 from cni_bridge_dhcp.agent.dhcp.identity import client_id_for, stable_mac_for
 from cni_bridge_dhcp.agent.dhcp.journal import Journal
+from cni_bridge_dhcp.agent.dhcp.transport import Gone, PodTransportFactory, Target
+from cni_bridge_dhcp.agent.dhcp.v6 import transport as transport6
 from cni_bridge_dhcp.agent.dhcp.v6.hints import AddressHints6
 from cni_bridge_dhcp.agent.dhcp.v6.identity import duid_ll, iaid_for
 from cni_bridge_dhcp.agent.dhcp.v6.lease import Journal6
+from cni_bridge_dhcp.agent.dhcp.v6.transport import Target6
 from cni_bridge_dhcp.agent.state.addressbook import AddressBook
 from cni_bridge_dhcp.cni.defaults import ADDRESS_BOOK, ADDRESS_BOOK6
 from tests.unit.test_dhcp_lease import sample_lease
@@ -197,3 +200,33 @@ def test_identities_stay_what_servers_have_on_record() -> None:
     assert duid_ll(stable_mac_for(*POD)) == bytes.fromhex("000300019eb216e4a7d8")
     assert duid_ll(stable_mac_for(*POD, per_sandbox=True)) == bytes.fromhex("00030001daa085096b5f")
     assert iaid_for(duid_ll(stable_mac_for(*POD))) == 885928814
+
+
+# -- the pod sockets' namespace ------------------------------------------------------------
+
+
+def _open_v4(path: str, fd: int | None, inode: int | None) -> object:
+    target = Target(path, "eth0", "02:00:00:00:00:01", netns_fd=fd, netns_inode=inode)
+    return PodTransportFactory()._open_sync(target, False, None)
+
+
+def _open_v6(path: str, fd: int | None, inode: int | None) -> object:
+    return transport6._open_sync(Target6(path, "eth0", netns_fd=fd, netns_inode=inode))
+
+
+@pytest.mark.parametrize("open_sync", [_open_v4, _open_v6], ids=["v4", "v6"])
+def test_a_pod_namespace_gone_or_replaced_is_gone_for_both_families(
+    tmp_path: Path, open_sync: Callable[[str, int | None, int | None], object]
+) -> None:
+    missing = str(tmp_path / "no-such-netns")
+    with pytest.raises(Gone, match=f"netns {missing} is gone"):
+        open_sync(missing, None, None)
+    # a pinned fd (this process's own namespace) expected under another inode: the check
+    # fails before anything runs in it
+    fd = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        with pytest.raises(Gone, match="is a different namespace now"):
+            open_sync("/var/run/netns/pod1", fd, os.fstat(fd).st_ino + 1)
+    finally:
+        os.close(fd)
+    assert transport6.Gone is Gone  # one exception for both clients' callers
