@@ -26,6 +26,7 @@ from cni_bridge_dhcp.agent.dhcp.v6.lease import Journal6
 from cni_bridge_dhcp.agent.dhcp.v6.transport import Target6
 from cni_bridge_dhcp.agent.state.addressbook import AddressBook
 from cni_bridge_dhcp.cni.defaults import ADDRESS_BOOK, ADDRESS_BOOK6
+from tests.unit.test_dhcp_journal import DAMAGE
 from tests.unit.test_dhcp_lease import sample_lease
 from tests.unit.test_dhcpv6 import _lease as sample_lease6
 
@@ -77,14 +78,11 @@ def family(request: pytest.FixtureRequest) -> _Family:
 @pytest.mark.parametrize(
     "damage",
     [
-        lambda body: body[: len(body) // 2],  # torn
-        lambda body: b"",  # allocated but never written
-        lambda body: b"\0" * len(body),  # zero-filled blocks after a crash
-        lambda body: b"[1, 2]",
-        lambda body: body.replace(b'"address"', b'"adress"'),
-        lambda body: body.replace(b'"state": "BOUND"', b'"state": "LOST"'),
+        *DAMAGE,
+        pytest.param(
+            lambda body: body.replace(b'"state": "BOUND"', b'"state": "LOST"'), id="bad-value"
+        ),
     ],
-    ids=["torn", "empty", "zeros", "not-an-object", "missing-field", "bad-value"],
 )
 def test_corrupt_record_is_logged_with_where_it_went_and_moved_aside(
     tmp_path: Path,

@@ -12,16 +12,17 @@ from __future__ import annotations
 from collections.abc import Mapping
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from ...cni.defaults import LEASES_DIR
 from ..state.recordjournal import RecordJournal
+from ..state.recordjournal import number_field as _number
+from ..state.recordjournal import opt_str_field as _opt_str
+from ..state.recordjournal import typed_field as _typed
 from .identity import CLIENT_ID_MODES
 from .lease import Lease, LeaseState
 
 RECORD_VERSION = 1
-
-_T = TypeVar("_T")
 
 
 class Journal(RecordJournal[Lease]):
@@ -75,27 +76,6 @@ def to_record(lease: Lease) -> dict[str, Any]:
         "server_macs": [[str(ip), mac] for ip, mac in lease.server_macs],
         "client_id_mode": lease.client_id_mode,
     }
-
-
-def _typed(record: Mapping[str, Any], name: str, kind: type[_T]) -> _T:
-    value = record[name]
-    if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
-        raise ValueError(f"field {name!r} is not {kind.__name__}")
-    return value
-
-
-def _number(record: Mapping[str, Any], name: str) -> float:
-    value = record[name]
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValueError(f"field {name!r} is not a number")
-    return float(value)
-
-
-def _opt_str(record: Mapping[str, Any], name: str) -> str | None:
-    value = record.get(name)
-    if value is not None and not isinstance(value, str):
-        raise ValueError(f"field {name!r} is not a string")
-    return value
 
 
 def from_record(record: Mapping[str, Any]) -> Lease:

@@ -99,3 +99,30 @@ class RecordJournal(Generic[R]):
                 log.error("%s: cannot move %s aside: %s", self.label, path, move_exc)
             return None
         return record
+
+
+# -- field checks for from_record: a ValueError names the field -------------------------------
+
+_T = TypeVar("_T")
+
+
+def typed_field(record: Mapping[str, Any], name: str, kind: type[_T]) -> _T:
+    """``record[name]``, which must be a ``kind`` (a bool is no int)."""
+    value = record[name]
+    if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
+        raise ValueError(f"field {name!r} is not {kind.__name__}")
+    return value
+
+
+def number_field(record: Mapping[str, Any], name: str) -> float:
+    value = record[name]
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"field {name!r} is not a number")
+    return float(value)
+
+
+def opt_str_field(record: Mapping[str, Any], name: str) -> str | None:
+    value = record.get(name)
+    if value is not None and not isinstance(value, str):
+        raise ValueError(f"field {name!r} is not a string")
+    return value

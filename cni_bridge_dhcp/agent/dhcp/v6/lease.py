@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ....cni.defaults import LEASES6_DIR
-from ...state.recordjournal import RecordJournal
+from ...state.recordjournal import RecordJournal, number_field, typed_field
 from .client import Bound6
 from .codec import INFINITY
 
@@ -151,27 +151,6 @@ def to_record(lease: Lease6) -> dict[str, Any]:
     }
 
 
-def _int(record: Mapping[str, Any], name: str) -> int:
-    value = record[name]
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"field {name!r} is not an integer")
-    return value
-
-
-def _num(record: Mapping[str, Any], name: str) -> float:
-    value = record[name]
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValueError(f"field {name!r} is not a number")
-    return float(value)
-
-
-def _str(record: Mapping[str, Any], name: str) -> str:
-    value = record[name]
-    if not isinstance(value, str):
-        raise ValueError(f"field {name!r} is not a string")
-    return value
-
-
 def from_record(record: Mapping[str, Any]) -> Lease6:
     if record.get("version") != RECORD_VERSION:
         raise ValueError(f"unknown record version {record.get('version')!r}")
@@ -179,24 +158,24 @@ def from_record(record: Mapping[str, Any]) -> Lease6:
     if not isinstance(meta, dict):
         raise ValueError("field 'meta' is not an object")
     return Lease6(
-        key=_str(record, "key"),
-        netns_path=_str(record, "netns_path"),
-        netns_inode=_int(record, "netns_inode"),
-        ifname=_str(record, "ifname"),
-        duid=bytes.fromhex(_str(record, "duid")),
-        iaid=_int(record, "iaid"),
-        server_id=bytes.fromhex(_str(record, "server_id")),
-        server=IPv6Address(_str(record, "server")),
-        address=IPv6Interface(_str(record, "address")),
-        preferred=_int(record, "preferred"),
-        valid=_int(record, "valid"),
-        t1=_int(record, "t1"),
-        t2=_int(record, "t2"),
-        bound_at=_num(record, "bound_at"),
-        renew_at=_num(record, "renew_at"),
-        rebind_at=_num(record, "rebind_at"),
-        expires_at=_num(record, "expires_at"),
-        state=Lease6State(_str(record, "state")),
+        key=typed_field(record, "key", str),
+        netns_path=typed_field(record, "netns_path", str),
+        netns_inode=typed_field(record, "netns_inode", int),
+        ifname=typed_field(record, "ifname", str),
+        duid=bytes.fromhex(typed_field(record, "duid", str)),
+        iaid=typed_field(record, "iaid", int),
+        server_id=bytes.fromhex(typed_field(record, "server_id", str)),
+        server=IPv6Address(typed_field(record, "server", str)),
+        address=IPv6Interface(typed_field(record, "address", str)),
+        preferred=typed_field(record, "preferred", int),
+        valid=typed_field(record, "valid", int),
+        t1=typed_field(record, "t1", int),
+        t2=typed_field(record, "t2", int),
+        bound_at=number_field(record, "bound_at"),
+        renew_at=number_field(record, "renew_at"),
+        rebind_at=number_field(record, "rebind_at"),
+        expires_at=number_field(record, "expires_at"),
+        state=Lease6State(typed_field(record, "state", str)),
         dns_servers=tuple(IPv6Address(str(a)) for a in record.get("dns_servers") or []),
         domains=tuple(str(d) for d in record.get("domains") or []),
         meta={str(k): str(v) for k, v in meta.items()},
