@@ -39,6 +39,32 @@ class ServerLease:
     active: bool  # False: released (or expired)
 
 
+def kea_memfile(lease_file: Path) -> dict[str, object]:
+    """Kea's lease-database: a CSV that tests read (kea_rows), no lease-file cleanup."""
+    return {"type": "memfile", "persist": True, "name": str(lease_file), "lfc-interval": 0}
+
+
+def kea_lifetime(name: str, seconds: int) -> dict[str, int]:
+    """``<name>-lifetime`` fixed: its min and max too, so no client hint changes it."""
+    return {
+        f"{name}-lifetime": seconds,
+        f"min-{name}-lifetime": seconds,
+        f"max-{name}-lifetime": seconds,
+    }
+
+
+def kea_stdout_log(name: str, debuglevel: int) -> list[dict[str, object]]:
+    """Kea's loggers: ``name`` at DEBUG to stdout (the sandbox's daemon log)."""
+    return [
+        {
+            "name": name,
+            "output_options": [{"output": "stdout"}],
+            "severity": "DEBUG",
+            "debuglevel": debuglevel,
+        }
+    ]
+
+
 def kea_config(
     *,
     lease_seconds: int,
@@ -58,16 +84,9 @@ def kea_config(
     conf = {
         "Dhcp4": {
             "interfaces-config": {"interfaces": [interface], "dhcp-socket-type": "raw"},
-            "lease-database": {
-                "type": "memfile",
-                "persist": True,
-                "name": str(lease_file),
-                "lfc-interval": 0,
-            },
+            "lease-database": kea_memfile(lease_file),
             "authoritative": True,
-            "valid-lifetime": lease_seconds,
-            "min-valid-lifetime": lease_seconds,
-            "max-valid-lifetime": lease_seconds,
+            **kea_lifetime("valid", lease_seconds),
             "renew-timer": lease_seconds // 2,
             "rebind-timer": lease_seconds * 7 // 8,
             "host-reservation-identifiers": ["hw-address", "client-id"],
@@ -84,24 +103,18 @@ def kea_config(
                     "reservations": hosts,
                 }
             ],
-            "loggers": [
-                {
-                    "name": "kea-dhcp4",
-                    "output_options": [{"output": "stdout"}],
-                    "severity": "DEBUG",
-                    "debuglevel": 0,
-                }
-            ],
+            "loggers": kea_stdout_log("kea-dhcp4", 0),
         }
     }
     return json.dumps(conf, indent=2)
 
 
-def kea_leases(lease_file: Path) -> list[ServerLease]:
-    """The memfile CSV, last row per address wins (a release is a row with lifetime 0)."""
+def kea_rows(lease_file: Path) -> list[tuple[dict[str, str], bool]]:
+    """A Kea memfile CSV (kea-dhcp4 or kea-dhcp6), last row per address wins (a release is
+    a row with lifetime 0): each row with whether its lease is active."""
     if not lease_file.exists():
         return []
-    last: dict[str, ServerLease] = {}
+    last: dict[str, tuple[dict[str, str], bool]] = {}
     with lease_file.open(newline="") as fh:
         for row in csv.DictReader(fh):
             if not row.get("address"):
@@ -112,13 +125,21 @@ def kea_leases(lease_file: Path) -> list[ServerLease]:
                 and row.get("state", "0") == "0"
                 and expire > time.time()
             )
-            last[row["address"]] = ServerLease(
-                ip=row["address"],
-                mac=row.get("hwaddr", "").lower(),
-                client_id=row.get("client_id", "").replace(":", "").lower(),
-                active=active,
-            )
+            last[row["address"]] = (row, active)
     return list(last.values())
+
+
+def kea_leases(lease_file: Path) -> list[ServerLease]:
+    """kea-dhcp4's memfile CSV (kea_rows)."""
+    return [
+        ServerLease(
+            ip=row["address"],
+            mac=row.get("hwaddr", "").lower(),
+            client_id=row.get("client_id", "").replace(":", "").lower(),
+            active=active,
+        )
+        for row, active in kea_rows(lease_file)
+    ]
 
 
 def udhcpd_config(

@@ -5,13 +5,12 @@ and readiness helpers, so it is stopped (by pid) and cleaned up with the sandbox
 
 from __future__ import annotations
 
-import csv
 import json
 import shutil
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from testbed.dhcpservers import kea_lifetime, kea_memfile, kea_rows, kea_stdout_log
 from testbed.sandbox import LAN_PREFIX6, ROUTER_IP6, Daemon, Sandbox, run
 
 POOL6_START = f"{LAN_PREFIX6}1000"
@@ -46,18 +45,9 @@ def kea6_config(
                 "service-sockets-retry-wait-time": 250,
             },
             "data-directory": str(data_dir),
-            "lease-database": {
-                "type": "memfile",
-                "persist": True,
-                "name": str(lease_file),
-                "lfc-interval": 0,
-            },
-            "preferred-lifetime": preferred,
-            "min-preferred-lifetime": preferred,
-            "max-preferred-lifetime": preferred,
-            "valid-lifetime": valid,
-            "min-valid-lifetime": valid,
-            "max-valid-lifetime": valid,
+            "lease-database": kea_memfile(lease_file),
+            **kea_lifetime("preferred", preferred),
+            **kea_lifetime("valid", valid),
             "renew-timer": renew,
             "rebind-timer": rebind,
             "subnet6": [
@@ -72,14 +62,7 @@ def kea6_config(
                     ],
                 }
             ],
-            "loggers": [
-                {
-                    "name": "kea-dhcp6",
-                    "output_options": [{"output": "stdout"}],
-                    "severity": "DEBUG",
-                    "debuglevel": 40,
-                }
-            ],
+            "loggers": kea_stdout_log("kea-dhcp6", 40),
         }
     }
     return json.dumps(conf, indent=2)
@@ -117,27 +100,16 @@ def start_kea6(sb: Sandbox, **timers: int) -> Daemon:
 
 
 def kea6_leases(lease_file: Path) -> list[Lease6Row]:
-    """The memfile CSV, last row per address wins (a release is a row with lifetime 0)."""
-    if not lease_file.exists():
-        return []
-    last: dict[str, Lease6Row] = {}
-    with lease_file.open(newline="") as fh:
-        for row in csv.DictReader(fh):
-            if not row.get("address"):
-                continue
-            expire = int(row.get("expire") or 0)
-            active = (
-                int(row.get("valid_lifetime") or 0) > 0
-                and row.get("state", "0") == "0"
-                and expire > time.time()
-            )
-            last[row["address"]] = Lease6Row(
-                address=row["address"],
-                duid=row.get("duid", "").replace(":", "").lower(),
-                iaid=int(row.get("iaid") or 0),
-                active=active,
-            )
-    return list(last.values())
+    """kea-dhcp6's memfile CSV (dhcpservers.kea_rows: last row per address wins)."""
+    return [
+        Lease6Row(
+            address=row["address"],
+            duid=row.get("duid", "").replace(":", "").lower(),
+            iaid=int(row.get("iaid") or 0),
+            active=active,
+        )
+        for row, active in kea_rows(lease_file)
+    ]
 
 
 def start_dnsmasq_dhcpv6(sb: Sandbox, *, ra_only: bool = False) -> Daemon:

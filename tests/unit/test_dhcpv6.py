@@ -17,6 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from cni_bridge_dhcp.agent.dhcp.identity import stable_mac_for
 from cni_bridge_dhcp.agent.dhcp.v6 import codec
 from cni_bridge_dhcp.agent.dhcp.v6.client import (
     Bound6,
@@ -27,7 +28,7 @@ from cni_bridge_dhcp.agent.dhcp.v6.client import (
     Timing6,
 )
 from cni_bridge_dhcp.agent.dhcp.v6.codec import IaAddress, IaNa, Message6, Status
-from cni_bridge_dhcp.agent.dhcp.v6.identity import duid_for, iaid_for
+from cni_bridge_dhcp.agent.dhcp.v6.identity import duid_ll, iaid_for
 from cni_bridge_dhcp.agent.dhcp.v6.lease import (
     Journal6,
     Lease6,
@@ -41,7 +42,7 @@ from cni_bridge_dhcp.agent.dhcp.v6.manager import Lease6Manager
 from cni_bridge_dhcp.agent.dhcp.v6.transport import Target6, Transport6
 from cni_bridge_dhcp.cni.errors import CNIError, ErrorCode
 
-DUID = duid_for("default", "web-0", "c1", "lan", "eth0")
+DUID = duid_ll(stable_mac_for("default", "web-0", "c1", "lan", "eth0"))
 IAID = iaid_for(DUID)
 SERVER_DUID = b"\x00\x01\x00\x01" + bytes(range(10))
 SERVER = IPv6Address("fe80::1")
@@ -319,10 +320,12 @@ def test_release_waits_a_bounded_time() -> None:
 
 
 def test_identity_is_stable_per_pod_and_ifname() -> None:
-    assert duid_for("default", "web-0", "other-sandbox", "lan", "eth0") == DUID
-    assert duid_for("default", "web-0", "c1", "lan", "net1") != DUID
-    assert duid_for("default", "web-1", "c1", "lan", "eth0") != DUID
-    assert duid_for("default", "web-0", "c1", "lan", "eth0", per_sandbox=True) != DUID
+    assert duid_ll(stable_mac_for("default", "web-0", "other-sandbox", "lan", "eth0")) == DUID
+    assert duid_ll(stable_mac_for("default", "web-0", "c1", "lan", "net1")) != DUID
+    assert duid_ll(stable_mac_for("default", "web-1", "c1", "lan", "eth0")) != DUID
+    assert (
+        duid_ll(stable_mac_for("default", "web-0", "c1", "lan", "eth0", per_sandbox=True)) != DUID
+    )
     assert DUID[:4] == b"\x00\x03\x00\x01" and len(DUID) == 10
     assert iaid_for(DUID) == IAID and 0 <= IAID < 2**32
 

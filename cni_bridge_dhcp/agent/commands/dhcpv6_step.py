@@ -16,19 +16,19 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ..config import NetConf
-from ..datapath.podroutes import PodAddressing, PodRoute, configure_pod
-from ..datapath.slaac import QUIET_LAN_WAIT, keep_node_ras, node_link_local, ra_wait_for
+from ..datapath.podroutes import PodAddressing
+from ..datapath.slaac import QUIET_LAN_WAIT, ra_wait_for
+from ..dhcp.identity import stable_mac_for
 from ..dhcp.v6 import podaddr
 from ..dhcp.v6.client import Bound6
-from ..dhcp.v6.identity import duid_for, iaid_for
+from ..dhcp.v6.identity import duid_ll, iaid_for
 from ..dhcp.v6.lease import Lease6, Lease6Request, Lease6State
-from ..firewall import enable_forwarding
 from .common import pod_ids
+from .slaac_step import DEFAULT6, node_default6
 from .types import Request, Services
 
 log = logging.getLogger(__name__)
 
-_DEFAULT6 = ipaddress.IPv6Network("::/0")
 Undo = Callable[[], Awaitable[None]]
 
 
@@ -69,10 +69,11 @@ async def dhcpv6_add(
     assert conf.ipam is not None
     pod_ns, pod_name = pod_ids(req)
     leases6 = services.leases6
-    duid = duid_for(pod_ns, pod_name, req.container_id, conf.name, req.ifname)
+    pod = (pod_ns, pod_name, req.container_id, conf.name, req.ifname)
+    duid = duid_ll(stable_mac_for(*pod))
     if leases6.duid_in_use(duid, key):
         # another live sandbox of the pod holds its identity: as claim_identity does for v4
-        duid = duid_for(pod_ns, pod_name, req.container_id, conf.name, req.ifname, per_sandbox=True)
+        duid = duid_ll(stable_mac_for(*pod, per_sandbox=True))
     request = Lease6Request(
         key=key,
         netns_path=req.netns,
@@ -103,22 +104,11 @@ async def dhcpv6_add(
     routes = addressing.routes
     gateway6 = addressing.gateway6
     if conf.default_route == "node" and not any(
-        r.dst == _DEFAULT6 for r in routes if isinstance(r.dst, ipaddress.IPv6Network)
+        r.dst == DEFAULT6 for r in routes if isinstance(r.dst, ipaddress.IPv6Network)
     ):
-        gateway6 = await asyncio.to_thread(_node_gateway6, conf.bridge)
-        if gateway6 is None:
-            log.warning(
-                "%s: the node has no IPv6 link-local address on %s: the pod's DHCPv6 "
-                "address has no default route",
-                req.ifname,
-                conf.bridge,
-            )
-        else:
-            route = PodRoute(_DEFAULT6, gateway6)
-            await asyncio.to_thread(
-                configure_pod, netns_fd, req.ifname, PodAddressing(addresses=(), routes=(route,))
-            )
-            routes = (*routes, route)
+        node = await node_default6(conf.bridge, netns_fd, req.ifname, "DHCPv6 address")
+        gateway6 = node[0] if node else None
+        routes = (*routes, node[1]) if node else routes
     log.info("%s: DHCPv6 address %s from server %s", key, lease.address, lease.server)
     return (
         dataclasses.replace(
@@ -149,11 +139,3 @@ def merge_dns(dns: dict[str, Any], lease: Lease6) -> dict[str, Any]:
     merged["nameservers"] = servers
     merged["search"] = search
     return merged
-
-
-def _node_gateway6(bridge: str) -> ipaddress.IPv6Address | None:
-    gateway = node_link_local(bridge)
-    if gateway is not None:
-        keep_node_ras(bridge)  # before forwarding goes on: it would drop the node's RAs
-        enable_forwarding(True)
-    return gateway

@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 
 from ..dhcp import Lease
 from ..dhcp.manager import default_on_change
 from ..firewall.registry import pod_rules
 from ..runtime.shielded import to_completion
-from ..state.attachments import AttachmentState
+from ..state.attachments import Attachment, AttachmentState
 from .types import Services
 
 log = logging.getLogger(__name__)
@@ -35,31 +36,16 @@ async def on_lease_change(
 
 async def _follow(services: Services, key: str, lease: Lease) -> None:
     async with services.firewall.lock:
-        att = await asyncio.to_thread(services.store.get, key)
-        if att is None or att.state != AttachmentState.READY or att.ipam != "dhcp":
-            return  # an ADD still running records the address itself
-        # The lease is the IPv4 address; an IPv6 (SLAAC) address of the pod stays.
-        ips = [str(lease.address), *(a for a in att.ips if ":" in a)]
-        if att.ips == ips:
+        # The lease is the IPv4 address; an IPv6 (SLAAC, DHCPv6) address of the pod stays.
+        moved = await retarget(
+            services,
+            key,
+            lease.address,
+            lambda ips: [str(lease.address), *(a for a in ips if ":" in a)],
+        )
+        if moved is None:
             return
-        before = att.ips
-        att.ips = ips
-        if att.role != "ipam":  # as IPAM, the rules are the main plugin's
-            fw = await services.firewall.firewall_for(att.firewall_backend)
-            rules = pod_rules(att)
-
-            def swap() -> None:
-                fw.del_pod(att.network, att.container_id, att.ifname)
-                fw.add_pod(rules)
-
-            try:
-                await services.firewall.run(swap)
-            except Exception:
-                log.exception("%s: firewall rules for %s not updated", key, lease.address)
-        try:
-            await asyncio.to_thread(services.store.put, att)
-        except Exception as exc:
-            log.error("%s: attachment record keeps %s: %s", key, before, exc)
+        att, before = moved
         await asyncio.to_thread(services.addressbook.remember, lease.client_id, lease.address.ip)
         # A warning: the runtime was told the old address and nothing can update it.
         log.warning(
@@ -70,3 +56,41 @@ async def _follow(services: Services, key: str, lease: Lease) -> None:
             ", ".join(before) or "none",
             lease.address,
         )
+
+
+async def retarget(
+    services: Services,
+    key: str,
+    address: object,
+    new_ips: Callable[[list[str]], list[str]],
+) -> tuple[Attachment, list[str]] | None:
+    """The READY attachment ``key`` (our DHCP IPAM) gets the ips ``new_ips(att.ips)``, its
+    firewall rules (unless we are its IPAM only) and its record follow; the attachment and
+    its ips before, or None when there is nothing to follow (an ADD still running records
+    the address itself). The caller holds ``services.firewall.lock``; ``address`` names
+    the new lease in logs. The DHCPv4 and DHCPv6 (lease6_follow.py) hooks use it."""
+    att = await asyncio.to_thread(services.store.get, key)
+    if att is None or att.state != AttachmentState.READY or att.ipam != "dhcp":
+        return None
+    ips = new_ips(att.ips)
+    if att.ips == ips:
+        return None
+    before = att.ips
+    att.ips = ips
+    if att.role != "ipam":  # as IPAM, the rules are the main plugin's
+        fw = await services.firewall.firewall_for(att.firewall_backend)
+        rules = pod_rules(att)
+
+        def swap() -> None:
+            fw.del_pod(att.network, att.container_id, att.ifname)
+            fw.add_pod(rules)
+
+        try:
+            await services.firewall.run(swap)
+        except Exception:
+            log.exception("%s: firewall rules for %s not updated", key, address)
+    try:
+        await asyncio.to_thread(services.store.put, att)
+    except Exception as exc:
+        log.error("%s: attachment record keeps %s: %s", key, before, exc)
+    return att, before

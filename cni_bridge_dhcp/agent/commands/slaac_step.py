@@ -21,7 +21,7 @@ from ..firewall import enable_forwarding
 
 log = logging.getLogger(__name__)
 
-_DEFAULT6 = ipaddress.IPv6Network("::/0")
+DEFAULT6 = ipaddress.IPv6Network("::/0")
 
 
 def slaac_sysctls(conf: NetConf) -> tuple[tuple[str, str], ...]:
@@ -47,20 +47,9 @@ async def slaac_add(
     routes = addressing.routes
     gateway6 = slaac.router
     if conf.default_route == "node":
-        gateway6 = await asyncio.to_thread(_node_gateway6, conf.bridge)
-        if gateway6 is None:
-            log.warning(
-                "%s: the node has no IPv6 link-local address on %s: the pod's IPv6 has no "
-                "default route",
-                ifname,
-                conf.bridge,
-            )
-        else:
-            route = PodRoute(_DEFAULT6, gateway6)
-            await asyncio.to_thread(
-                configure_pod, netns_fd, ifname, PodAddressing(addresses=(), routes=(route,))
-            )
-            routes = (*routes, route)
+        node = await node_default6(conf.bridge, netns_fd, ifname, "IPv6")
+        gateway6 = node[0] if node else None
+        routes = (*routes, node[1]) if node else routes
     elif conf.default_route == "none":
         gateway6 = None
     return dataclasses.replace(
@@ -69,6 +58,29 @@ async def slaac_add(
         routes=routes,
         gateway6=gateway6,
     )
+
+
+async def node_default6(
+    bridge: str, netns_fd: int, ifname: str, what: str
+) -> tuple[ipaddress.IPv6Address, PodRoute] | None:
+    """The node's link-local on ``bridge`` and the pod's IPv6 default route via it
+    (defaultRoute "node"), added in the pod; None, with a warning that the pod's ``what``
+    has no default route, when the node has no link-local there. The SLAAC and the DHCPv6
+    step use it."""
+    gateway = await asyncio.to_thread(_node_gateway6, bridge)
+    if gateway is None:
+        log.warning(
+            "%s: the node has no IPv6 link-local address on %s: the pod's %s has no default route",
+            ifname,
+            bridge,
+            what,
+        )
+        return None
+    route = PodRoute(DEFAULT6, gateway)
+    await asyncio.to_thread(
+        configure_pod, netns_fd, ifname, PodAddressing(addresses=(), routes=(route,))
+    )
+    return gateway, route
 
 
 def _node_gateway6(bridge: str) -> ipaddress.IPv6Address | None:

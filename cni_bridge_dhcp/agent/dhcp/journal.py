@@ -1,90 +1,39 @@
 """The lease journal: one JSON file per attachment under ``<state_dir>/leases/``.
 
-Records are written and removed through ``statefile`` (write-temp, fsync, rename,
-fsync(dir)), so a crash leaves either the old or the new record, and a refused write or
-removal is a CNIError 105 naming the file. A record that does not parse or validate
-anyway (disk trouble, a hand edit) is logged, renamed aside to ``*.corrupt`` for
-inspection, and otherwise ignored. The record form (``to_record`` / ``from_record``,
-version 1) is kept byte-compatible: old agents' records load in new ones.
+A ``RecordJournal`` (state/recordjournal.py: atomic writes, corrupt records logged and
+renamed aside to ``*.corrupt``), as the DHCPv6 lease journal is. The record form
+(``to_record`` / ``from_record``, version 1) is kept byte-compatible: old agents' records
+load in new ones.
 All methods block on disk I/O: the manager calls them through ``asyncio.to_thread``.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import logging
-import os
 from collections.abc import Mapping
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from ...cni.defaults import LEASES_DIR
-from ..state import statefile
+from ..state.recordjournal import RecordJournal
+from ..state.recordjournal import number_field as _number
+from ..state.recordjournal import opt_str_field as _opt_str
+from ..state.recordjournal import typed_field as _typed
 from .identity import CLIENT_ID_MODES
 from .lease import Lease, LeaseState
 
-log = logging.getLogger(__name__)
-
 RECORD_VERSION = 1
 
-_T = TypeVar("_T")
 
-
-class Journal:
+class Journal(RecordJournal[Lease]):
     def __init__(self, state_dir: Path) -> None:
-        self.dir = Path(state_dir) / LEASES_DIR
-
-    def path_for(self, key: str) -> Path:
-        # Keys hold slashes and runtime-chosen text; a digest makes a safe, fixed-size name.
-        return self.dir / f"{hashlib.sha256(key.encode()).hexdigest()[:40]}.json"
-
-    def write(self, lease: Lease) -> None:
-        statefile.write_json(self.path_for(lease.key), to_record(lease))
-
-    def remove(self, key: str) -> bool:
-        return statefile.remove(self.path_for(key))
-
-    def load(self) -> list[Lease]:
-        """Every valid record; corrupt ones are logged and moved aside, never raised."""
-        if not self.dir.is_dir():
-            return []
-        leases: list[Lease] = []
-        for path in sorted(self.dir.iterdir()):
-            if path.name.startswith(".") and path.name.endswith(".tmp"):
-                # An interrupted write: the rename never happened, the old record stands.
-                path.unlink(missing_ok=True)
-                continue
-            if path.suffix != ".json":
-                continue
-            lease = self._read(path)
-            if lease is not None:
-                leases.append(lease)
-        return leases
-
-    def _read(self, path: Path) -> Lease | None:
-        try:
-            raw = statefile.read_trusted(path)
-            if raw is None:
-                return None  # gone meanwhile, or not the agent's own file (warned)
-            record = json.loads(raw)
-            if not isinstance(record, dict):
-                raise ValueError("not a JSON object")
-            lease = from_record(record)
-            if self.path_for(lease.key) != path:
-                raise ValueError(f"key {lease.key!r} does not belong to this file name")
-        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-            aside = path.with_name(path.name + ".corrupt")
-            log.error(
-                "lease journal: ignoring corrupt record %s (%s); moved to %s", path, exc, aside
-            )
-            try:
-                os.replace(path, aside)
-            except OSError as move_exc:
-                log.error("lease journal: cannot move %s aside: %s", path, move_exc)
-            return None
-        return lease
+        super().__init__(
+            state_dir,
+            LEASES_DIR,
+            to_record=to_record,
+            from_record=from_record,
+            label="lease journal",
+        )
 
 
 # -- the record form ---------------------------------------------------------------------------
@@ -127,27 +76,6 @@ def to_record(lease: Lease) -> dict[str, Any]:
         "server_macs": [[str(ip), mac] for ip, mac in lease.server_macs],
         "client_id_mode": lease.client_id_mode,
     }
-
-
-def _typed(record: Mapping[str, Any], name: str, kind: type[_T]) -> _T:
-    value = record[name]
-    if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
-        raise ValueError(f"field {name!r} is not {kind.__name__}")
-    return value
-
-
-def _number(record: Mapping[str, Any], name: str) -> float:
-    value = record[name]
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValueError(f"field {name!r} is not a number")
-    return float(value)
-
-
-def _opt_str(record: Mapping[str, Any], name: str) -> str | None:
-    value = record.get(name)
-    if value is not None and not isinstance(value, str):
-        raise ValueError(f"field {name!r} is not a string")
-    return value
 
 
 def from_record(record: Mapping[str, Any]) -> Lease:

@@ -29,7 +29,7 @@ import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from ipaddress import IPv4Address
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from ...cni.errors import CNIError
 from ..datapath.arp import ARP_REQUEST, Arp, build_arp, parse_arp
@@ -69,6 +69,32 @@ _BPF_UDP_DPORT_68 = (
 
 class Gone(Exception):
     """The pod's namespace or interface no longer exists (or is a different one)."""
+
+
+_T = TypeVar("_T")
+
+
+def in_pod_netns(
+    netns_fd: int | None, netns_path: str, inode: int | None, make: Callable[[], _T]
+) -> _T:
+    """``make()`` run in the pod's namespace: ADD's pinned ``netns_fd``, else ``netns_path``
+    (opened and closed here). Gone when the path is gone or, with ``inode``, now names
+    another namespace. The DHCPv4 and DHCPv6 (v6/transport.py) sockets are made so."""
+    fd = netns_fd
+    own = False
+    if fd is None:
+        try:
+            fd = open_netns(netns_path)
+        except (FileNotFoundError, CNIError) as exc:
+            raise Gone(f"netns {netns_path} is gone") from exc
+        own = True
+    try:
+        if inode is not None and netns_inode(fd) != inode:
+            raise Gone(f"netns {netns_path} is a different namespace now")
+        return run_in_netns(fd, make)
+    finally:
+        if own:
+            os.close(fd)
 
 
 @dataclass(frozen=True)
@@ -416,21 +442,12 @@ class PodTransportFactory:
     def _open_sync(
         self, target: Target, bring_up: bool, unicast_from: IPv4Address | None
     ) -> _Sockets:
-        fd = target.netns_fd
-        own = False
-        if fd is None:
-            try:
-                fd = open_netns(target.netns_path)
-            except (FileNotFoundError, CNIError) as exc:
-                raise Gone(f"netns {target.netns_path} is gone") from exc
-            own = True
-        try:
-            if target.netns_inode is not None and netns_inode(fd) != target.netns_inode:
-                raise Gone(f"netns {target.netns_path} is a different namespace now")
-            return run_in_netns(fd, lambda: _make_sockets(target.ifname, bring_up, unicast_from))
-        finally:
-            if own:
-                os.close(fd)
+        return in_pod_netns(
+            target.netns_fd,
+            target.netns_path,
+            target.netns_inode,
+            lambda: _make_sockets(target.ifname, bring_up, unicast_from),
+        )
 
     async def exists(self, target: Target) -> bool:
         return await asyncio.to_thread(_interface_present, target)

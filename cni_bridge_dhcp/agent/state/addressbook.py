@@ -12,7 +12,7 @@ import logging
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from ...cni.defaults import ADDRESS_BOOK
 from ...cni.errors import CNIError
@@ -24,29 +24,38 @@ log = logging.getLogger(__name__)
 MAX_ENTRIES = 4096
 
 
-class AddressBook:
-    def __init__(self, state_dir: Path) -> None:
-        self.path = state_dir / ADDRESS_BOOK
+A = TypeVar("A", ipaddress.IPv4Address, ipaddress.IPv6Address)
+
+
+class HintBook(Generic[A]):
+    """``{"entries": {<client id hex>: [<address>, <unix time>]}}`` in ``<state_dir>/<filename>``,
+    at most MAX_ENTRIES (the oldest go); ``label`` names it in logs. The DHCPv4 address
+    book (client id, option 50) and the DHCPv6 one (dhcp/v6/hints.py: DUID, IA_NA hint)."""
+
+    def __init__(self, state_dir: Path, filename: str, family: type[A], label: str) -> None:
+        self.path = Path(state_dir) / filename
+        self.family: type[A] = family
+        self.label = label
         self._lock = threading.Lock()
         self._entries: dict[str, tuple[str, float]] = {}
         data = statefile.read_json(self.path, aside=True) or {}
         try:
-            self._entries = parse_entries(data)
+            self._entries = parse_entries(data, family)
         except ShapeError as exc:
             # Only hints: start empty rather than refuse to start.
-            statefile.set_aside(self.path, f"address book: {exc}")
+            statefile.set_aside(self.path, f"{label}: {exc}")
 
-    def get(self, client_id: bytes) -> ipaddress.IPv4Address | None:
+    def get(self, client_id: bytes) -> A | None:
         with self._lock:
             entry = self._entries.get(client_id.hex())
         if entry is None:
             return None
         try:
-            return ipaddress.IPv4Address(entry[0])
+            return self.family(entry[0])
         except ValueError:
             return None
 
-    def remember(self, client_id: bytes, address: ipaddress.IPv4Address) -> None:
+    def remember(self, client_id: bytes, address: A) -> None:
         with self._lock:
             key = client_id.hex()
             if self._entries.get(key, ("",))[0] == str(address):
@@ -64,11 +73,19 @@ class AddressBook:
             except CNIError as exc:
                 # Only a hint for the next pod of this identity: an ADD must not fail (and
                 # leave its fresh lease behind) because the state dir is full or read-only.
-                log.warning("address book not saved: %s", exc.msg)
+                log.warning("%s not saved: %s", self.label, exc.msg)
 
 
-def parse_entries(data: dict[str, Any]) -> dict[str, tuple[str, float]]:
-    """``{"entries": {<client id hex>: [<IPv4 address>, <unix time>]}}``, checked entry by entry."""
+class AddressBook(HintBook[ipaddress.IPv4Address]):
+    def __init__(self, state_dir: Path) -> None:
+        super().__init__(state_dir, ADDRESS_BOOK, ipaddress.IPv4Address, "address book")
+
+
+def parse_entries(
+    data: dict[str, Any],
+    family: type[ipaddress.IPv4Address] | type[ipaddress.IPv6Address] = ipaddress.IPv4Address,
+) -> dict[str, tuple[str, float]]:
+    """``{"entries": {<client id hex>: [<address>, <unix time>]}}``, checked entry by entry."""
     raw = data.get("entries", {})
     if not isinstance(raw, dict):
         raise ShapeError("entries", "is not an object")
@@ -85,9 +102,10 @@ def parse_entries(data: dict[str, Any]) -> dict[str, tuple[str, float]]:
         try:
             if not isinstance(address, str):
                 raise ValueError
-            ipaddress.IPv4Address(address)
+            family(address)
         except ValueError:
-            raise ShapeError(f"{field}[0]", f"{address!r} is not an IPv4 address") from None
+            kind = family.__name__.removesuffix("Address")
+            raise ShapeError(f"{field}[0]", f"{address!r} is not an {kind} address") from None
         if isinstance(when, bool) or not isinstance(when, int | float):
             raise ShapeError(f"{field}[1]", f"{when!r} is not a time")
         entries[key] = (address, float(when))

@@ -12,23 +12,12 @@ from __future__ import annotations
 
 import hashlib
 
-from ..identity import stable_mac_for
-
 _DUID_LL = b"\x00\x03\x00\x01"  # DUID type 3 (LL), hardware type 1 (Ethernet)
 
 
-def duid_for(
-    pod_namespace: str | None,
-    pod_name: str | None,
-    container_id: str,
-    network: str,
-    ifname: str,
-    *,
-    per_sandbox: bool = False,
-) -> bytes:
-    mac = stable_mac_for(
-        pod_namespace, pod_name, container_id, network, ifname, per_sandbox=per_sandbox
-    )
+def duid_ll(mac: str) -> bytes:
+    """The DUID-LL of ``mac``: the pod's ``stable_mac_for`` (dhcp/identity.py), whose pod
+    identity (and per-sandbox form) it thereby shares with the DHCPv4 client id."""
     return _DUID_LL + bytes.fromhex(mac.replace(":", ""))
 
 

@@ -7,23 +7,17 @@ them to the client) become 0.5 and 0.8 of the preferred lifetime (RFC 8415 21.4)
 
 from __future__ import annotations
 
-import contextlib
 import enum
-import hashlib
-import json
-import logging
-import os
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from ipaddress import IPv6Address, IPv6Interface
 from pathlib import Path
 from typing import Any
 
 from ....cni.defaults import LEASES6_DIR
-from ...state import statefile
+from ...state.recordjournal import RecordJournal, number_field, typed_field
 from .client import Bound6
 from .codec import INFINITY
-
-log = logging.getLogger(__name__)
 
 RECORD_VERSION = 1
 
@@ -157,99 +151,46 @@ def to_record(lease: Lease6) -> dict[str, Any]:
     }
 
 
-def _int(record: dict[str, Any], name: str) -> int:
-    value = record[name]
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"field {name!r} is not an integer")
-    return value
-
-
-def _num(record: dict[str, Any], name: str) -> float:
-    value = record[name]
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValueError(f"field {name!r} is not a number")
-    return float(value)
-
-
-def _str(record: dict[str, Any], name: str) -> str:
-    value = record[name]
-    if not isinstance(value, str):
-        raise ValueError(f"field {name!r} is not a string")
-    return value
-
-
-def from_record(record: dict[str, Any]) -> Lease6:
+def from_record(record: Mapping[str, Any]) -> Lease6:
     if record.get("version") != RECORD_VERSION:
         raise ValueError(f"unknown record version {record.get('version')!r}")
     meta = record.get("meta") or {}
     if not isinstance(meta, dict):
         raise ValueError("field 'meta' is not an object")
     return Lease6(
-        key=_str(record, "key"),
-        netns_path=_str(record, "netns_path"),
-        netns_inode=_int(record, "netns_inode"),
-        ifname=_str(record, "ifname"),
-        duid=bytes.fromhex(_str(record, "duid")),
-        iaid=_int(record, "iaid"),
-        server_id=bytes.fromhex(_str(record, "server_id")),
-        server=IPv6Address(_str(record, "server")),
-        address=IPv6Interface(_str(record, "address")),
-        preferred=_int(record, "preferred"),
-        valid=_int(record, "valid"),
-        t1=_int(record, "t1"),
-        t2=_int(record, "t2"),
-        bound_at=_num(record, "bound_at"),
-        renew_at=_num(record, "renew_at"),
-        rebind_at=_num(record, "rebind_at"),
-        expires_at=_num(record, "expires_at"),
-        state=Lease6State(_str(record, "state")),
+        key=typed_field(record, "key", str),
+        netns_path=typed_field(record, "netns_path", str),
+        netns_inode=typed_field(record, "netns_inode", int),
+        ifname=typed_field(record, "ifname", str),
+        duid=bytes.fromhex(typed_field(record, "duid", str)),
+        iaid=typed_field(record, "iaid", int),
+        server_id=bytes.fromhex(typed_field(record, "server_id", str)),
+        server=IPv6Address(typed_field(record, "server", str)),
+        address=IPv6Interface(typed_field(record, "address", str)),
+        preferred=typed_field(record, "preferred", int),
+        valid=typed_field(record, "valid", int),
+        t1=typed_field(record, "t1", int),
+        t2=typed_field(record, "t2", int),
+        bound_at=number_field(record, "bound_at"),
+        renew_at=number_field(record, "renew_at"),
+        rebind_at=number_field(record, "rebind_at"),
+        expires_at=number_field(record, "expires_at"),
+        state=Lease6State(typed_field(record, "state", str)),
         dns_servers=tuple(IPv6Address(str(a)) for a in record.get("dns_servers") or []),
         domains=tuple(str(d) for d in record.get("domains") or []),
         meta={str(k): str(v) for k, v in meta.items()},
     )
 
 
-class Journal6:
-    """One JSON file per attachment under ``<state_dir>/leases6/``, written atomically
-    (statefile); a record that does not load is moved aside as ``*.corrupt``."""
+class Journal6(RecordJournal[Lease6]):
+    """One JSON file per attachment under ``<state_dir>/leases6/``: the DHCPv4 lease
+    journal's RecordJournal (atomic writes, corrupt records moved aside as ``*.corrupt``)."""
 
     def __init__(self, state_dir: Path) -> None:
-        self.dir = Path(state_dir) / LEASES6_DIR
-
-    def path_for(self, key: str) -> Path:
-        return self.dir / f"{hashlib.sha256(key.encode()).hexdigest()[:40]}.json"
-
-    def write(self, lease: Lease6) -> None:
-        statefile.write_json(self.path_for(lease.key), to_record(lease))
-
-    def remove(self, key: str) -> bool:
-        return statefile.remove(self.path_for(key))
-
-    def load(self) -> list[Lease6]:
-        if not self.dir.is_dir():
-            return []
-        out: list[Lease6] = []
-        for path in sorted(self.dir.iterdir()):
-            if path.name.startswith(".") and path.name.endswith(".tmp"):
-                path.unlink(missing_ok=True)
-                continue
-            if path.suffix != ".json":
-                continue
-            try:
-                raw = statefile.read_trusted(path)
-                if raw is None:
-                    continue
-                record = json.loads(raw)
-                if not isinstance(record, dict):
-                    raise ValueError("not a JSON object")
-                lease = from_record(record)
-                if self.path_for(lease.key) != path:
-                    raise ValueError(f"key {lease.key!r} does not belong to this file name")
-            except (OSError, ValueError, KeyError, TypeError) as exc:
-                aside = path.with_name(path.name + ".corrupt")
-                log.error("DHCPv6 lease journal: ignoring corrupt record %s (%s)", path, exc)
-                with contextlib.suppress(OSError):
-                    os.replace(path, aside)
-                continue
-            out.append(lease)
-        return out
+        super().__init__(
+            state_dir,
+            LEASES6_DIR,
+            to_record=to_record,
+            from_record=from_record,
+            label="DHCPv6 lease journal",
+        )

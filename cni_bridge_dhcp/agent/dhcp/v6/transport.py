@@ -11,22 +11,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import socket
 from dataclasses import dataclass
 from ipaddress import IPv6Address
 from typing import Protocol
 
-from ....cni.errors import CNIError
-from ...datapath.netns import netns_inode, open_netns, run_in_netns
+# Gone: the DHCPv4 transport's, re-exported (the pod's namespace or interface is gone)
+from ..transport import Gone as Gone
+from ..transport import in_pod_netns
 
 CLIENT_PORT = 546
 SERVER_PORT = 547
 ALL_SERVERS = "ff02::1:2"
-
-
-class Gone(Exception):
-    """The pod's namespace or interface no longer exists."""
 
 
 @dataclass(frozen=True)
@@ -101,21 +97,9 @@ class PodTransport6:
 
 
 def _open_sync(target: Target6) -> tuple[socket.socket, int]:
-    fd = target.netns_fd
-    own = False
-    if fd is None:
-        try:
-            fd = open_netns(target.netns_path)
-        except (FileNotFoundError, CNIError) as exc:
-            raise Gone(f"netns {target.netns_path} is gone") from exc
-        own = True
-    try:
-        if target.netns_inode is not None and netns_inode(fd) != target.netns_inode:
-            raise Gone(f"netns {target.netns_path} is a different namespace now")
-        return run_in_netns(fd, lambda: _make_socket(target.ifname))
-    finally:
-        if own:
-            os.close(fd)
+    return in_pod_netns(
+        target.netns_fd, target.netns_path, target.netns_inode, lambda: _make_socket(target.ifname)
+    )
 
 
 class PodTransport6Factory:
