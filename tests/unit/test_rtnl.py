@@ -58,10 +58,66 @@ def test_several_messages_errors_and_acks_in_one_datagram() -> None:
         (rtnl.RTM_DELLINK, 0),
         (rtnl.NLMSG_ERROR, 9),
         (rtnl.NLMSG_ERROR, 10),
+        (rtnl.NLMSG_DONE, 11),
     ]
     link = parsed[0][2]
     assert isinstance(link, rtnl.Link) and link.name == "eth0" and link.master is None
-    assert [item for _, _, item in parsed[1:]] == [errno.ENODEV, 0]
+    assert [item for _, _, item in parsed[1:]] == [errno.ENODEV, 0, 0]
+
+
+def test_address_and_route_messages() -> None:
+    addr = _msg(
+        rtnl.RTM_NEWADDR,
+        3,
+        struct.pack("=BBBBI", 10, 64, 0x80, 0, 5)
+        + _nla(rtnl.IFA_ADDRESS, bytes.fromhex("20010db8000000000000000000000010"))
+        + _nla(rtnl.IFA_FLAGS, struct.pack("=I", 0x240)),
+    )
+    route = _msg(
+        rtnl.RTM_NEWROUTE,
+        3,
+        struct.pack("=BBBBBBBBI", 10, 0, 0, 0, 254, 9, 0, 1, 0)
+        + _nla(rtnl.RTA_GATEWAY, bytes.fromhex("fe800000000000000000000000000001"))
+        + _nla(rtnl.RTA_OIF, struct.pack("=I", 5))
+        + _nla(rtnl.RTA_TABLE, struct.pack("=I", 254)),
+    )
+    [(_, _, a), (_, _, r)] = rtnl.parse(addr + route)
+    # IFA_FLAGS (32 bits) wins over the 8-bit ifa_flags, as the kernel means it
+    assert a == rtnl.Addr(10, 64, 0x240, 0, 5, "2001:db8::10")
+    assert r == rtnl.Route(10, 0, 254, 9, 0, 5, None, "fe80::1")
+
+
+def test_veth_request_layout() -> None:
+    """What add_veth sends: the kernel's veth peer is an ifinfomsg nested in INFO_DATA."""
+    sent: list[bytes] = []
+
+    class Sock:
+        def sendto(self, data: bytes, addr: object) -> None:
+            sent.append(data)
+
+        def recv(self, size: int) -> bytes:
+            seq = struct.unpack_from("=IHHII", sent[-1])[3]
+            return _msg(rtnl.NLMSG_ERROR, seq, struct.pack("=i", 0) + sent[-1][:16])
+
+        def close(self) -> None:
+            pass
+
+    rt = rtnl.Rtnl(Sock())  # type: ignore[arg-type]
+    rt.add_veth("eth0", "veth01", 9, mtu=1400, peer_mtu=1500, address="02:00:00:00:00:01")
+    length, msg_type, flags, _, _ = struct.unpack_from("=IHHII", sent[0])
+    assert (length, msg_type) == (len(sent[0]), rtnl.RTM_NEWLINK)
+    assert flags == rtnl.NLM_F_REQUEST | rtnl.NLM_F_ACK | rtnl.NLM_F_CREATE | rtnl.NLM_F_EXCL
+    attrs = rtnl._attrs(sent[0], 32, len(sent[0]))
+    assert attrs[rtnl.IFLA_IFNAME] == b"eth0\0"
+    assert attrs[rtnl.IFLA_ADDRESS] == bytes.fromhex("020000000001")
+    info = rtnl._attrs(attrs[rtnl.IFLA_LINKINFO], 0, len(attrs[rtnl.IFLA_LINKINFO]))
+    assert info[rtnl.IFLA_INFO_KIND] == b"veth\0"
+    data = info[rtnl.IFLA_INFO_DATA]
+    peer = rtnl._attrs(data, 0, len(data))[rtnl.VETH_INFO_PEER]
+    peer_attrs = rtnl._attrs(peer, 16, len(peer))
+    assert peer_attrs[rtnl.IFLA_IFNAME] == b"veth01\0"
+    assert struct.unpack("=I", peer_attrs[rtnl.IFLA_NET_NS_FD]) == (9,)
+    assert struct.unpack("=I", peer_attrs[rtnl.IFLA_MTU]) == (1500,)
 
 
 def test_truncated_input_is_not_read_past_its_end() -> None:
