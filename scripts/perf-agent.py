@@ -32,6 +32,7 @@ from bench_fixture import (
     sample_proc,
     start_ours,
     start_reference,
+    ticks_ms,
     timed,
     together,
 )
@@ -52,6 +53,12 @@ def summary(name: str, ops: list[Op]) -> str:
         f"{name:<28} n={len(ms):<3} median {statistics.median(ms):7.1f} ms  "
         f"p99 {pct(ms, 0.99):7.1f} ms  max {max(ms):7.1f} ms  failures {bad} {errs}"
     )
+
+
+def user_sys(pid: int) -> tuple[int, int]:
+    """(utime, stime) of the whole process in clock ticks."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]), int(fields[12])
 
 
 def floor_del(sb: Sandbox, tag: str) -> Op:
@@ -148,11 +155,16 @@ def seq(ours: Side, ref: Side | None, pid: int, n: int) -> None:
     floor: list[Op] = []
     add_cpu: list[float] = []
     del_cpu: list[float] = []
+    split = {"add": [0, 0], "del": [0, 0]}
     for i in range(n):
         bp = ours.new_pod(f"s{i}")
         before = sample_proc(pid)
+        u0, s0 = user_sys(pid)
         add_ops.append(ours.cni("add", bp))
         add_cpu.append(cpu_ms(before, sample_proc(pid)))
+        u1, s1 = user_sys(pid)
+        split["add"][0] += u1 - u0
+        split["add"][1] += s1 - s0
         rbp: BenchPod | None = None
         if ref is not None:
             rbp = ref.new_pod(f"s{i}")
@@ -162,8 +174,12 @@ def seq(ours: Side, ref: Side | None, pid: int, n: int) -> None:
         for step in steps:
             if step == "ours":
                 mid = sample_proc(pid)
+                u0, s0 = user_sys(pid)
                 del_ops.append(ours.cni("del", bp))
                 after = sample_proc(pid)
+                u1, s1 = user_sys(pid)
+                split["del"][0] += u1 - u0
+                split["del"][1] += s1 - s0
                 del_cpu.append(cpu_ms(mid, after))
             elif step == "ref" and ref is not None and rbp is not None:
                 ref_del.append(ref.cni("del", rbp))
@@ -181,6 +197,8 @@ def seq(ours: Side, ref: Side | None, pid: int, n: int) -> None:
         print(f"DEL ours/reference per pair: median {statistics.median(ratios):.3f}x")
     # CPU: /proc ticks are 10 ms, so the per-op figure is the mean over n ops
     print(f"agent CPU per ADD {sum(add_cpu) / n:.1f} ms, per DEL {sum(del_cpu) / n:.1f} ms")
+    for op, (user, system) in split.items():
+        print(f"  {op}: user {ticks_ms(user) / n:.1f} ms, system {ticks_ms(system) / n:.1f} ms")
     left = parse_dnsmasq_leases(ours.sb.dnsmasq_leases_path)
     print(f"leases left at the server after DEL: {len(left)}")
 
