@@ -80,6 +80,7 @@ def main() -> int:
     p.add_argument("--ref", action="store_true")
     p.add_argument("--arp-probe-wait", type=float, default=None)
     p.add_argument("--hold", action="store_true")
+    p.add_argument("--ipv6-off", action="store_true", help='ipam.ipv6 "off" (no SLAAC wait)')
     p.add_argument("--log-level", default="info")
     p.add_argument("--keep-log", help="copy the agent's log here at the end")
     p.add_argument(
@@ -98,9 +99,13 @@ def main() -> int:
             ours_sb.start_dnsmasq(extra=extra)
             zipapp = install_zipapp(sys.executable, REPO_ROOT, Path(tmp) / "zipapp")
             ours = start_ours(ours_sb, zipapp, log_level=args.log_level)
+            ipam: dict[str, object] = {"type": "dhcp"}
             if args.arp_probe_wait is not None:
-                ours.plugin["ipam"] = {"type": "dhcp", "arpProbeWait": args.arp_probe_wait}
-                ours.write_conflist()
+                ipam["arpProbeWait"] = args.arp_probe_wait
+            if args.ipv6_off:
+                ipam["ipv6"] = "off"
+            ours.plugin["ipam"] = ipam
+            ours.write_conflist()
             ref: Side | None = None
             if args.ref:
                 ref_sb.setup()
