@@ -32,6 +32,7 @@ from .commands.vanished import reap_vanished
 from .config import NetConf
 from .datapath.bridge import BridgeSpec, ensure_bridge
 from .datapath.netlink import netns_ipr
+from .datapath.rtnl import Rtnl
 from .dhcp import LeaseManager
 from .dhcp.manager import default_node_transports
 from .dhcp.v6.manager import Lease6Manager
@@ -285,14 +286,14 @@ class Agent:
         The full ensure (journal, lock, snapshot comparison) costs tens of ms and is
         serialised node-wide; a burst of ADDs would queue behind it for nothing.
         """
-        with netns_ipr(None) as ipr:
-            found = ipr.link_lookup(ifname=bridge)
-            if found != [datapath.bridge_index]:
+        with Rtnl() as rt:  # raw: runs on every ADD (rtnl.py)
+            found = rt.get_link(name=bridge)
+            if found is None or found.index != datapath.bridge_index:
                 return False
             if datapath.uplink is None:
                 return True
-            port = ipr.link_lookup(ifname=datapath.uplink)
-            return bool(port) and ipr.get_links(port[0])[0].get("master") == datapath.bridge_index
+            port = rt.get_link(name=datapath.uplink)
+            return port is not None and port.master == datapath.bridge_index
 
     async def bridge_index(self, name: str) -> int | None:
         def lookup() -> int | None:

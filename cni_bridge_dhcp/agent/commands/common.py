@@ -241,10 +241,13 @@ async def teardown(
     the record, so a retried DEL finishes the job.
     """
     failures: list[tuple[int, str]] = []
+    took: list[str] = []  # per-step wall time, for the debug log (where a DEL's time goes)
 
     async def step(what: str, work: Awaitable[object]) -> None:
+        started = time.monotonic()
         try:
             await work
+            took.append(f"{what} {(time.monotonic() - started) * 1000:.1f} ms")
         except CNIError as exc:
             log.error("DEL %s: %s incomplete: %s", att.key, what, exc.msg)
             failures.append((exc.code, f"{what}: {exc.msg}"))
@@ -298,6 +301,9 @@ async def teardown(
     if failures:
         detail = "; ".join(msg for _, msg in failures)
         raise CNIError(failures[0][0], f"DEL of {att.key} incomplete: {detail}")
+    started = time.monotonic()
     await asyncio.to_thread(services.store.remove, att.key)
     if att.bridge:
         await services.firewall.after_pod_removed(att.bridge)
+    took.append(f"record {(time.monotonic() - started) * 1000:.1f} ms")
+    log.debug("DEL %s: %s", att.key, ", ".join(took))

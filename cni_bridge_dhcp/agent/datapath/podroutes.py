@@ -12,7 +12,8 @@ import logging
 from dataclasses import dataclass
 
 from ...cni.errors import CNIError, ErrorCode
-from .netlink import EEXIST, RT_SCOPE_LINK, RT_TABLE_MAIN, NetlinkError, netns_ipr
+from .netlink import EEXIST, RT_SCOPE_LINK, RT_SCOPE_UNIVERSE, RT_TABLE_MAIN, netns_ipr
+from .rtnl import RtnlError, rtnl_in
 
 log = logging.getLogger(__name__)
 
@@ -114,39 +115,35 @@ def _on_lan(
 
 
 def configure_pod(netns_fd: int, ifname: str, addressing: PodAddressing) -> None:
-    """Add addresses then routes (on-link routes first) inside the pod namespace."""
-    with netns_ipr(netns_fd) as ipr:
-        found = ipr.link_lookup(ifname=ifname)
-        if not found:
+    """Add addresses then routes (on-link routes first) inside the pod namespace.
+
+    Raw rtnetlink (rtnl.py): on every ADD, where pyroute2 spent ~5 ms of CPU."""
+    with rtnl_in(netns_fd) as rt:
+        link = rt.get_link(name=ifname)
+        if link is None:
             raise CNIError(ErrorCode.IO_FAILURE, f"pod interface {ifname} vanished during ADD")
-        index = found[0]
+        index = link.index
         if addressing.mtu:
-            ipr.link("set", index=index, mtu=addressing.mtu)
+            try:
+                rt.set_link(index, mtu=addressing.mtu)
+            except RtnlError as exc:
+                raise CNIError(
+                    ErrorCode.IO_FAILURE, f"setting MTU {addressing.mtu} on {ifname} failed: {exc}"
+                ) from None
         for iface in addressing.addresses:
             try:
-                ipr.addr(
-                    "add", index=index, address=str(iface.ip), prefixlen=iface.network.prefixlen
-                )
-            except NetlinkError as exc:
-                if exc.code != EEXIST:
+                rt.add_addr(index, iface)
+            except RtnlError as exc:
+                if exc.errno != EEXIST:
                     raise CNIError(
                         ErrorCode.IO_FAILURE, f"adding {iface} to {ifname} failed: {exc}"
                     ) from None
         ordered = sorted(addressing.routes, key=lambda r: (r.gw is not None, -r.dst.prefixlen))
         for route in ordered:
-            spec: dict[str, object] = {
-                "dst": str(route.dst.network_address),
-                "dst_len": route.dst.prefixlen,
-                "oif": index,
-                "family": 6 if route.dst.version == 6 else 2,
-            }
-            if route.gw is None:
-                spec["scope"] = RT_SCOPE_LINK
-            else:
-                spec["gateway"] = str(route.gw)
+            scope = RT_SCOPE_LINK if route.gw is None else RT_SCOPE_UNIVERSE
             try:
-                ipr.route("replace", **spec)
-            except NetlinkError as exc:
+                rt.replace_route(route.dst, index, route.gw, scope)
+            except RtnlError as exc:
                 raise CNIError(
                     ErrorCode.IO_FAILURE,
                     f"adding route {route.dst}{' via ' + str(route.gw) if route.gw else ''} in the pod failed: {exc}",

@@ -19,6 +19,7 @@ pod's namespace nor any socket.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import errno
 import fcntl
@@ -65,6 +66,25 @@ _BPF_UDP_DPORT_68 = (
     (0x06, 0, 0, 0x40000),  # ret: accept
     (0x06, 0, 0, 0),  # drop
 )
+
+
+# The ARP socket only serves arp_probe, which looks for one thing: a frame whose sender
+# address is the one being probed. Outside a probe it drops everything; during one it
+# passes only that (SOCK_DGRAM: the data starts at the ARP header; sender IP at byte 14).
+# Unfiltered, every pod's socket woke the agent for every ARP frame on the LAN: in a burst
+# of N concurrent ADDs, N probing pods times N sockets, parsed in Python and thrown away.
+_BPF_DROP = ((0x06, 0, 0, 0),)
+
+
+def _bpf_arp_sender(address: IPv4Address) -> tuple[tuple[int, int, int, int], ...]:
+    return (
+        (0x28, 0, 0, 2),  # ldh [2]            protocol type
+        (0x15, 0, 3, 0x0800),  # jeq IPv4 ?: drop
+        (0x20, 0, 0, 14),  # ld [14]            sender protocol address
+        (0x15, 0, 1, int(address)),  # jeq address ?: drop
+        (0x06, 0, 0, 0x40000),  # ret: accept
+        (0x06, 0, 0, 0),  # drop
+    )
 
 
 class Gone(Exception):
@@ -202,6 +222,7 @@ def _make_sockets(ifname: str, bring_up: bool, unicast_from: IPv4Address | None)
         # costs an RCU grace period (~10 ms) to unregister it first.
         arp = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC, 0)
         opened.append(arp)
+        _attach_filter(arp, _BPF_DROP)  # arp_probe opens it for the probed address
         arp.bind((ifname, ETH_P_ARP))
         arp.setblocking(False)
 
@@ -334,6 +355,14 @@ class PodTransport:
         if wait <= 0 or probes <= 0:
             return False
         probe = build_arp(ARP_REQUEST, self._mac, ZERO, bytes(6), address)
+        _attach_filter(self._s.arp, _bpf_arp_sender(address))
+        try:
+            return await self._probe(probe, address, wait, probes)
+        finally:
+            with contextlib.suppress(OSError):
+                _attach_filter(self._s.arp, _BPF_DROP)
+
+    async def _probe(self, probe: bytes, address: IPv4Address, wait: float, probes: int) -> bool:
         deadline = self._loop.time() + wait
         interval = wait / probes
         next_probe = self._loop.time()

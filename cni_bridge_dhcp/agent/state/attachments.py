@@ -271,6 +271,14 @@ class AttachmentStore:
     def on_bridge(self, bridge: str) -> list[Attachment]:
         return [a for a in self.all() if a.bridge == bridge]
 
+    def any_on_bridge(self, bridge: str) -> bool:
+        """Whether any record is on ``bridge``; stops at the first one (every DEL asks)."""
+        for path in self.dir.glob("*.json"):
+            att = self._load(path)
+            if att is not None and att.bridge == bridge:
+                return True
+        return False
+
 
 def load_records(state_dir: Path) -> list[Attachment]:
     """Every well-formed record under ``state_dir``, read only: for tools (doctor) that

@@ -24,6 +24,8 @@ from pathlib import Path
 
 from ...cni.errors import CNIError
 from ..datapath.netlink import LinkEvents, link_events
+from ..datapath.rtnl import RTM_NEWLINK, Link
+from . import journal as uj
 from .reattach import RELEASED, check_port
 
 log = logging.getLogger(__name__)
@@ -39,6 +41,9 @@ class UplinkWatcher:
         self._thread: threading.Thread | None = None
         self._released: int | None = None  # ifindex already reported as released
         self._last_error: str | None = None
+        # (uplink name, uplink MAC, bridge name) of the takeover, from the journal at the
+        # last check; None = not known yet, every link event counts.
+        self._interest: tuple[str, str, str] | None = None
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="uplink-watch", daemon=True)
@@ -92,11 +97,34 @@ class UplinkWatcher:
             return None
         return ipr
 
-    @staticmethod
-    def _link_changed(ipr: LinkEvents) -> bool:
-        return any(m.get("event") == "RTM_NEWLINK" for m in ipr.get())
+    def _link_changed(self, ipr: LinkEvents) -> bool:
+        return any(self.relevant(link) for link in ipr.read() if link.event == RTM_NEWLINK)
+
+    def relevant(self, link: Link) -> bool:
+        """Whether a new/changed link can be the uplink: check_port looks for it by name or,
+        for a NIC back under another name, by MAC. A pod's veth (random name and MAC) comes
+        and goes with every ADD and DEL and never is; nor is the bridge (which carries the
+        uplink's MAC). The periodic check stays the backstop for anything missed."""
+        interest = self._interest
+        if interest is None:
+            return True
+        uplink, mac, bridge = interest
+        if link.name == bridge:
+            return False
+        return link.name == uplink or mac in (link.address, link.perm_address)
+
+    def _learn_interest(self) -> None:
+        try:
+            journal = uj.load(self.state_dir)
+        except Exception:
+            journal = None
+        if journal is None or journal.phase != uj.DONE or journal.snapshot is None:
+            self._interest = None
+        else:
+            self._interest = (journal.uplink, journal.snapshot.mac.lower(), journal.bridge)
 
     def _check(self) -> None:
+        self._learn_interest()
         try:
             found = check_port(self.state_dir)
         except CNIError as exc:

@@ -1,0 +1,234 @@
+#!/usr/bin/env python3
+"""The agent's cost per operation: CPU (from /proc, robust to a loaded machine), wall time,
+and, with --ref, the reference bridge + dhcp and a bare `ip link del` DEL floor interleaved
+in the same sandbox shape as scripts/bench.py.
+
+Usage (root): .venv/bin/python scripts/perf-agent.py [--seq N] [--conc N] [--ref]
+    [--arp-probe-wait S] [--hold]  (--hold: print the agent pid and wait for Enter before
+    the measured part, to attach py-spy or strace)
+
+Everything runs in namespaces it creates (testbed.sandbox.Sandbox) and removes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench_fixture import (
+    NODE_PATH,
+    BenchPod,
+    Op,
+    Side,
+    cpu_ms,
+    install_zipapp,
+    sample_proc,
+    start_ours,
+    start_reference,
+    ticks_ms,
+    timed,
+    together,
+)
+
+from testbed.sandbox import REPO_ROOT, Sandbox, parse_dnsmasq_leases, run
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def summary(name: str, ops: list[Op]) -> str:
+    ms = [o.ms for o in ops]
+    bad = sum(not o.ok for o in ops)
+    errs = "; ".join({o.error() for o in ops if not o.ok})[:300]
+    return (
+        f"{name:<28} n={len(ms):<3} median {statistics.median(ms):7.1f} ms  "
+        f"p99 {pct(ms, 0.99):7.1f} ms  max {max(ms):7.1f} ms  failures {bad} {errs}"
+    )
+
+
+def user_sys(pid: int) -> tuple[int, int]:
+    """(utime, stime) of the whole process in clock ticks."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]), int(fields[12])
+
+
+def floor_del(sb: Sandbox, tag: str) -> Op:
+    """A bare `ip link del` of a pod's veth whose host end is on the node's bridge."""
+    pod = sb.add_pod(f"floor-{tag}")
+    host = f"fl{tag}"[:15]
+    run(["ip", "-n", sb.node, "link", "add", host, "type", "veth", "peer", "eth0",
+         "netns", pod.name])  # fmt: skip
+    run(["ip", "-n", sb.node, "link", "set", host, "master", "cni0", "up"])
+    op = timed(["ip", "link", "del", "eth0"], netns_path=pod.path, env={"PATH": NODE_PATH})
+    run(["ip", "netns", "delete", pod.name], check=False)
+    return op
+
+
+def main() -> int:
+    p = argparse.ArgumentParser()
+    p.add_argument("--seq", type=int, default=20)
+    p.add_argument("--conc", type=int, default=0)
+    p.add_argument("--ref", action="store_true")
+    p.add_argument("--arp-probe-wait", type=float, default=None)
+    p.add_argument("--hold", action="store_true")
+    p.add_argument("--ipv6-off", action="store_true", help='ipam.ipv6 "off" (no SLAAC wait)')
+    p.add_argument("--log-level", default="info")
+    p.add_argument("--keep-log", help="copy the agent's log here at the end")
+    p.add_argument(
+        "--yappi", help="profile the measured part with yappi (CPU clock) into this file"
+    )
+    args = p.parse_args()
+    if args.yappi:
+        # build/perf/yappi/sitecustomize.py toggles yappi on SIGUSR2 when CBD_YAPPI_OUT is set
+        os.environ["PYTHONPATH"] = f"{REPO_ROOT / 'build/perf/yappi'}:{REPO_ROOT}"
+        os.environ["CBD_YAPPI_OUT"] = str(Path(args.yappi).resolve())
+    with tempfile.TemporaryDirectory(prefix="perf-") as tmp:
+        ours_sb = Sandbox(Path(tmp) / "ours")
+        ref_sb = Sandbox(Path(tmp) / "ref")
+        with ours_sb:
+            extra = ["--dhcp-range=192.168.77.20,192.168.77.99,255.255.255.0,2m"]
+            ours_sb.start_dnsmasq(extra=extra)
+            zipapp = install_zipapp(sys.executable, REPO_ROOT, Path(tmp) / "zipapp")
+            ours = start_ours(ours_sb, zipapp, log_level=args.log_level)
+            ipam: dict[str, object] = {"type": "dhcp"}
+            if args.arp_probe_wait is not None:
+                ipam["arpProbeWait"] = args.arp_probe_wait
+            if args.ipv6_off:
+                ipam["ipv6"] = "off"
+            ours.plugin["ipam"] = ipam
+            ours.write_conflist()
+            ref: Side | None = None
+            if args.ref:
+                ref_sb.setup()
+                ref_sb.start_dnsmasq(extra=extra)
+                ref = start_reference(ref_sb)
+            try:
+                return run_all(ours, ref, args)
+            finally:
+                if args.keep_log:
+                    shutil.copy(ours_sb.agent_log, args.keep_log)
+                if args.ref:
+                    ref_sb.teardown()
+
+
+def run_all(ours: Side, ref: Side | None, args: argparse.Namespace) -> int:
+    assert ours.daemon_pid is not None
+    pid = ours.daemon_pid
+    # warm-up: uplink takeover, firewall setup, imports
+    for i in range(3):
+        bp = ours.new_pod(f"w{i}")
+        ok = ours.cni("add", bp)
+        if not ok.ok:
+            print("warm-up ADD failed:", ok.error(), file=sys.stderr)
+            return 1
+        ours.cni("del", bp)
+        ours.drop_pod(bp)
+    if ref is not None:
+        bp = ref.new_pod("w")
+        ref.cni("add", bp)
+        ref.cni("del", bp)
+        ref.drop_pod(bp)
+    if args.hold:
+        print(f"agent pid {pid}; press Enter to go on", flush=True)
+        sys.stdin.readline()
+    if args.yappi:
+        os.kill(pid, signal.SIGUSR2)
+        time.sleep(0.5)
+    if args.seq:
+        seq(ours, ref, pid, args.seq)
+    if args.conc:
+        conc(ours, ref, pid, args.conc)
+    if args.yappi:
+        os.kill(pid, signal.SIGUSR2)
+        time.sleep(3)
+    return 0
+
+
+def seq(ours: Side, ref: Side | None, pid: int, n: int) -> None:
+    add_ops: list[Op] = []
+    del_ops: list[Op] = []
+    ref_del: list[Op] = []
+    floor: list[Op] = []
+    add_cpu: list[float] = []
+    del_cpu: list[float] = []
+    split = {"add": [0, 0], "del": [0, 0]}
+    for i in range(n):
+        bp = ours.new_pod(f"s{i}")
+        before = sample_proc(pid)
+        u0, s0 = user_sys(pid)
+        add_ops.append(ours.cni("add", bp))
+        add_cpu.append(cpu_ms(before, sample_proc(pid)))
+        u1, s1 = user_sys(pid)
+        split["add"][0] += u1 - u0
+        split["add"][1] += s1 - s0
+        rbp: BenchPod | None = None
+        if ref is not None:
+            rbp = ref.new_pod(f"s{i}")
+            ref.cni("add", rbp)
+        # interleave the DELs (order flipped every pair) so load drifts hit all alike
+        steps = ["ours", "ref", "floor"] if i % 2 == 0 else ["floor", "ref", "ours"]
+        for step in steps:
+            if step == "ours":
+                mid = sample_proc(pid)
+                u0, s0 = user_sys(pid)
+                del_ops.append(ours.cni("del", bp))
+                after = sample_proc(pid)
+                u1, s1 = user_sys(pid)
+                split["del"][0] += u1 - u0
+                split["del"][1] += s1 - s0
+                del_cpu.append(cpu_ms(mid, after))
+            elif step == "ref" and ref is not None and rbp is not None:
+                ref_del.append(ref.cni("del", rbp))
+            elif step == "floor" and ref is not None:
+                floor.append(floor_del(ours.sb, str(i)))
+        ours.drop_pod(bp)
+        if rbp is not None and ref is not None:
+            ref.drop_pod(rbp)
+    print(summary("ours ADD", add_ops))
+    print(summary("ours DEL", del_ops))
+    if ref_del:
+        print(summary("reference DEL", ref_del))
+        print(summary("bare ip link del (floor)", floor))
+        ratios = [o.ms / r.ms for o, r in zip(del_ops, ref_del, strict=True)]
+        print(f"DEL ours/reference per pair: median {statistics.median(ratios):.3f}x")
+    # CPU: /proc ticks are 10 ms, so the per-op figure is the mean over n ops
+    print(f"agent CPU per ADD {sum(add_cpu) / n:.1f} ms, per DEL {sum(del_cpu) / n:.1f} ms")
+    for op, (user, system) in split.items():
+        print(f"  {op}: user {ticks_ms(user) / n:.1f} ms, system {ticks_ms(system) / n:.1f} ms")
+    left = parse_dnsmasq_leases(ours.sb.dnsmasq_leases_path)
+    print(f"leases left at the server after DEL: {len(left)}")
+
+
+def conc(ours: Side, ref: Side | None, pid: int, n: int) -> None:
+    sides = [ours] if ref is None else [ours, ref]
+    for side in sides:
+        pods = [side.new_pod(f"c{i}") for i in range(n)]
+        before = sample_proc(pid)
+        adds = together([lambda bp=bp, side=side: side.cni("add", bp) for bp in pods])
+        mid = sample_proc(pid)
+        time.sleep(0.5)
+        mid2 = sample_proc(pid)
+        dels = together([lambda bp=bp, side=side: side.cni("del", bp) for bp in pods])
+        after = sample_proc(pid)
+        print(summary(f"{side.name} {n} concurrent ADD", adds))
+        print(summary(f"{side.name} {n} concurrent DEL", dels))
+        if side is ours:
+            print(
+                f"agent CPU per concurrent ADD {cpu_ms(before, mid) / n:.1f} ms, "
+                f"per DEL {cpu_ms(mid2, after) / n:.1f} ms"
+            )
+        for bp in pods:
+            side.drop_pod(bp)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
