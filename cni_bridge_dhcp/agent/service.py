@@ -26,6 +26,7 @@ from . import status
 from .commands import ipam_role, main_role
 from .commands.common import teardown
 from .commands.lease_follow import on_lease_change
+from .commands.node_lease import NodeLeaseSupervisor
 from .commands.types import Datapath, Request
 from .commands.vanished import reap_vanished
 from .config import NetConf
@@ -78,6 +79,7 @@ class Agent:
         self._forwarding_done = False
         self._datapaths: dict[tuple[BridgeSpec, str | None], Datapath] = {}
         self._uplink_watch: UplinkWatcher | None = None
+        self.node_lease = NodeLeaseSupervisor(state_dir)
 
     # ------------------------------------------------------------ lifecycle
 
@@ -102,6 +104,7 @@ class Agent:
             node_transports=default_node_transports,
         )
         await self._leases.start()
+        await self.node_lease.ensure()  # re-adopt the node's own DHCP lease, if any
         for att in self.store.all():
             if att.state != AttachmentState.READY:
                 log.warning("cleaning up interrupted ADD of %s", att.key)
@@ -165,6 +168,7 @@ class Agent:
                 await task
         if self._leases is not None:
             await self._leases.close()
+        await self.node_lease.close()
 
     # ------------------------------------------------------------ requests
 
@@ -222,7 +226,10 @@ class Agent:
     # ------------------------------------------------------------ datapath
 
     async def ensure_datapath(self, conf: NetConf) -> Datapath:
-        return await asyncio.to_thread(self._ensure_datapath, conf)
+        datapath = await asyncio.to_thread(self._ensure_datapath, conf)
+        if conf.uplink_interface:
+            await self.node_lease.ensure()  # a takeover of a DHCP-leased node address
+        return datapath
 
     def _ensure_datapath(self, conf: NetConf) -> Datapath:
         spec = BridgeSpec(

@@ -1,0 +1,186 @@
+"""The node's own DHCP lease survives the uplink takeover (issue 15, part B).
+
+The node's eth0 address is leased by a real client (busybox udhcpc from dnsmasq, ISC
+dhclient from isc-dhcp-server) still running, as netplan/ifupdown leave it. An ADD takes
+the uplink over; then we wait past the lease's end (and, for dhcpd's 30 s leases, past 3
+lease times): the node still has its address on cni0 with a fresh lifetime, the server's
+lease for the node's identity (MAC, and dhclient's configured client id) was renewed, the
+previous client is paused, and a pod still reaches the router. ``uplink restore`` gives
+the address back to eth0 with its remaining lifetime and resumes the client.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from testbed.sandbox import REPO_ROOT, ROUTER_IP, Daemon, Sandbox, parse_dnsmasq_leases, ping, run
+from tests.e2e.helpers import NET, add, conflist
+
+pytestmark = [pytest.mark.netns, pytest.mark.slow]
+
+UDHCPC_SCRIPT = """#!/bin/sh
+echo "$1 ip=$ip lease=$lease" >> "$(dirname "$0")/udhcpc.events"
+case "$1" in
+  bound|renew)
+    ip addr replace "$ip/$mask" dev "$interface" valid_lft "$lease" preferred_lft "$lease"
+    [ "$1" = bound ] && ip route replace default via "$router" dev "$interface"
+    ;;
+esac
+exit 0
+"""
+
+DHCLIENT_SCRIPT = """#!/bin/sh
+echo "$reason ip=$new_ip_address lease=$new_dhcp_lease_time" >> "$(dirname "$0")/dhclient.events"
+case "$reason" in
+  PREINIT) ip link set dev "$interface" up ;;
+  BOUND|RENEW|REBIND|REBOOT)
+    ip addr replace "$new_ip_address/24" dev "$interface" \
+      valid_lft "$new_dhcp_lease_time" preferred_lft "$new_dhcp_lease_time"
+    ip route replace default via "${new_routers%% *}" dev "$interface"
+    ;;
+esac
+exit 0
+"""
+
+CLIENT_ID = "node-test-id"  # dhclient's configured option 61: the keeper must send it too
+
+
+def _prepare_node(sb: Sandbox) -> None:
+    """eth0 without the sandbox's static address: the DHCP client gives it one."""
+    run(["ip", "addr", "flush", "dev", "eth0"], netns=sb.node)
+
+
+def _addr(sb: Sandbox, dev: str) -> dict[str, Any] | None:
+    """The IPv4 address on ``dev`` (local, prefixlen, valid_life_time), or None."""
+    proc = run(["ip", "-j", "-4", "addr", "show", "dev", dev], netns=sb.node, check=False)
+    for link in json.loads(proc.stdout or "[]"):
+        for a in link.get("addr_info", []):
+            info: dict[str, Any] = a
+            return info
+    return None
+
+
+def _wait_for_address(sb: Sandbox, dev: str, timeout: float = 20) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        a = _addr(sb, dev)
+        if a is not None:
+            return a
+        time.sleep(0.2)
+    raise AssertionError(f"no IPv4 address on {dev} after {timeout}s")
+
+
+def _proc_state(pid: int) -> str:
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return stat[stat.rfind(")") + 2]
+
+
+def _mac(sb: Sandbox, dev: str) -> str:
+    out = json.loads(run(["ip", "-j", "link", "show", "dev", dev], netns=sb.node).stdout)
+    return str(out[0]["address"])
+
+
+def _restore(sb: Sandbox) -> None:
+    run(
+        [sys.executable, "-m", "cni_bridge_dhcp", "uplink", "restore",
+         "--state-dir", str(sb.state_dir), "--socket", str(sb.agent_socket)],
+        netns=sb.node, env={"PYTHONPATH": str(REPO_ROOT)},
+    )  # fmt: skip
+
+
+def _takeover_and_wait(
+    sb: Sandbox, client: Daemon, wait: float
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """ADD (takeover); wait; the node's address before and after, the pod still working."""
+    before = _wait_for_address(sb, "eth0")
+    assert before["valid_life_time"] < 0xFFFFFFFF, before
+    sb.start_agent()
+    pod = sb.add_pod("a")
+    add(sb, pod, conflist(sb))
+    on_bridge = _addr(sb, "cni0")
+    assert on_bridge is not None and on_bridge["local"] == before["local"]
+    assert _proc_state(client.pid) == "T", "the previous client was not paused"
+    time.sleep(wait)
+    after = _addr(sb, "cni0")
+    assert after is not None, "the node lost its address:\n" + sb.agent_logs()[-4000:]
+    assert after["local"] == before["local"]
+    assert _addr(sb, "eth0") is None, "an address came back on the bridge port"
+    assert ping(pod.name, ROUTER_IP), "the pod lost the router"
+    assert ping(sb.node, ROUTER_IP), "the node lost the router"
+    sb.cnitool("del", NET, pod, conflist=conflist(sb))
+    return before, after
+
+
+def _check_restored(sb: Sandbox, client: Daemon, address: str) -> None:
+    _restore(sb)
+    back = _addr(sb, "eth0")
+    assert back is not None and back["local"] == address
+    # a lease's lifetime (the one the keeper last set, or the resumed client's), never forever
+    assert 0 < back["valid_life_time"] < 0xFFFFFFFF
+    assert _addr(sb, "cni0") is None
+    assert _proc_state(client.pid) != "T", "the previous client was not resumed"
+    assert not (sb.state_dir / "node-dhcp.json").exists()
+
+
+def test_udhcpc_lease_from_dnsmasq_kept_past_its_end(sandbox: Sandbox) -> None:
+    sb = sandbox
+    _prepare_node(sb)
+    # dnsmasq's shortest lease is 2 min; T1 of 10 s makes its clients renew often.
+    sb.start_dnsmasq(lease="2m", extra=["--dhcp-option=option:T1,10", "--dhcp-option=option:T2,20"])
+    script = sb.tmp / "udhcpc.sh"
+    script.write_text(UDHCPC_SCRIPT)
+    script.chmod(0o755)
+    client = sb._spawn(
+        "udhcpc",
+        ["busybox", "udhcpc", "-f", "-i", "eth0", "-s", str(script), "-t", "5", "-T", "1"],
+        netns=sb.node,
+    )
+    mac = _mac(sb, "eth0")
+    before, after = _takeover_and_wait(sb, client, wait=130)  # past the 120 s lease
+    # a lease renewed at most T1 (10 s) ago, not one that ran out 10 s ago
+    assert after["valid_life_time"] > 90, after
+    rows = [r for r in parse_dnsmasq_leases(sb.dnsmasq_leases_path) if r["ip"] == before["local"]]
+    assert rows and rows[-1]["mac"] == mac
+    assert rows[-1]["client_id"].replace(":", "") == "01" + mac.replace(":", "")
+    assert int(rows[-1]["expiry"]) > time.time() + 90, rows  # renewed by the keeper
+    _check_restored(sb, client, before["local"])
+
+
+def _dhcpd_blocks(path: Path, ip: str) -> list[str]:
+    return re.findall(rf"lease {re.escape(ip)} \{{(.*?)\n\}}", path.read_text(), re.S)
+
+
+def test_dhclient_lease_from_dhcpd_kept_past_three_lease_times(sandbox: Sandbox) -> None:
+    sb = sandbox
+    _prepare_node(sb)
+    sb.start_dhcpd(lease_seconds=30)
+    script = sb.tmp / "dhclient.sh"
+    script.write_text(DHCLIENT_SCRIPT)
+    script.chmod(0o755)
+    conf = sb.tmp / "dhclient.conf"
+    conf.write_text(f'send dhcp-client-identifier "{CLIENT_ID}";\nrequest subnet-mask, routers;\n')
+    leases = sb.tmp / "dhclient.leases"
+    client = sb._spawn(
+        "dhclient",
+        ["dhclient", "-d", "-4", "-cf", str(conf), "-lf", str(leases),
+         "-pf", str(sb.tmp / "dhclient.pid"), "-sf", str(script), "eth0"],
+        netns=sb.node,
+    )  # fmt: skip
+    mac = _mac(sb, "eth0")
+    first = _wait_for_address(sb, "eth0")
+    ends_before = len(_dhcpd_blocks(sb.dhcpd_leases_path, first["local"]))
+    before, after = _takeover_and_wait(sb, client, wait=95)  # > 3 lease times of 30 s
+    assert after["valid_life_time"] > 10, after
+    blocks = _dhcpd_blocks(sb.dhcpd_leases_path, before["local"])
+    assert len(blocks) >= ends_before + 4, "dhcpd recorded no renewals after the takeover"
+    last = blocks[-1]
+    assert f"hardware ethernet {mac}" in last and CLIENT_ID in last, last
+    assert "binding state active" in last, last
+    _check_restored(sb, client, before["local"])
