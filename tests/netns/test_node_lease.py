@@ -20,7 +20,16 @@ from typing import Any
 
 import pytest
 
-from testbed.sandbox import REPO_ROOT, ROUTER_IP, Daemon, Sandbox, parse_dnsmasq_leases, ping, run
+from testbed.sandbox import (
+    REPO_ROOT,
+    ROUTER_IP,
+    Daemon,
+    Sandbox,
+    dhcpd_config,
+    parse_dnsmasq_leases,
+    ping,
+    run,
+)
 from tests.e2e.helpers import NET, add, conflist
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
@@ -96,9 +105,10 @@ def _restore(sb: Sandbox) -> None:
 
 
 def _takeover_and_wait(
-    sb: Sandbox, client: Daemon, wait: float
+    sb: Sandbox, client: Daemon, wait: float, *, restart_agent_after: float = 0
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """ADD (takeover); wait; the node's address before and after, the pod still working."""
+    """ADD (takeover); wait (restarting the agent after ``restart_agent_after`` s: the next
+    one re-adopts the node lease); the node's address before and after, the pod working."""
     before = _wait_for_address(sb, "eth0")
     assert before["valid_life_time"] < 0xFFFFFFFF, before
     sb.start_agent()
@@ -107,6 +117,11 @@ def _takeover_and_wait(
     on_bridge = _addr(sb, "cni0")
     assert on_bridge is not None and on_bridge["local"] == before["local"]
     assert _proc_state(client.pid) == "T", "the previous client was not paused"
+    if restart_agent_after:
+        time.sleep(restart_agent_after)
+        next(d for d in sb.daemons if d.name == "agent" and d.alive()).stop()
+        sb.start_agent()
+        wait -= restart_agent_after
     time.sleep(wait)
     after = _addr(sb, "cni0")
     assert after is not None, "the node lost its address:\n" + sb.agent_logs()[-4000:]
@@ -143,7 +158,9 @@ def test_udhcpc_lease_from_dnsmasq_kept_past_its_end(sandbox: Sandbox) -> None:
         netns=sb.node,
     )
     mac = _mac(sb, "eth0")
-    before, after = _takeover_and_wait(sb, client, wait=130)  # past the 120 s lease
+    # past the 120 s lease, with an agent restart in the middle
+    before, after = _takeover_and_wait(sb, client, wait=130, restart_agent_after=45)
+    assert "node:cni0: state=ADOPTED" in sb.agent_logs()
     # a lease renewed at most T1 (10 s) ago, not one that ran out 10 s ago
     assert after["valid_life_time"] > 90, after
     rows = [r for r in parse_dnsmasq_leases(sb.dnsmasq_leases_path) if r["ip"] == before["local"]]
@@ -184,3 +201,39 @@ def test_dhclient_lease_from_dhcpd_kept_past_three_lease_times(sandbox: Sandbox)
     assert f"hardware ethernet {mac}" in last and CLIENT_ID in last, last
     assert "binding state active" in last, last
     _check_restored(sb, client, before["local"])
+
+
+def test_node_address_naked_at_renewal_is_replaced(sandbox: Sandbox) -> None:
+    """The server forgot the node's lease and serves another range: its NAK (or the lease's
+    expiry) moves the node to a new address, with its default route, on the bridge."""
+    sb = sandbox
+    _prepare_node(sb)
+    server = sb.start_dhcpd(lease_seconds=30)
+    script = sb.tmp / "udhcpc.sh"
+    script.write_text(UDHCPC_SCRIPT)
+    script.chmod(0o755)
+    sb._spawn(
+        "udhcpc",
+        ["busybox", "udhcpc", "-f", "-i", "eth0", "-s", str(script), "-t", "5", "-T", "1"],
+        netns=sb.node,
+    )
+    old = _wait_for_address(sb, "eth0")["local"]
+    sb.start_agent()
+    add(sb, sb.add_pod("a"), conflist(sb))
+    server.stop()
+    other = ("192.168.77.150", "192.168.77.160")
+    sb.start_dhcpd(config=dhcpd_config(lease_seconds=30, ranges=(other,)), fresh_leases=True)
+    deadline = time.monotonic() + 60  # T1 (15 s) + the rest of the lease, and some
+    new = None
+    while time.monotonic() < deadline:
+        a = _addr(sb, "cni0")
+        if a is not None and a["local"] != old:
+            new = a
+            break
+        time.sleep(0.5)
+    assert new is not None, "the node kept its NAKed address:\n" + sb.agent_logs()[-3000:]
+    assert 150 <= int(new["local"].rsplit(".", 1)[1]) <= 160
+    assert "THE NODE'S ADDRESS CHANGES" in sb.agent_logs()
+    routes = json.loads(run(["ip", "-j", "route", "show", "default"], netns=sb.node).stdout)
+    assert any(r.get("gateway") == ROUTER_IP and r.get("dev") == "cni0" for r in routes), routes
+    assert ping(sb.node, ROUTER_IP)

@@ -31,8 +31,9 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Interface
 from pathlib import Path
 
-from ..datapath.netlink import EEXIST, RT_TABLE_MAIN, lookup, node_ipr, tolerate
+from ..datapath.netlink import EEXIST, RT_TABLE_MAIN, Netlink, lookup, node_ipr, tolerate
 from ..datapath.netns import own_netns_fd
+from ..datapath.sysctl import write_sysctl
 from ..state import statefile
 from .client import DhcpClient
 from .clock import Clock, SystemClock
@@ -106,20 +107,22 @@ class NodeLeaseKeeper:
             await asyncio.gather(self.task, return_exceptions=True)
 
     async def _run(self) -> None:
-        try:
-            await self._keep()
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception(
-                "%s: the node lease keeper failed; the address keeps its lifetime", self.key
-            )
-            return
+        while True:
+            try:
+                await self._keep()
+                break
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # A bug or a transient failure must not end the node's lease silently.
+                log.exception("%s: the node lease keeper failed; retrying", self.key)
+                await self.clock.sleep(5.0)
         log.info("%s: the takeover is gone; the node lease is no longer kept here", self.key)
         await asyncio.to_thread(statefile.remove, self.path)
 
     async def _keep(self) -> None:
-        await self._adopt_or_reboot()
+        if self.lease is None:
+            await self._adopt_or_reboot()
         while await self.still_ours():
             lease = self.lease
             assert lease is not None
@@ -232,7 +235,9 @@ class NodeLeaseKeeper:
                 "replacing it on %s (and the default route via %s)",
                 self.key, lease.server_id, lease.address, old, self.target.bridge, lease.router,
             )  # fmt: skip
-            await asyncio.to_thread(_replace_address, self.target.bridge, old, lease)
+            await asyncio.to_thread(
+                _replace_address, self.target.bridge, old, lease, self.clock.time()
+            )
             self.target = NodeLeaseTarget(
                 self.target.bridge, self.target.mac, self.target.client_id, lease.address
             )
@@ -352,8 +357,9 @@ def _remaining_lifetime(target: NodeLeaseTarget) -> int:
 
 
 def _set_lifetime(bridge: str, lease: Lease, now: float) -> None:
-    """The address's lifetimes = what the lease has left (only if it is still there: a
-    restore may have moved it off the bridge)."""
+    """The address's lifetimes = what the lease has left. An address the kernel already
+    removed (the lease ran out before this ACK) is added again, with the default route the
+    removal of the bridge's last IPv4 address flushed."""
     left = max(1, int(lease.expires_at - now))
     with node_ipr() as ipr:
         index = lookup(ipr, bridge)
@@ -364,7 +370,9 @@ def _set_lifetime(bridge: str, lease: Lease, now: float) -> None:
             for m in ipr.addr("dump")
         )
         if not present:
-            log.warning("node lease: %s is no longer on %s; not touching it", lease.address, bridge)
+            log.error("node lease: %s had gone from %s; adding it again", lease.address, bridge)
+            _add(ipr, index, bridge, lease, left)
+            _default_route(ipr, index, lease)
             return
         ipr.addr(
             "replace",
@@ -377,26 +385,47 @@ def _set_lifetime(bridge: str, lease: Lease, now: float) -> None:
         )
 
 
-def _replace_address(bridge: str, old: IPv4Interface, lease: Lease) -> None:
+def _add(ipr: Netlink, index: int, bridge: str, lease: Lease, left: int) -> None:
+    with tolerate(EEXIST):
+        ipr.addr(
+            "add",
+            index=index,
+            address=str(lease.address.ip),
+            local=str(lease.address.ip),
+            prefixlen=lease.address.network.prefixlen,
+            broadcast=str(lease.address.network.broadcast_address),
+            label=bridge,
+            valid_lft=left,
+            preferred_lft=left,
+        )
+
+
+def _default_route(ipr: Netlink, index: int, lease: Lease) -> None:
+    if lease.router is not None:
+        ipr.route(
+            "replace",
+            family=2,
+            dst_len=0,
+            gateway=str(lease.router),
+            oif=index,
+            table=RT_TABLE_MAIN,
+        )
+
+
+def _replace_address(bridge: str, old: IPv4Interface, lease: Lease, now: float) -> None:
     """New address first (never an address-less node), then the old one off, then the
-    default route via the lease's router (removing the old address may have flushed it)."""
-    left = max(1, int(lease.expires_at - lease.bound_at))
+    default route via the lease's router (removing the old address may have flushed it).
+
+    In the old address's subnet the new one is its secondary, and deleting a primary
+    deletes its secondaries unless ``promote_secondaries`` is on: it is turned on for the
+    bridge, and the new address is added again should it have gone all the same."""
+    left = max(1, int(lease.expires_at - now))
+    write_sysctl(f"net/ipv4/conf/{bridge}/promote_secondaries", "1")
     with node_ipr() as ipr:
         index = lookup(ipr, bridge)
         if index is None:
             return
-        with tolerate(EEXIST):
-            ipr.addr(
-                "add",
-                index=index,
-                address=str(lease.address.ip),
-                local=str(lease.address.ip),
-                prefixlen=lease.address.network.prefixlen,
-                broadcast=str(lease.address.network.broadcast_address),
-                label=bridge,
-                valid_lft=left,
-                preferred_lft=left,
-            )
+        _add(ipr, index, bridge, lease, left)
         with tolerate(errno.EADDRNOTAVAIL, errno.ENOENT, errno.ESRCH):  # gone already
             ipr.addr(
                 "del",
@@ -405,12 +434,5 @@ def _replace_address(bridge: str, old: IPv4Interface, lease: Lease) -> None:
                 local=str(old.ip),
                 prefixlen=old.network.prefixlen,
             )
-        if lease.router is not None:
-            ipr.route(
-                "replace",
-                family=2,
-                dst_len=0,
-                gateway=str(lease.router),
-                oif=index,
-                table=RT_TABLE_MAIN,
-            )
+        _add(ipr, index, bridge, lease, left)
+        _default_route(ipr, index, lease)
