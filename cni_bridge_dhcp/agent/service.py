@@ -79,7 +79,7 @@ class Agent:
         self._forwarding_done = False
         self._datapaths: dict[tuple[BridgeSpec, str | None], Datapath] = {}
         self._uplink_watch: UplinkWatcher | None = None
-        self.node_lease = NodeLeaseSupervisor(state_dir)
+        self.node_lease = NodeLeaseSupervisor(state_dir, on_change=self._datapaths.clear)
 
     # ------------------------------------------------------------ lifecycle
 

@@ -58,6 +58,8 @@ esac
 exit 0
 """
 
+DOCTOR = "import sys; from cni_bridge_dhcp.ops.doctor import doctor_main; sys.exit(doctor_main(sys.argv[1:]))"
+
 CLIENT_ID = "node-test-id"  # dhclient's configured option 61: the keeper must send it too
 
 
@@ -84,6 +86,21 @@ def _wait_for_address(sb: Sandbox, dev: str, timeout: float = 20) -> dict[str, A
             return a
         time.sleep(0.2)
     raise AssertionError(f"no IPv4 address on {dev} after {timeout}s")
+
+
+def _node_lease_finding(sb: Sandbox) -> dict[str, Any]:
+    """doctor's node-lease finding, run in the node namespace (network-manager files from an
+    empty stand-in root)."""
+    root = sb.tmp / "root"
+    root.mkdir(exist_ok=True)
+    cmd = [sys.executable, "-c", DOCTOR, "--json", "--socket", str(sb.agent_socket),
+           "--state-dir", str(sb.state_dir), "--conf-dir", str(sb.netconf_dir),
+           "--root", str(root), "--bridge", "cni0", "--uplink", "eth0"]  # fmt: skip
+    proc = run(cmd, netns=sb.node, check=False, timeout=120, env={"PYTHONPATH": str(REPO_ROOT)})
+    found: dict[str, Any] = next(
+        c for c in json.loads(proc.stdout)["checks"] if c["check"] == "node-lease"
+    )
+    return found
 
 
 def _proc_state(pid: int) -> str:
@@ -161,6 +178,8 @@ def test_udhcpc_lease_from_dnsmasq_kept_past_its_end(sandbox: Sandbox) -> None:
     # past the 120 s lease, with an agent restart in the middle
     before, after = _takeover_and_wait(sb, client, wait=130, restart_agent_after=45)
     assert "node:cni0: state=ADOPTED" in sb.agent_logs()
+    finding = _node_lease_finding(sb)
+    assert finding["ok"] and "kept by the agent" in finding["detail"], finding
     # a lease renewed at most T1 (10 s) ago, not one that ran out 10 s ago
     assert after["valid_life_time"] > 90, after
     rows = [r for r in parse_dnsmasq_leases(sb.dnsmasq_leases_path) if r["ip"] == before["local"]]
@@ -193,6 +212,8 @@ def test_dhclient_lease_from_dhcpd_kept_past_three_lease_times(sandbox: Sandbox)
     mac = _mac(sb, "eth0")
     first = _wait_for_address(sb, "eth0")
     ends_before = len(_dhcpd_blocks(sb.dhcpd_leases_path, first["local"]))
+    finding = _node_lease_finding(sb)
+    assert finding["ok"] and f"dhclient (pid {client.pid})" in finding["detail"], finding
     before, after = _takeover_and_wait(sb, client, wait=95)  # > 3 lease times of 30 s
     assert after["valid_life_time"] > 10, after
     blocks = _dhcpd_blocks(sb.dhcpd_leases_path, before["local"])
@@ -237,3 +258,9 @@ def test_node_address_naked_at_renewal_is_replaced(sandbox: Sandbox) -> None:
     routes = json.loads(run(["ip", "-j", "route", "show", "default"], netns=sb.node).stdout)
     assert any(r.get("gateway") == ROUTER_IP and r.get("dev") == "cni0" for r in routes), routes
     assert ping(sb.node, ROUTER_IP)
+    # a pod added now routes via the node's new address
+    late = sb.add_pod("late")
+    add(sb, late, conflist(sb))
+    pod_routes = run(["ip", "route"], netns=late.name).stdout
+    assert f"default via {new['local']}" in pod_routes, pod_routes
+    assert ping(late.name, ROUTER_IP)

@@ -6,19 +6,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from ipaddress import IPv4Interface
 from pathlib import Path
 
 from ..dhcp.nodelease import NodeLeaseKeeper, NodeLeaseTarget
 from ..uplink import current_state
-from ..uplink.dhcpclients import NodeDhcp, load_record, save_record
+from ..uplink.dhcpclients import NodeDhcp, follow_node_address, load_record
 
 log = logging.getLogger(__name__)
 
 
 class NodeLeaseSupervisor:
-    def __init__(self, state_dir: Path) -> None:
+    def __init__(self, state_dir: Path, on_change: Callable[[], None] | None = None) -> None:
         self.state_dir = state_dir
+        self.on_change = on_change  # the node address changed: forget cached datapaths
         self.keeper: NodeLeaseKeeper | None = None
 
     async def ensure(self) -> None:
@@ -58,10 +60,6 @@ class NodeLeaseSupervisor:
         return await asyncio.to_thread(self._current) is not None
 
     async def _changed(self, old: IPv4Interface, new: IPv4Interface) -> None:
-        def update() -> None:
-            record = load_record(self.state_dir)
-            if record is not None and record.interface == old:
-                record.address = str(new)
-                save_record(self.state_dir, record)
-
-        await asyncio.to_thread(update)
+        await asyncio.to_thread(follow_node_address, self.state_dir, old, new)
+        if self.on_change is not None:
+            self.on_change()

@@ -31,14 +31,16 @@ import logging
 import os
 import re
 import signal
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from ipaddress import IPv4Interface
 from pathlib import Path
 from typing import Any
 
 from ...cni.errors import CNIError, ErrorCode
 from ..state.statefile import read_json, remove, write_json
+from . import journal as uj
 from .plan import AF_INET, AddrSnap, UplinkSnapshot, addresses_to_move
+from .state import UplinkState
 
 log = logging.getLogger(__name__)
 
@@ -470,3 +472,26 @@ def _same_process(c: PrevClient, paths: Paths) -> bool:
         return False
     fields = stat[stat.rfind(")") + 2 :].split()
     return c.starttime is None or (len(fields) > 19 and fields[19] == c.starttime)
+
+
+def follow_node_address(state_dir: Path, old: IPv4Interface, new: IPv4Interface) -> None:
+    """The node's leased address changed (NAK, or the server moved it): the record and the
+    takeover's recorded state name the new one, so new pods route via it. The snapshot
+    keeps the old one (``uplink restore`` then refuses: the bridge holds an address the
+    snapshot lacks)."""
+    record = load_record(state_dir)
+    if record is not None and record.interface == old:
+        record.address = str(new)
+        save_record(state_dir, record)
+    with uj.locked(state_dir, 30.0):
+        journal = uj.load(state_dir)
+        if journal is None or journal.state is None:
+            return
+        state = UplinkState.from_dict(journal.state)
+        state = replace(
+            state,
+            addresses=tuple(new if a == old else a for a in state.addresses),
+            node_ipv4=new.ip if state.node_ipv4 == old.ip else state.node_ipv4,
+        )
+        journal.state = state.to_dict()
+        uj.save(state_dir, journal)
