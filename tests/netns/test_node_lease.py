@@ -224,9 +224,13 @@ def test_dhclient_lease_from_dhcpd_kept_past_three_lease_times(sandbox: Sandbox)
     _check_restored(sb, client, before["local"])
 
 
-def test_node_address_naked_at_renewal_is_replaced(sandbox: Sandbox) -> None:
-    """The server forgot the node's lease and serves another range: its NAK (or the lease's
-    expiry) moves the node to a new address, with its default route, on the bridge."""
+@pytest.mark.parametrize("when", ["init-reboot", "renewal"])
+def test_node_address_the_server_forgot_is_replaced(sandbox: Sandbox, when: str) -> None:
+    """The server no longer has the node's lease. Restarted before the takeover with the
+    node's address leased to another host, it NAKs the keeper's INIT-REBOOT; restarted
+    after it with no leases and another range, it leaves the unknown lease's RENEW and
+    REBIND unanswered (dhcpd) until it expires. Either way the node moves to a new
+    address, with its default route, on the bridge, and new pods route via it."""
     sb = sandbox
     _prepare_node(sb)
     server = sb.start_dhcpd(lease_seconds=30)
@@ -239,11 +243,28 @@ def test_node_address_naked_at_renewal_is_replaced(sandbox: Sandbox) -> None:
         netns=sb.node,
     )
     old = _wait_for_address(sb, "eth0")["local"]
+    other = ("192.168.77.150", "192.168.77.160")
+
+    def switch_server() -> None:
+        server.stop()
+        if when == "init-reboot":
+            # The node's address now leased to another host: a REQUEST for it is NAKed.
+            sb.dhcpd_leases_path.write_text(
+                f"lease {old} {{\n  starts 1 2026/01/05 00:00:00;\n"
+                "  ends 3 2036/01/02 00:00:00;\n  binding state active;\n"
+                "  next binding state free;\n  hardware ethernet 02:00:00:00:00:99;\n}\n"
+            )
+            sb.start_dhcpd(lease_seconds=30)
+        else:
+            config = dhcpd_config(lease_seconds=30, ranges=(other,))
+            sb.start_dhcpd(config=config, fresh_leases=True)
+
+    if when == "init-reboot":
+        switch_server()
     sb.start_agent()
     add(sb, sb.add_pod("a"), conflist(sb))
-    server.stop()
-    other = ("192.168.77.150", "192.168.77.160")
-    sb.start_dhcpd(config=dhcpd_config(lease_seconds=30, ranges=(other,)), fresh_leases=True)
+    if when == "renewal":
+        switch_server()
     deadline = time.monotonic() + 60  # T1 (15 s) + the rest of the lease, and some
     new = None
     while time.monotonic() < deadline:
@@ -253,8 +274,12 @@ def test_node_address_naked_at_renewal_is_replaced(sandbox: Sandbox) -> None:
             break
         time.sleep(0.5)
     assert new is not None, "the node kept its NAKed address:\n" + sb.agent_logs()[-3000:]
-    assert 150 <= int(new["local"].rsplit(".", 1)[1]) <= 160
-    assert "THE NODE'S ADDRESS CHANGES" in sb.agent_logs()
+    if when == "renewal":
+        assert 150 <= int(new["local"].rsplit(".", 1)[1]) <= 160
+    logs = sb.agent_logs()
+    assert "THE NODE'S ADDRESS CHANGES" in logs
+    if when == "init-reboot":
+        assert "INIT-REBOOT NAKed by" in logs
     routes = json.loads(run(["ip", "-j", "route", "show", "default"], netns=sb.node).stdout)
     assert any(r.get("gateway") == ROUTER_IP and r.get("dev") == "cni0" for r in routes), routes
     assert ping(sb.node, ROUTER_IP)
