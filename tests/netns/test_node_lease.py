@@ -31,6 +31,7 @@ from testbed.sandbox import (
     run,
 )
 from tests.e2e.helpers import NET, add, conflist
+from tests.netns.test_uplink import ok as uplink_ok
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
 
@@ -289,3 +290,24 @@ def test_node_address_the_server_forgot_is_replaced(sandbox: Sandbox, when: str)
     pod_routes = run(["ip", "route"], netns=late.name).stdout
     assert f"default via {new['local']}" in pod_routes, pod_routes
     assert ping(late.name, ROUTER_IP)
+
+
+def test_restore_gives_the_address_back_with_its_remaining_lifetime(sandbox: Sandbox) -> None:
+    """``uplink restore`` moves a leased address back with the lifetime it has on the bridge
+    now (the keeper's last renewal), not the one snapshotted at the takeover."""
+    sb = sandbox
+    node_ip = "192.168.77.10"
+    run(["ip", "addr", "flush", "dev", "eth0"], netns=sb.node)
+    run(["ip", "addr", "add", f"{node_ip}/24", "dev", "eth0",
+         "valid_lft", "300", "preferred_lft", "300"], netns=sb.node)  # fmt: skip
+    run(["ip", "route", "replace", "default", "via", ROUTER_IP], netns=sb.node)
+    uplink_ok(sb, "ensure", "cni0", "eth0")
+    assert (sb.state_dir / "node-dhcp.json").exists()
+    # what a renewal does to the address on the bridge
+    run(["ip", "addr", "change", f"{node_ip}/24", "dev", "cni0",
+         "valid_lft", "1000", "preferred_lft", "1000"], netns=sb.node)  # fmt: skip
+    uplink_ok(sb, "restore")
+    back = _addr(sb, "eth0")
+    assert back is not None and back["local"] == node_ip
+    assert 900 < back["valid_life_time"] <= 1000, back
+    assert not (sb.state_dir / "node-dhcp.json").exists()
