@@ -274,7 +274,7 @@ def test_node_address_the_server_forgot_is_replaced(sandbox: Sandbox, when: str)
             new = a
             break
         time.sleep(0.5)
-    assert new is not None, "the node kept its NAKed address:\n" + sb.agent_logs()[-3000:]
+    assert new is not None, "the node did not move to a new address:\n" + sb.agent_logs()[-3000:]
     if when == "renewal":
         assert 150 <= int(new["local"].rsplit(".", 1)[1]) <= 160
     logs = sb.agent_logs()
