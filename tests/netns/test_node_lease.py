@@ -183,11 +183,22 @@ def test_udhcpc_lease_from_dnsmasq_kept_past_its_end(sandbox: Sandbox) -> None:
     assert finding["ok"] and "kept by the agent" in finding["detail"], finding
     # a lease renewed at most T1 (10 s) ago, not one that ran out 10 s ago
     assert after["valid_life_time"] > 90, after
-    rows = [r for r in parse_dnsmasq_leases(sb.dnsmasq_leases_path) if r["ip"] == before["local"]]
+    rows = _dnsmasq_rows(sb, before["local"])
     assert rows and rows[-1]["mac"] == mac
     assert rows[-1]["client_id"].replace(":", "") == "01" + mac.replace(":", "")
     assert int(rows[-1]["expiry"]) > time.time() + 90, rows  # renewed by the keeper
     _check_restored(sb, client, before["local"])
+
+
+def _dnsmasq_rows(sb: Sandbox, ip: str) -> list[dict[str, str]]:
+    """dnsmasq's lease rows for ``ip``; dnsmasq rewrites its file in place (truncate, write)
+    at every renewal, so a read may catch it empty: read again, briefly."""
+    deadline = time.monotonic() + 3
+    while True:
+        rows = [r for r in parse_dnsmasq_leases(sb.dnsmasq_leases_path) if r["ip"] == ip]
+        if rows or time.monotonic() > deadline:
+            return rows
+        time.sleep(0.1)
 
 
 def _dhcpd_blocks(path: Path, ip: str) -> list[str]:
