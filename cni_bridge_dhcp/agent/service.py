@@ -27,6 +27,7 @@ from .commands import ipam_role, main_role
 from .commands.common import teardown
 from .commands.lease6_follow import on_lease6_change
 from .commands.lease_follow import on_lease_change
+from .commands.node_lease import NodeLeaseSupervisor
 from .commands.types import Datapath, Request
 from .commands.vanished import reap_vanished
 from .config import NetConf
@@ -82,6 +83,7 @@ class Agent:
         self._forwarding_done = False
         self._datapaths: dict[tuple[BridgeSpec, str | None], Datapath] = {}
         self._uplink_watch: UplinkWatcher | None = None
+        self.node_lease = NodeLeaseSupervisor(state_dir, on_change=self._datapaths.clear)
 
     # ------------------------------------------------------------ lifecycle
 
@@ -116,6 +118,7 @@ class Agent:
             self.state_dir, on_change=functools.partial(on_lease6_change, self)
         )
         await self._leases6.start()
+        await self.node_lease.ensure()  # re-adopt the node's own DHCP lease, if any
         for att in self.store.all():
             if att.state != AttachmentState.READY:
                 log.warning("cleaning up interrupted ADD of %s", att.key)
@@ -181,6 +184,7 @@ class Agent:
             await self._leases.close()
         if self._leases6 is not None:
             await self._leases6.close()
+        await self.node_lease.close()
 
     # ------------------------------------------------------------ requests
 
@@ -238,7 +242,10 @@ class Agent:
     # ------------------------------------------------------------ datapath
 
     async def ensure_datapath(self, conf: NetConf) -> Datapath:
-        return await asyncio.to_thread(self._ensure_datapath, conf)
+        datapath = await asyncio.to_thread(self._ensure_datapath, conf)
+        if conf.uplink_interface:
+            await self.node_lease.ensure()  # a takeover of a DHCP-leased node address
+        return datapath
 
     def _ensure_datapath(self, conf: NetConf) -> Datapath:
         spec = BridgeSpec(

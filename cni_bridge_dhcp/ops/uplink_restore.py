@@ -6,7 +6,9 @@ import argparse
 import sys
 from pathlib import Path
 
+from ..agent.dhcp.nodelease import JOURNAL_NAME as NODE_LEASE_JOURNAL
 from ..agent.state.attachments import AttachmentStore
+from ..agent.state.statefile import remove
 from ..agent.uplink import restore
 from ..cni.defaults import DEFAULT_SOCKET, DEFAULT_STATE_DIR
 from ..cni.errors import CNIError
@@ -29,6 +31,10 @@ def uplink_main(argv: list[str]) -> int:
         if err.details:
             sys.stderr.write(f"{err.details}\n")
         return 1
+    if state is not None:
+        # The node lease went back to its own client with the address (an agent still
+        # running sees the takeover gone and stops keeping it).
+        remove(state_dir / NODE_LEASE_JOURNAL)
     if state is None:
         print("nothing to restore: no uplink takeover is recorded")
     else:

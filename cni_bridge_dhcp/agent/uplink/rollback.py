@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from ...cni.errors import CNIError, ErrorCode
@@ -26,6 +27,7 @@ from ..datapath.netlink import (
     node_ipr,
 )
 from ..datapath.sysctl import write_sysctl
+from . import dhcpclients
 from . import journal as uj
 from .capture import addr_from_msg, capture, snapshot_differences
 from .kernel import addr_add, addr_del, neigh_replace, route_add, route_del
@@ -85,6 +87,8 @@ def return_to_snapshot(ipr: Netlink, journal: uj.Journal, *, delete_any_bridge: 
         br_index = None  # not ours to touch
     plan = replay_plan(snap.routes, uplink)
     moved = addresses_to_move(snap)
+    if br_index is not None:
+        moved = _live_lifetimes(ipr, br_index, moved)
     names = {uplink: up_index}
     if br_index is not None:
         names[brname] = br_index
@@ -115,6 +119,22 @@ def return_to_snapshot(ipr: Netlink, journal: uj.Journal, *, delete_any_bridge: 
     if br_index is not None:
         _settle_bridge(ipr, br_index, brname, uplink, snap.bridge_pre, delete_any_bridge)
     return snapshot_differences(snap, capture(ipr, uplink, None))
+
+
+def _live_lifetimes(ipr: Netlink, br_index: int, moved: list[AddrSnap]) -> list[AddrSnap]:
+    """The moved addresses with the lifetimes they have on the bridge now: a DHCP lease the
+    agent kept alive goes back with its remaining lifetime, not the snapshot's stale one."""
+    live = {
+        (a.address, a.prefixlen): a
+        for a in (addr_from_msg(m) for m in ipr.addr("dump") if m["index"] == br_index)
+    }
+    out = []
+    for a in moved:
+        now = live.get((a.address, a.prefixlen))
+        if a.valid_lft is not None and now is not None and now.valid_lft is not None:
+            a = replace(a, valid_lft=now.valid_lft, preferred_lft=now.preferred_lft)
+        out.append(a)
+    return out
 
 
 def _restore_addresses(
@@ -222,8 +242,21 @@ def restore(
             journal.phase = uj.RESTORED
             journal.error = None
             uj.save(state_dir, journal)
+        _hand_back_lease(state_dir)
         log.info("uplink %s restored from bridge %s", journal.uplink, journal.bridge)
         return state
+
+
+def _hand_back_lease(state_dir: Path) -> None:
+    """The DHCP client paused at the takeover runs again (its address is back on the
+    uplink); the agent's node lease keeper sees the record gone and stops."""
+    record = dhcpclients.load_record(state_dir)
+    if record is None:
+        return
+    resumed = dhcpclients.resume(record.paused)
+    if resumed:
+        log.info("uplink restore: resumed %s", ", ".join(resumed))
+    dhcpclients.remove_record(state_dir)
 
 
 def _refuse_stripping(ipr: Netlink, journal: uj.Journal) -> None:

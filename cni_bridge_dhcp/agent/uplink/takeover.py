@@ -27,6 +27,7 @@ from ..datapath.netlink import (
     node_ipr,
 )
 from ..runtime.faults import maybe_crash
+from . import dhcpclients
 from . import journal as uj
 from .capture import all_routes, capture
 from .kernel import in_place
@@ -222,6 +223,7 @@ def _take_over_fresh(
 ) -> UplinkState:
     """Snapshot the uplink, journal it, then run the steps; roll back on any failure."""
     snapshot = capture(ipr, uplink, bridge.name)
+    node_dhcp = _node_dhcp(snapshot, bridge.name)  # CNIError(7) before anything changed
     journal = uj.Journal(
         bridge=bridge.name,
         uplink=uplink,
@@ -248,8 +250,45 @@ def _take_over_fresh(
     journal.state = state.to_dict()
     uj.save(state_dir, journal)
     log.info("uplink %s taken over into bridge %s", uplink, bridge.name)
-    _warn_finite_lifetimes(snapshot, bridge.name)
+    if node_dhcp is not None:
+        # Recorded before pausing, so a crash in between still leaves what to resume
+        # (SIGCONT to a process that was never stopped changes nothing).
+        node_dhcp.paused = [c for c in node_dhcp.clients if c.manager in dhcpclients.PAUSABLE]
+        dhcpclients.save_record(state_dir, node_dhcp)
+        node_dhcp.paused = dhcpclients.pause(node_dhcp.clients)
+        dhcpclients.save_record(state_dir, node_dhcp)
+    else:
+        dhcpclients.remove_record(state_dir)  # one of an earlier takeover
+    _warn_finite_lifetimes(snapshot, bridge.name, node_dhcp)
     return state
+
+
+def _node_dhcp(snap: UplinkSnapshot, bridge: str) -> dhcpclients.NodeDhcp | None:
+    """The record of the node's DHCP-leased address (None: static), or CNIError(7) when
+    its client is a manager that cannot stand down for this link."""
+    dyn = dhcpclients.dynamic_ipv4(snap)
+    if dyn is None or dyn.valid_lft is None:
+        return None
+    clients = dhcpclients.find_clients(snap.uplink, snap.ifindex, dyn.address)
+    refused = dhcpclients.refusal(
+        clients, snap.uplink, bridge, f"{dyn.address}/{dyn.prefixlen}", snap.mac
+    )
+    if refused is not None:
+        raise refused
+    log.info(
+        "address %s/%d on %s is leased by DHCP (%s): the agent keeps the lease alive on %s",
+        dyn.address, dyn.prefixlen, snap.uplink,
+        ", ".join(f"{c.manager} {c.source}" for c in clients) or "client not found", bridge,
+    )  # fmt: skip
+    return dhcpclients.NodeDhcp(
+        uplink=snap.uplink,
+        bridge=bridge,
+        mac=snap.mac,
+        address=f"{dyn.address}/{dyn.prefixlen}",
+        client_id=dhcpclients.node_client_id(clients, snap.mac),
+        valid_lft=dyn.valid_lft,
+        clients=clients,
+    )
 
 
 def _roll_back_failed(
@@ -322,8 +361,12 @@ def _accept_preconfigured(
     return state
 
 
-def _warn_finite_lifetimes(snap: UplinkSnapshot, bridge: str) -> None:
+def _warn_finite_lifetimes(
+    snap: UplinkSnapshot, bridge: str, kept: dhcpclients.NodeDhcp | None
+) -> None:
     for a in addresses_to_move(snap):
+        if kept is not None and f"{a.address}/{a.prefixlen}" == kept.address:
+            continue  # the agent's node lease keeper renews it
         if a.valid_lft is not None and a.family == AF_INET:
             log.warning(
                 "address %s/%d on %s has a finite lifetime (%ds): a DHCP client still "

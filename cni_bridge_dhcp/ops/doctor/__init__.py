@@ -25,6 +25,7 @@ from .facts.context import DEFAULT_CONF_DIR, agent_check, build_context, uplink_
 from .facts.firewall import firewall_checks, gather_firewall
 from .facts.leases import server_leases_check
 from .facts.managers import manager_check
+from .facts.nodelease import node_lease_check
 from .facts.routes import pod_route_check
 from .facts.state import state_check
 from .probe import dhcp_check
@@ -74,6 +75,7 @@ def run_checks(args: argparse.Namespace) -> list[dc.Finding]:
     findings += firewall_checks(ctx, gather_firewall())
     findings += pod_route_check(ctx)
     findings += manager_check(ctx)
+    findings += node_lease_check(ctx)
     findings += dhcp_check(ctx)
     findings += state_check(ctx)
     findings += server_leases_check(ctx)

@@ -16,6 +16,7 @@ BR_NETFILTER = "br-netfilter"
 BACKEND = "iptables-backend"
 POD_ROUTES = "pod-routes"
 NET_MANAGER = "network-manager"
+NODE_LEASE = "node-lease"
 DHCP_SERVER = "dhcp-server"
 STATE = "state"
 SERVER_LEASES = "server-leases"
@@ -28,6 +29,7 @@ ORDER = (
     BACKEND,
     POD_ROUTES,
     NET_MANAGER,
+    NODE_LEASE,
     DHCP_SERVER,
     STATE,
     SERVER_LEASES,
