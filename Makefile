@@ -106,7 +106,8 @@ BENCH_ARGS ?=
 bench: deps venv cnitool
 	$(PY) scripts/bench.py $(BENCH_ARGS)
 
-# The agent's RSS over 20,000 ADD/DEL cycles (issue 16, target 7; ~70 min on 2 cores):
+# The agent's RSS over 20,000 ADD/DEL cycles (issue 16, target 7; about an hour on 2 cores,
+# ~7 cycles/s with 4 in flight):
 # results/soak-<time>.json, which the next `make bench` reports. SOAK_ARGS="--cycles 2000"
 # for a shorter run, "--probe"/"--tracemalloc" to see inside the agent.
 SOAK_ARGS ?=

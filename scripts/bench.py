@@ -539,7 +539,13 @@ def latest_soak(results_dir: Path) -> dict[str, Any] | None:
     if not files:
         return None
     soak: dict[str, Any] = json.loads(files[-1].read_text())
-    soak.pop("samples", None)
+    samples = soak.pop("samples", None) or []
+    if len(samples) >= 4:  # the trend at the end: is it still growing, or flat?
+        half = samples[len(samples) // 2]
+        soak["second_half"] = (
+            f"+{samples[-1]['VmRSS'] - half['VmRSS']} KiB over cycles "
+            f"{half['cycles']}-{samples[-1]['cycles']}"
+        )
     meta = soak.pop("meta", {})
     soak["time"] = meta.get("time")
     soak["agent_env"] = meta.get("agent_env", {})

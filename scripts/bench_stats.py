@@ -730,7 +730,7 @@ def render_report(data: Mapping[str, Any], targets: str = "", extra: Sequence[st
         "## Reproduce\n\n`make bench` as root (about 15-20 minutes on 2 cores; "
         "`make bench BENCH_ARGS=--quick` for a ~3 min smoke run). Results: "
         "`results/bench-<time>.md` and `.json` and the pictures; a full run also refreshes "
-        "`docs/BENCH.md` and `docs/bench-*.png`. `make soak` (~70 min) writes the soak "
+        "`docs/BENCH.md` and `docs/bench-*.png`. `make soak` (about an hour) writes the soak "
         "result this report picks up. Everything runs in namespaces it creates and removes."
     )
     return "\n\n".join(s for s in sections if s) + "\n"
