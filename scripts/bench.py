@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import json
 import os
 import platform
@@ -63,6 +64,15 @@ from bench_stats import (  # noqa: E402
     parse_reference_retries,
     render_report,
 )
+from bench_targets import (  # noqa: E402
+    section_breakdown,
+    section_concurrency,
+    section_fast,
+    section_floors,
+    section_profile,
+    section_soak,
+    section_targets,
+)
 
 from testbed.sandbox import (  # noqa: E402
     NETNS_DIR,
@@ -87,7 +97,11 @@ class Plan:
     ping_adds: int
     levels: tuple[int, ...]
     lease_seconds: int
-    batch: int = 10
+    fast_adds: int
+    profile_ops: int
+    cri_pods: int
+    veth_dels: int
+    batch: int = 20  # issue 16: 200 pods added 20 at a time
 
     @property
     def window_s(self) -> int:
@@ -95,8 +109,15 @@ class Plan:
         return self.lease_seconds // 2
 
 
-FULL = Plan(20, (10, 50), 50, 5, (0, 50, 250), 120)
-QUICK = Plan(3, (3, 5), 5, 1, (0, 5, 10), 30)
+FULL = Plan(20, (1, 10, 25, 50), 50, 5, (0, 50, 250), 120, 10, 20, 12, 30)
+QUICK = Plan(3, (1, 5), 5, 1, (0, 5, 10), 30, 3, 3, 3, 5)
+BEFORE = ROOT / "docs" / "bench-before.json"
+AGENT_PROBE = ROOT / "scripts" / "agent_probe"
+# waits of an idle event loop / thread, not work: left out of the profile table
+IDLE_WAITS = (
+    "<method 'poll' of 'select.epoll' objects>",
+    "<method 'acquire' of '_thread.lock' objects>",
+)
 
 
 def say(text: str) -> None:
@@ -387,6 +408,153 @@ def phase_concurrent(ref: Side, ours: Side, sizes: tuple[int, ...], data: dict[s
     data["rss_context"] = context
 
 
+def _exec_floor_module() -> Any:
+    """scripts/exec-floor.py (a file name with a dash), for its cases and importtime."""
+    spec = importlib.util.spec_from_file_location("exec_floor", ROOT / "scripts" / "exec-floor.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def phase_exec_floor(ours: Side, runs: int, data: dict[str, Any]) -> None:
+    """Target 1: exec-floor.py's cases, interleaved, straight execs against the live agent."""
+    ef = _exec_floor_module()
+    zipapp = ours.sb.cni_bin_dir / "cni-bridge-dhcp"
+    todo = ef.cases(zipapp, ours.sb.agent_socket, "/usr/bin/python3")
+    for _name, cmd, env, stdin in todo:  # once untimed: warm the page cache
+        ef.run_once(cmd, env, stdin)
+    ms: dict[str, list[float]] = {name: [] for name, *_ in todo}
+    for _ in range(runs):
+        for name, cmd, env, stdin in todo:
+            ms[name].append(round(ef.run_once(cmd, env, stdin)[0], 3))
+    imports = {name: ef.importtime(zipapp, env, stdin, 8) for name, _, env, stdin in todo[2:]}
+    data["exec_floor"] = {"runs": runs, "ms": ms, "importtime": imports}
+
+
+def phase_veth_floor(ours: Side, n: int, data: dict[str, Any]) -> None:
+    """Target 2's kernel floor: `ip link del` of one veth pair in the node namespace."""
+    node = ours.sb.node
+    dels: list[float] = []
+    shows: list[float] = []
+    for i in range(n):
+        name = f"vfl{i}"
+        subprocess.run(
+            ["ip", "-n", node, "link", "add", name, "type", "veth", "peer", "name", f"{name}p"],
+            check=True,
+            timeout=30,
+        )
+        for cmd, into in (
+            (["ip", "-n", node, "link", "show", "lo"], shows),
+            (["ip", "-n", node, "link", "del", name], dels),
+        ):
+            start = time.perf_counter()
+            subprocess.run(cmd, check=True, timeout=30, capture_output=True)
+            into.append(round((time.perf_counter() - start) * 1000, 3))
+    data["veth_floor"] = {"ip link del (veth pair)": dels, "ip link show lo (ip's exec)": shows}
+
+
+def phase_fast(ours: Side, n: int, data: dict[str, Any]) -> None:
+    """Target 6: our ADD/DEL with `ipam.arpProbeWait: 0` (and with ipv6 off as well)."""
+    original = ours.plugin
+    runs: dict[str, Any] = {}
+    try:
+        for name, extra in (
+            ("arpProbeWait 0", {"arpProbeWait": 0}),
+            ("arpProbeWait 0, ipv6 off", {"arpProbeWait": 0, "ipv6": "off"}),
+        ):
+            ours.plugin = {**original, "ipam": {**original["ipam"], **extra}}
+            ours.write_conflist()
+            adds, dels = [], []
+            for i in range(n):
+                bp = ours.new_pod(f"f{i}")
+                adds.append(seq_op(ours, "add", bp))
+                dels.append(seq_op(ours, "del", bp))
+                ours.drop_pod(bp)
+            walls = {r["container"]: r["ms"] for r in adds if r["ok"]}
+            steps = parse_agent_add_steps(ours.sb.agent_logs(), walls)
+            for cid, st in steps.items():
+                st["wall"] = walls[cid]
+                st["outside_agent"] = walls[cid] - st["total"]
+            runs[name] = {"add": adds, "del": dels, "steps": steps}
+    finally:
+        ours.plugin = original
+        ours.write_conflist()
+    data["fast_add"] = runs
+
+
+def phase_profile(zipapp: Path, n: int, tmp: Path, data: dict[str, Any]) -> None:
+    """cProfile of the agent's event-loop thread over n ADD/DEL (own sandbox: it slows)."""
+    import pstats
+
+    out = tmp / "agent.pstats"
+    sb = Sandbox(tmp / "prof")
+    try:
+        sb.setup()
+        sb.start_dnsmasq(no_ping=True, extra=[EXTRA_RANGE])
+        env = {"PYTHONPATH": str(AGENT_PROBE), "CBD_PROFILE": str(out)}
+        ours = start_ours(sb, zipapp, log_level="info", env=env)
+        assert ours.daemon_pid is not None
+        for i in range(n + 1):
+            if i == 1:  # after one warm-up pair (takeover, lazy imports): start profiling
+                os.kill(ours.daemon_pid, signal.SIGUSR2)
+            bp = ours.new_pod(f"prof{i}")
+            ours.cni("add", bp)
+            ours.cni("del", bp)
+            ours.drop_pod(bp)
+        os.kill(ours.daemon_pid, signal.SIGUSR2)
+        deadline = time.monotonic() + 10
+        while not out.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        stats = pstats.Stats(str(out)).stats  # type: ignore[attr-defined]
+        rows = []
+        for (path, line, func), (_cc, calls, own, cum, _callers) in stats.items():
+            if func in IDLE_WAITS:
+                continue
+            where = path.split("site-packages/")[-1].split("cni_bridge_dhcp/")[-1]
+            rows.append([f"{where}:{line}({func})", calls, own * 1000, cum * 1000])
+        rows.sort(key=lambda r: -r[2])
+        data["agent_profile"] = {
+            "ops": n,
+            "top": [[r[0], r[1], round(r[2], 1), round(r[3], 1)] for r in rows[:15]],
+        }
+    finally:
+        sb.teardown()
+
+
+def phase_cri(pods: int, tmp: Path, data: dict[str, Any]) -> None:
+    """Target 4: containerd CRI RunPodSandbox/StopPodSandbox, both plugins (bench_cri)."""
+    import bench_cri
+
+    try:
+        data["cri"] = bench_cri.measure(pods, tmp / "cri")
+    except Exception as exc:  # a runtime problem must not lose the rest of the run
+        data["cri"] = {"error": f"{type(exc).__name__}: {exc}"}
+        say(f"  CRI phase failed: {exc}")
+
+
+def latest_soak(results_dir: Path) -> dict[str, Any] | None:
+    """The newest `make soak` summary in results/ (target 7 is its own, long run)."""
+    files = sorted(results_dir.glob("soak-*.json"))
+    if not files:
+        return None
+    soak: dict[str, Any] = json.loads(files[-1].read_text())
+    samples = soak.pop("samples", None) or []
+    if len(samples) >= 4:  # the trend at the end: is it still growing, or flat?
+        half = samples[len(samples) // 2]
+        soak["second_half"] = (
+            f"+{samples[-1]['VmRSS'] - half['VmRSS']} KiB over cycles "
+            f"{half['cycles']}-{samples[-1]['cycles']}"
+        )
+    meta = soak.pop("meta", {})
+    soak["time"] = meta.get("time")
+    soak["agent_env"] = meta.get("agent_env", {})
+    with contextlib.suppress(ValueError):
+        soak["file"] = str(files[-1].relative_to(ROOT))
+    soak.setdefault("file", str(files[-1]))
+    return soak
+
+
 def restart_dnsmasq(sb: Sandbox, old: Daemon, *, no_ping: bool) -> Daemon:
     old.stop()
     return sb.start_dnsmasq(no_ping=no_ping, extra=[EXTRA_RANGE])
@@ -413,6 +581,7 @@ def phase_resources(zipapp: Path, plan: Plan, tmp: Path, data: dict[str, Any]) -
         "log_level": "info",
         "levels": [],
         "batches": [],
+        "batch": plan.batch,
     }
     data["resources"] = res
     sb = Sandbox(tmp / "res")
@@ -507,13 +676,63 @@ def write_results(data: dict[str, Any], results_dir: Path, docs: Path | None) ->
     with contextlib.suppress(ValueError):
         json_path = json_path.relative_to(ROOT)
     data["meta"]["json_file"] = str(json_path)
+    data["soak"] = latest_soak(results_dir)
+    before = load_before()
+    data["pictures"] = []
+    for out_dir in [results_dir] + ([docs.parent] if docs is not None else []):
+        data["pictures"] = make_pictures(data, before, out_dir)
     base.with_suffix(".json").write_text(json.dumps(data, indent=1, sort_keys=False) + "\n")
-    report = render_report(data)
+    report = full_report(data, before)
     base.with_suffix(".md").write_text(report)
     if docs is not None:
         docs.parent.mkdir(parents=True, exist_ok=True)
         docs.write_text(report)
     return base.with_suffix(".md")
+
+
+def load_before() -> dict[str, float] | None:
+    """The 'before' ADD breakdown: docs/bench-before.json (committed, see its source)."""
+    if not BEFORE.exists():
+        return None
+    found: dict[str, float] = json.loads(BEFORE.read_text()).get("add_breakdown") or {}
+    return found or None
+
+
+def make_pictures(data: dict[str, Any], before: dict[str, float] | None, out: Path) -> list[str]:
+    try:
+        import bench_plots
+    except ImportError as exc:  # matplotlib is in the dev extra; say so in the report
+        say(f"  no pictures: {exc}")
+        return []
+    return bench_plots.draw(data, before, out)
+
+
+def full_report(data: dict[str, Any], before: dict[str, float] | None) -> str:
+    import bench_cri
+
+    cri = data.get("cri", {})
+    if "ms" in cri:
+        cri_text = bench_cri.render(cri).rstrip()
+    elif cri:
+        cri_text = f"{bench_cri.SECTION}\n\nNot measured: {cri.get('error')}"
+    else:
+        cri_text = ""
+    extra = [
+        section_floors(data),
+        section_fast(data),
+        section_profile(data),
+        cri_text,
+        section_soak(data),
+    ]
+    return render_report(
+        data,
+        targets=section_targets(data)
+        + "\n\n"
+        + section_breakdown(data, before)
+        + "\n\n"
+        + section_concurrency(data),
+        extra=extra,
+    )
 
 
 def _terminate(signum: int, frame: FrameType | None) -> None:
@@ -562,10 +781,15 @@ def bench(plan: Plan, quick: bool, argv: list[str]) -> dict[str, Any]:
         data["warmup"] = phase_warmup([ref, ours])
         say(f"plugin exec cost, {plan.exec_runs} rounds")
         data["exec"] = phase_exec(ref, ours, plan.exec_runs)
+        say(f"exec floor (python3 -I -S -c pass), {plan.exec_runs} rounds; veth delete floor")
+        phase_exec_floor(ours, plan.exec_runs, data)
+        phase_veth_floor(ours, plan.veth_dels, data)
         say(f"sequential ADD/DEL, {plan.sequential} per plugin, with udhcpc")
         phase_sequential(ref, ours, bare, plan.sequential, data)
         say(f"concurrent ADD/DEL {plan.concurrent}")
         phase_concurrent(ref, ours, plan.concurrent, data)
+        say(f"ours with arpProbeWait 0: {plan.fast_adds} ADD/DEL per netconf")
+        phase_fast(ours, plan.fast_adds, data)
         say(f"dnsmasq ping check: {plan.ping_adds} ADD/DEL per plugin")
         for side in (ref, ours):
             dnsmasq[side.name] = restart_dnsmasq(side.sb, dnsmasq[side.name], no_ping=False)
@@ -575,6 +799,14 @@ def bench(plan: Plan, quick: bool, argv: list[str]) -> dict[str, Any]:
             sb.teardown()
         say(f"agent resources with {plan.levels} leases on isc-dhcp-server")
         phase_resources(zipapp, plan, tmp, data)
+        say(f"agent under cProfile: {plan.profile_ops} ADD/DEL")
+        try:
+            phase_profile(zipapp, plan.profile_ops, tmp, data)
+        except Exception as exc:  # a profile is an extra: keep the run's figures
+            data["agent_profile"] = {"error": f"{type(exc).__name__}: {exc}"}
+            say(f"  profile failed: {exc}")
+        say(f"containerd CRI: {plan.cri_pods} pods per plugin")
+        phase_cri(plan.cri_pods, tmp, data)
     finally:
         for sb in sandboxes:
             with contextlib.suppress(Exception):
@@ -614,7 +846,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(args_list)
     if args.render:
         data = json.loads(args.render.read_text())
-        sys.stdout.write(render_report(data))
+        sys.stdout.write(full_report(data, load_before()))
         return 0
     if os.geteuid() != 0:
         print("make bench needs root (it creates network namespaces).", file=sys.stderr)

@@ -6,8 +6,9 @@ namespace (tests/runtimes/cri.py: private root, state, socket, CNI dirs), one wi
 (the `make binary` zipapp + agent), one with the reference bridge + dhcp daemon on a
 hand-bridged node. Pods are started and stopped alternately between the two, as kubelet would
 (RunPodSandbox, StopPodSandbox, RemovePodSandbox); the wall time of each CRI call is what
-kubelet waits. Writes results/bench-cri-<time>.json and replaces the "Through containerd's
-CRI" section of docs/BENCH.md (bench.py rewrites that file first, so run it after).
+kubelet waits. `make bench` runs measure() inside bench.py's run (one report); alone, this
+writes results/bench-cri-<time>.json and replaces the "Through containerd's CRI" section of
+docs/BENCH.md.
 
 Usage: bench_cri.py [--pods N] [--results-dir DIR] [--docs PATH | --no-docs]
 """

@@ -318,11 +318,14 @@ def install_zipapp(python: str, repo: Path, bin_dir: Path) -> Path:
     return target
 
 
-def start_ours(sb: Sandbox, zipapp: Path, *, log_level: str = "debug") -> Side:
-    """Our agent in the node namespace and the zipapp in this sandbox's CNI_PATH dir."""
+def start_ours(
+    sb: Sandbox, zipapp: Path, *, log_level: str = "debug", env: dict[str, str] | None = None
+) -> Side:
+    """Our agent in the node namespace (``env`` added to its environment) and the zipapp in
+    this sandbox's CNI_PATH dir."""
     sb.cni_bin_dir.mkdir(parents=True, exist_ok=True)
     shutil.copy2(zipapp, sb.cni_bin_dir / "cni-bridge-dhcp")
-    agent = sb.start_agent(extra_args=["--log-level", log_level])
+    agent = sb.start_agent(extra_args=["--log-level", log_level], env=env)
     plugin = {
         "type": "cni-bridge-dhcp",
         "bridge": "cni0",

@@ -1,4 +1,4 @@
-"""Statistics, log parsing, target checks and the markdown report of `make bench`.
+"""Statistics, log parsing and the markdown report of `make bench`.
 
 Everything here is pure (strings and numbers in, strings and numbers out) so it can be unit
 tested without root; scripts/bench.py does the measuring and hands its raw data here.
@@ -268,160 +268,11 @@ def parse_dhcp_wire(tcpdump_text: str) -> dict[str, list[float]]:
     return out
 
 
-# -- targets ------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Target:
-    name: str
-    goal: str
-    measured: str
-    met: bool | None  # None: could not be measured in this run
-
-
 def _median(values: Sequence[float]) -> float | None:
     return statistics.median(values) if values else None
 
 
-def _seq(data: Mapping[str, Any], op: str, side: str) -> list[float]:
-    return ok_times(data.get("sequential", {}).get(op, {}).get(side, []))
-
-
-def _concurrent(data: Mapping[str, Any], n: int, side: str) -> Mapping[str, Any] | None:
-    for run in data.get("concurrent", []):
-        if run.get("n") == n and run.get("side") == side:
-            found: Mapping[str, Any] = run
-            return found
-    return None
-
-
-def _resource_level(data: Mapping[str, Any], leases: int) -> Mapping[str, Any] | None:
-    for level in data.get("resources", {}).get("levels", []):
-        if level.get("target_leases", level.get("leases")) == leases:
-            found: Mapping[str, Any] = level
-            return found
-    return None
-
-
-def evaluate_targets(data: Mapping[str, Any]) -> list[Target]:
-    """The issue's targets against this run's numbers (met / not met / not measured)."""
-    targets: list[Target] = []
-    ours_add = _median(_seq(data, "add", "ours"))
-    ref_add = _median(_seq(data, "add", "reference"))
-    if ours_add is not None and ref_add:
-        ratio = ours_add / ref_add
-        targets.append(
-            Target(
-                "ADD median vs reference",
-                "<= 0.2x",
-                f"{fmt_ms(ours_add)} / {fmt_ms(ref_add)} = {ratio:.3f}x",
-                ratio <= 0.2,
-            )
-        )
-    else:
-        targets.append(Target("ADD median vs reference", "<= 0.2x", "n/a", None))
-
-    bare = _median(data.get("bare_dhcp", {}).get("udhcpc", []))
-    if ours_add is not None and bare is not None:
-        gap = ours_add - bare
-        targets.append(
-            Target(
-                "ADD median vs bare DHCP (udhcpc)",
-                "within 50 ms",
-                f"{fmt_ms(ours_add)} - {fmt_ms(bare)} = {gap:+.1f} ms",
-                gap <= 50,
-            )
-        )
-    else:
-        targets.append(Target("ADD median vs bare DHCP (udhcpc)", "within 50 ms", "n/a", None))
-
-    ours_del = _median(_seq(data, "del", "ours"))
-    ref_del = _median(_seq(data, "del", "reference"))
-    left = data.get("sequential", {}).get("leases_left", {}).get("ours")
-    if ours_del is not None and ref_del is not None and left is not None:
-        released = left.get("left", 1) == 0
-        targets.append(
-            Target(
-                "DEL median vs reference, lease released",
-                "<= reference, 0 leases left",
-                f"{fmt_ms(ours_del)} vs {fmt_ms(ref_del)}; "
-                f"{left.get('left')}/{left.get('added')} leases left at the server",
-                ours_del <= ref_del and released,
-            )
-        )
-    else:
-        targets.append(
-            Target("DEL median vs reference, lease released", "<= reference", "n/a", None)
-        )
-
-    conc = _concurrent(data, 50, "ours")
-    if conc is not None and ours_add is not None:
-        add_ops = conc.get("add", {}).get("ops", [])
-        fails = failures(add_ops)
-        times = ok_times(add_ops)
-        p99 = percentile(times, 99) if times else None
-        good = fails == 0 and p99 is not None and p99 < 3 * ours_add
-        targets.append(
-            Target(
-                "50 concurrent ADDs",
-                "0 failures, p99 < 3x sequential median",
-                f"{fails} failures, p99 {fmt_ms(p99)} vs 3x {fmt_ms(ours_add)} = "
-                f"{fmt_ms(3 * ours_add)}",
-                good,
-            )
-        )
-    else:
-        targets.append(
-            Target("50 concurrent ADDs", "0 failures, p99 < 3x sequential median", "n/a", None)
-        )
-
-    version = _median(data.get("exec", {}).get("ours VERSION", []))
-    targets.append(
-        Target(
-            "plugin exec, VERSION",
-            "< 50 ms median",
-            fmt_ms(version),
-            None if version is None else version < 50,
-        )
-    )
-
-    level = _resource_level(data, 250)
-    if level is not None:
-        rss = level.get("rss_kb")
-        cpu = level.get("cpu_pct")
-        targets.append(
-            Target(
-                "agent RSS, 250 leases",
-                "< 60 MB",
-                fmt_mb(rss)
-                + ("" if level.get("leases") == 250 else f" ({level.get('leases')} held)"),
-                None if rss is None else rss / 1024 < 60,
-            )
-        )
-        targets.append(
-            Target(
-                "agent CPU, 250 leases renewing",
-                "< 2% of one core",
-                "n/a"
-                if cpu is None
-                else f"{cpu:.2f}% ({level.get('renewals', '?')} renewals "
-                f"in {level.get('window_s', '?')} s)",
-                None if cpu is None else cpu < 2,
-            )
-        )
-    else:
-        held = [lv.get("leases") for lv in data.get("resources", {}).get("levels", [])]
-        why = f"not measured (levels measured: {held})" if held else "not measured"
-        targets.append(Target("agent RSS, 250 leases", "< 60 MB", why, None))
-        targets.append(Target("agent CPU, 250 leases renewing", "< 2% of one core", why, None))
-    return targets
-
-
 # -- report -------------------------------------------------------------------------------
-
-
-def _met(flag: bool | None) -> str:
-    return {True: "met", False: "**not met**", None: "not measured"}[flag]
 
 
 def _summary_row(label: str, values: Sequence[float], extra: Sequence[str] = ()) -> list[str]:
@@ -469,11 +320,6 @@ def _section_machine(meta: Mapping[str, Any]) -> str:
     if root is not None:
         rows.append(["machine's own network namespace", str(root)])
     return "## Machine, versions, load\n\n" + md_table(("", ""), rows)
-
-
-def _section_targets(data: Mapping[str, Any]) -> str:
-    rows = [[t.name, t.goal, t.measured, _met(t.met)] for t in evaluate_targets(data)]
-    return "## Targets (issue 7)\n\n" + md_table(("target", "goal", "this run", "result"), rows)
 
 
 def _section_sequential(data: Mapping[str, Any]) -> str:
@@ -804,8 +650,9 @@ def _section_resources(data: Mapping[str, Any]) -> str:
             ]
             for b in batches
         ]
-        text += "\n\nGetting there (ADD/DEL batches, 10 at a time):\n\n" + md_table(
-            ("op", "pods", "failures", "wall", "per-op median"), brows
+        text += (
+            f"\n\nGetting there (ADD/DEL batches, {res.get('batch', 10)} at a time):\n\n"
+            + md_table(("op", "pods", "failures", "wall", "per-op median"), brows)
         )
         if errors:
             text += "\n\nFailures:\n" + "\n".join(f"- {e}" for e in errors)
@@ -843,8 +690,9 @@ def busy_warning(meta: Mapping[str, Any]) -> str | None:
     )
 
 
-def render_report(data: Mapping[str, Any]) -> str:
-    """The whole markdown report for one run's data (as stored in the JSON)."""
+def render_report(data: Mapping[str, Any], targets: str = "", extra: Sequence[str] = ()) -> str:
+    """The whole markdown report for one run's data (as stored in the JSON): ``targets``
+    right after the head, ``extra`` sections before the machine table."""
     meta = data.get("meta", {})
     head = (
         "# Benchmark: cni-bridge-dhcp vs reference bridge + dhcp\n\n"
@@ -865,22 +713,24 @@ def render_report(data: Mapping[str, Any]) -> str:
         head += f"\n\n> **{busy}**"
     sections = [
         head,
-        _section_targets(data),
+        targets,
         _section_sequential(data),
         _section_breakdown(data),
         _section_concurrent(data),
         _section_exec(data),
         _section_ping(data),
         _section_resources(data),
+        *extra,
         _section_machine(meta),
     ]
     notes = data.get("notes", [])
     if notes:
         sections.append("## Notes\n\n" + "\n".join(f"- {n}" for n in notes))
     sections.append(
-        "## Reproduce\n\n`make bench` as root (about 10-15 minutes on 2 cores; "
-        "`.venv/bin/python scripts/bench.py --quick` for a smoke run). Results: "
-        "`results/bench-<time>.md` and `.json`; a full run also refreshes `docs/BENCH.md`. "
-        "Everything runs in namespaces it creates and removes."
+        "## Reproduce\n\n`make bench` as root (about 15-20 minutes on 2 cores; "
+        "`make bench BENCH_ARGS=--quick` for a ~3 min smoke run). Results: "
+        "`results/bench-<time>.md` and `.json` and the pictures; a full run also refreshes "
+        "`docs/BENCH.md` and `docs/bench-*.png`. `make soak` (about an hour) writes the soak "
+        "result this report picks up. Everything runs in namespaces it creates and removes."
     )
     return "\n\n".join(s for s in sections if s) + "\n"
