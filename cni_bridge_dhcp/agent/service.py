@@ -262,9 +262,10 @@ class Agent:
         with self._setup_lock:
             node_ip: ipaddress.IPv4Address | None = None
             uplink: str | None = None
+            lan_ras = False
             if conf.uplink_interface:
                 state = ensure_uplink(spec, conf.uplink_interface, self.state_dir)
-                node_ip, uplink = state.node_ipv4, state.uplink
+                node_ip, uplink, lan_ras = state.node_ipv4, state.uplink, state.lan_ras
             else:
                 ensure_bridge(spec)
             if not self._forwarding_done:
@@ -283,6 +284,7 @@ class Agent:
                 node_ip=node_ip,
                 uplink=uplink,
                 mtu=int(link.get("mtu")),
+                lan_ras=lan_ras,
             )
         self._datapaths[key] = datapath
         return datapath

@@ -52,6 +52,14 @@ def wait_for(what: str, probe: Callable[[], object], timeout: float = 30.0) -> N
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def node_learned_ras(sb: Sandbox) -> None:
+    """The node's uplink has its RA-learned default route, as on a node that has been up
+    for a while before the agent starts (ADD waits for a pod's RA only on a LAN the node
+    knows to announce IPv6)."""
+    cmd = ["ip", "-6", "route", "show", "default", "dev", "eth0", "proto", "ra"]
+    wait_for("the node's RA default route", lambda: run(cmd, netns=sb.node).stdout.strip())
+
+
 def v6_addrs(pod: Pod) -> dict[str, dict[str, Any]]:
     """Global IPv6 addresses on the pod's eth0: "addr/plen" -> ip -j addr_info entry."""
     out = {}
@@ -166,6 +174,7 @@ def test_m_flag_from_dnsmasq_triggers_dhcpv6(sandbox: Sandbox) -> None:
     """No ipam.dhcpv6: the RA's M flag (dnsmasq with a DHCPv6 range) starts DHCPv6."""
     sb = sandbox
     start_dnsmasq_dhcpv6(sb)
+    node_learned_ras(sb)
     sb.start_agent()
     conf = conflist(sb)
     pod = sb.add_pod("mflag")
@@ -213,6 +222,7 @@ def _dhcpv6_packets(sb: Sandbox, seconds: float, action: Callable[[], object]) -
 def test_ra_without_m_flag_sends_no_dhcpv6(sandbox: Sandbox) -> None:
     sb = sandbox
     start_dnsmasq_dhcpv6(sb, ra_only=True)  # SLAAC only
+    node_learned_ras(sb)
     sb.start_agent()
     conf = conflist(sb)
     pod = sb.add_pod("nom")

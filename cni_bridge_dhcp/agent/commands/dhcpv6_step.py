@@ -32,7 +32,9 @@ log = logging.getLogger(__name__)
 Undo = Callable[[], Awaitable[None]]
 
 
-def wants_dhcpv6(conf: NetConf, netns_fd: int, ifname: str, up_at: float) -> bool:
+def wants_dhcpv6(
+    conf: NetConf, netns_fd: int, ifname: str, up_at: float, lan_ras: bool = False
+) -> bool:
     """``ipam.dhcpv6``, else the M flag of the RA the pod received. When none came yet but
     the node has learned from RAs on this LAN, the pod's RA is late, not missing: it is
     waited for as long as the SLAAC step would (slaac.ra_wait_for, from link-up), since on
@@ -43,7 +45,7 @@ def wants_dhcpv6(conf: NetConf, netns_fd: int, ifname: str, up_at: float) -> boo
     if ipam.dhcpv6 is not None:
         return ipam.dhcpv6
     flags = podaddr.ra_flags(netns_fd, ifname)
-    ra_wait = ra_wait_for(conf.bridge)
+    ra_wait = ra_wait_for(conf.bridge, lan_ras)
     if not flags & podaddr.IF_RA_RCVD and ra_wait > QUIET_LAN_WAIT:
         end = up_at + min(ra_wait, ipam.timeout)
         while not flags & podaddr.IF_RA_RCVD and time.monotonic() < end:
@@ -62,9 +64,10 @@ async def dhcpv6_add(
     dns: dict[str, Any],
     undo: list[Undo],
     up_at: float,
+    lan_ras: bool = False,
 ) -> tuple[PodAddressing, dict[str, Any]]:
     """``addressing`` and ``dns`` with the pod's DHCPv6 lease added, if it wants one."""
-    if not await asyncio.to_thread(wants_dhcpv6, conf, netns_fd, req.ifname, up_at):
+    if not await asyncio.to_thread(wants_dhcpv6, conf, netns_fd, req.ifname, up_at, lan_ras):
         return addressing, dns
     assert conf.ipam is not None
     pod_ns, pod_name = pod_ids(req)

@@ -156,9 +156,10 @@ async def _add(services: Services, req: Request, conf: NetConf, netns_fd: int) -
         maybe_crash("add:lease")
         if addressing is not None:
             await asyncio.to_thread(configure_pod, netns_fd, req.ifname, addressing)
-            addressing = await slaac_add(conf, req.ifname, netns_fd, up_at, addressing)
+            lan_ras = datapath.lan_ras
+            addressing = await slaac_add(conf, req.ifname, netns_fd, up_at, addressing, lan_ras)
             addressing, dns = await dhcpv6_add(
-                services, conf, req, key, netns_fd, addressing, dns, undo, up_at
+                services, conf, req, key, netns_fd, addressing, dns, undo, up_at, lan_ras
             )
         maybe_crash("add:routes")
 

@@ -32,13 +32,19 @@ def slaac_sysctls(conf: NetConf) -> tuple[tuple[str, str], ...]:
 
 
 async def slaac_add(
-    conf: NetConf, ifname: str, netns_fd: int, up_at: float, addressing: PodAddressing
+    conf: NetConf,
+    ifname: str,
+    netns_fd: int,
+    up_at: float,
+    addressing: PodAddressing,
+    lan_ras: bool = False,
 ) -> PodAddressing:
-    """``addressing`` plus the pod's SLAAC address and IPv6 default route, if the LAN has RAs."""
+    """``addressing`` plus the pod's SLAAC address and IPv6 default route, if the LAN has RAs
+    (``lan_ras``: it had them at the uplink takeover, see ra_wait_for)."""
     ipam = conf.ipam
     if ipam is None or not ipam.is_ours or ipam.ipv6 == "off" or conf.disable_container_interface:
         return addressing
-    ra_wait = await asyncio.to_thread(ra_wait_for, conf.bridge)
+    ra_wait = await asyncio.to_thread(ra_wait_for, conf.bridge, lan_ras)
     slaac = await asyncio.to_thread(wait_slaac, netns_fd, ifname, up_at, ipam.timeout, ra_wait)
     if slaac is None:
         # No RA on this LAN: IPv4 only, not an error.

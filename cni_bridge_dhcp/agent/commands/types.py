@@ -49,6 +49,7 @@ class Datapath:
     node_ip: ipaddress.IPv4Address | None
     uplink: str | None
     mtu: int | None
+    lan_ras: bool = False  # UplinkState.lan_ras: the LAN announced IPv6 at the takeover
 
 
 class Services(Protocol):

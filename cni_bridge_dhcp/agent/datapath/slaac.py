@@ -115,8 +115,12 @@ def _ra_router(netns_fd: int, ifname: str) -> ipaddress.IPv6Address | None:
     return None
 
 
-def ra_wait_for(bridge: str) -> float:
-    """How long ADD waits for an RA on this bridge's LAN (see RFC4861_RS_ANSWER)."""
+def ra_wait_for(bridge: str, lan_ras: bool = False) -> float:
+    """How long ADD waits for an RA on this bridge's LAN (see RFC4861_RS_ANSWER).
+    ``lan_ras``: the uplink had learned from RAs when it was taken over (the bridge may not
+    have heard one yet)."""
+    if lan_ras:
+        return RFC4861_RS_ANSWER
     if read_sysctl(f"net/ipv6/conf/{bridge}/accept_ra") not in ("1", "2"):
         return RA_WAIT  # the node does not listen: it cannot tell
     if read_sysctl(f"net/ipv6/conf/{bridge}/autoconf") == "0":

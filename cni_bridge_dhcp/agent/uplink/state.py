@@ -7,8 +7,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..datapath.netlink import RT_SCOPE_UNIVERSE, RTPROT_RA
 from . import journal as uj
-from .plan import AF_INET, UplinkSnapshot, addresses_to_move, default_gateway, primary_ipv4
+from .plan import (
+    AF_INET,
+    AF_INET6,
+    UplinkSnapshot,
+    addresses_to_move,
+    default_gateway,
+    primary_ipv4,
+)
 
 SYSFS_NET = Path("/sys/class/net")
 
@@ -24,6 +32,10 @@ class UplinkState:
     node_ipv4: ipaddress.IPv4Address | None  # primary IPv4 of the node (on the bridge)
     gateway4: ipaddress.IPv4Address | None  # the node's default IPv4 gateway
     preconfigured: bool  # bridge was set up by netplan/networkd/NM, not by us
+    # The uplink had learned from router advertisements (an RA route, an autoconfigured
+    # address) when it was taken over: the LAN announces IPv6, even in the seconds before
+    # the bridge hears its first RA (ADD then waits for a pod's RA as RFC 4861 allows).
+    lan_ras: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -34,6 +46,7 @@ class UplinkState:
             "node_ipv4": str(self.node_ipv4) if self.node_ipv4 else None,
             "gateway4": str(self.gateway4) if self.gateway4 else None,
             "preconfigured": self.preconfigured,
+            "lan_ras": self.lan_ras,
         }
 
     @classmethod
@@ -46,6 +59,7 @@ class UplinkState:
             node_ipv4=ipaddress.IPv4Address(data["node_ipv4"]) if data.get("node_ipv4") else None,
             gateway4=ipaddress.IPv4Address(data["gateway4"]) if data.get("gateway4") else None,
             preconfigured=bool(data.get("preconfigured", False)),
+            lan_ras=data.get("lan_ras") is True,
         )
 
 
@@ -77,6 +91,17 @@ def state_from_snapshot(bridge: str, snap: UplinkSnapshot) -> UplinkState:
         node_ipv4=primary_ipv4(moved),
         gateway4=ipv4_or_none(default_gateway(snap.routes, AF_INET)),
         preconfigured=False,
+        lan_ras=learned_from_ras(snap),
+    )
+
+
+def learned_from_ras(snap: UplinkSnapshot) -> bool:
+    """An RA-learned route, or a global IPv6 address with a finite lifetime (SLAAC)."""
+    if any(r.family == AF_INET6 and r.proto == RTPROT_RA for r in snap.routes):
+        return True
+    return any(
+        a.family == AF_INET6 and a.scope == RT_SCOPE_UNIVERSE and a.valid_lft is not None
+        for a in snap.addresses
     )
 
 
