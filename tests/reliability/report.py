@@ -146,6 +146,13 @@ COVERED_ELSEWHERE = [
         "tests/unit/test_dhcpv6.py::test_hostile_input_is_malformed_not_a_crash",
     ),
     (
+        "The node's own DHCP lease kept past three lease times (udhcpc + dnsmasq, dhclient + "
+        "isc-dhcp-server, an agent restart in between); a forgotten address replaced",
+        "tests/netns/test_node_lease.py::test_udhcpc_lease_from_dnsmasq_kept_past_its_end, "
+        "::test_dhclient_lease_from_dhcpd_kept_past_three_lease_times, "
+        "::test_node_address_the_server_forgot_is_replaced",
+    ),
+    (
         "Pod netns deleted behind our back: DEL succeeds",
         "tests/e2e/test_datapath.py::test_del_is_idempotent_and_survives_a_vanished_netns; "
         "GC: tests/e2e/test_gc_status.py::test_gc_removes_only_attachments_not_listed",
