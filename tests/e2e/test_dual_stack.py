@@ -10,10 +10,12 @@ gives an IPv4-only result.
 from __future__ import annotations
 
 import ipaddress
+import re
 import time
 
 import pytest
 
+from cni_bridge_dhcp.agent.datapath.slaac import QUIET_LAN_CERTAIN, QUIET_LAN_WAIT
 from cni_bridge_dhcp.agent.firewall.model import pod_chain
 from testbed.sandbox import BEHIND_IP6, LAN_PREFIX6, ROUTER_IP, Sandbox, ping, run
 from tests.e2e.helpers import NET, add, conflist, container_id, ip_json
@@ -153,6 +155,21 @@ def test_lan_without_ra_gives_ipv4_only(lan: Sandbox) -> None:
     assert [ipaddress.ip_interface(ip["address"]).version for ip in result["ips"]] == [4]
     assert all(":" not in r["dst"] for r in result["routes"])
     assert took < 10, took
+
+
+def test_a_long_quiet_lan_costs_no_ra_wait(lan: Sandbox) -> None:
+    """The node listens for RAs on the bridge and has learned none for QUIET_LAN_CERTAIN:
+    ADD no longer waits for a pod's RA (an IPv4-only LAN pays nothing for IPv6); the
+    agent's debug log says how long each ADD waited."""
+    sb = lan
+    conf = conflist(sb)
+    first = add(sb, sb.add_pod("q1"), conf)
+    time.sleep(QUIET_LAN_CERTAIN + 0.5)
+    second = add(sb, sb.add_pod("q2"), conf)
+    for result in (first, second):
+        assert [ipaddress.ip_interface(ip["address"]).version for ip in result["ips"]] == [4]
+    waits = re.findall(r"no IPv6 from an RA within ([0-9.]+) s", sb.agent_logs())
+    assert waits == [f"{QUIET_LAN_WAIT:.1f}", "0.0"], waits
 
 
 def test_ipv6_off_keeps_the_pod_ipv4_only(sandbox: Sandbox) -> None:

@@ -233,6 +233,7 @@ def test_takeover_keeps_node_reachable(sandbox: Sandbox) -> None:
         "node_ipv4": "192.168.77.10",
         "gateway4": ROUTER_IP,
         "preconfigured": False,
+        "lan_ras": False,  # this LAN sends no router advertisements
     }
     after = node_state(sb)
     moved_to_bridge(before, after)
@@ -416,6 +417,7 @@ def test_preconfigured_bridge_accepted_untouched(sandbox: Sandbox) -> None:
         "node_ipv4": "192.168.77.10",
         "gateway4": ROUTER_IP,
         "preconfigured": True,
+        "lan_ras": False,
     }
     assert node_state(sb) == before
     bridge = ip_json(sb, "-d", "link", "show", "br0")[0]["linkinfo"]["info_data"]

@@ -47,6 +47,12 @@ RA_WAIT = 1.0
 # A node that listens and has learned nothing (no autoconfigured address, no RA route):
 # the LAN most likely has no RAs (usually less than DHCPv4 took, so nothing).
 QUIET_LAN_WAIT = 0.2
+# ... and once the agent has seen it learn nothing for this long, certainly none: the
+# bridge solicited RAs itself when it came up, every router answers a solicitation within
+# RFC4861_RS_ANSWER, and a router that starts later announces itself unsolicited. ADD
+# then does not wait at all (an IPv4-only LAN pays nothing for IPv6).
+QUIET_LAN_CERTAIN = 10.0
+_quiet_since: dict[str, float] = {}  # bridge -> when the agent first saw it learn nothing
 RTPROT_RA = 9
 _POLL = 0.02
 AF_INET6 = socket.AF_INET6
@@ -129,12 +135,16 @@ def ra_wait_for(bridge: str, lan_ras: bool = False) -> float:
         link = rt.get_link(name=bridge)
         if link is None:
             return RA_WAIT
-        for a in rt.addrs(AF_INET6, link.index):
-            if a.scope == RT_SCOPE_UNIVERSE and not a.flags & IFA_F_PERMANENT:
-                return RFC4861_RS_ANSWER  # autoconfigured (or moved there with its lifetime)
-        for r in rt.routes(AF_INET6, link.index, RT_TABLE_MAIN):
-            if r.proto == RTPROT_RA:
-                return RFC4861_RS_ANSWER
+        learned = any(
+            a.scope == RT_SCOPE_UNIVERSE and not a.flags & IFA_F_PERMANENT
+            for a in rt.addrs(AF_INET6, link.index)  # autoconfigured, or moved with its lifetime
+        ) or any(r.proto == RTPROT_RA for r in rt.routes(AF_INET6, link.index, RT_TABLE_MAIN))
+    if learned:
+        _quiet_since.pop(bridge, None)
+        return RFC4861_RS_ANSWER
+    now = time.monotonic()
+    if now - _quiet_since.setdefault(bridge, now) >= QUIET_LAN_CERTAIN:
+        return 0.0
     return QUIET_LAN_WAIT
 
 
