@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import functools
 import logging
 import os
 import random
@@ -42,6 +43,7 @@ from .lease import Lease, LeaseRequest, LeaseState, bind
 from .messages import Identity
 from .session import Bound, DhcpNaked, DhcpTimeout, Nak, Timing
 from .transport import PodTransportFactory, Target, Transport, TransportFactory
+from .upkeep import renew_once
 
 log = logging.getLogger(__name__)
 
@@ -181,19 +183,8 @@ class NodeLeaseKeeper:
                 self.lease = lease.with_state(state)
             phase_end = lease.expires_at if rebinding else lease.rebind_at
             wait = min(self.client.renew_retransmit(phase_end - now), phase_end - now)
-            tr = await self._open(unicast_from=lease.address.ip)
-            try:
-                result = await self.client.renew(
-                    tr,
-                    xid,
-                    address=lease.address.ip,
-                    server_id=lease.server_id,
-                    server_mac=lease.server_mac,
-                    rebinding=rebinding,
-                    until=self.clock.monotonic() + wait,
-                )
-            finally:
-                tr.close()
+            opener = functools.partial(self._open, unicast_from=lease.address.ip)
+            result = await renew_once(self.client, opener, lease, xid, rebinding, wait)
             if isinstance(result, Bound):
                 await self._bound(result)
                 return

@@ -6,17 +6,45 @@ namespace reference."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+from collections.abc import Awaitable, Callable
 
-from .lease import LeaseState, bind
+from .client import DhcpClient
+from .lease import Lease, LeaseState, bind
 from .lease_table import Entry, target_of
 from .releases import LeaseReleases
 from .session import Bound, DhcpNaked, DhcpTimeout, Nak
-from .transport import Gone
+from .transport import Gone, Transport
 
 log = logging.getLogger(__name__)
 
 _MAX_SLEEP = 60.0  # re-read the wall clock at least this often (suspend, clock steps)
+
+
+async def renew_once(
+    client: DhcpClient,
+    open_transport: Callable[[], Awaitable[Transport]],
+    lease: Lease,
+    xid: int,
+    rebinding: bool,
+    wait: float,
+) -> Bound | Nak | None:
+    """One RENEWING or REBINDING attempt of ``lease`` for ``wait`` seconds, on a transport
+    opened for it and closed after (pod leases and the node's own lease alike)."""
+    tr = await open_transport()
+    try:
+        return await client.renew(
+            tr,
+            xid,
+            address=lease.address.ip,
+            server_id=lease.server_id,
+            server_mac=lease.server_mac,
+            rebinding=rebinding,
+            until=client.clock.monotonic() + wait,
+        )
+    finally:
+        tr.close()
 
 
 class LeaseUpkeep(LeaseReleases):
@@ -69,19 +97,10 @@ class LeaseUpkeep(LeaseReleases):
                 self._set_state(entry, state)
             phase_end = lease.expires_at if rebinding else lease.rebind_at
             wait = min(client.renew_retransmit(phase_end - now), phase_end - now)
-            tr = await self.transports.open(target_of(lease), unicast_from=lease.address.ip)
-            try:
-                result = await client.renew(
-                    tr,
-                    xid,
-                    address=lease.address.ip,
-                    server_id=lease.server_id,
-                    server_mac=lease.server_mac,
-                    rebinding=rebinding,
-                    until=self.clock.monotonic() + wait,
-                )
-            finally:
-                tr.close()
+            opener = functools.partial(
+                self.transports.open, target_of(lease), unicast_from=lease.address.ip
+            )
+            result = await renew_once(client, opener, lease, xid, rebinding, wait)
             if isinstance(result, Bound):
                 await self._rebound(entry, result)
                 return
