@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import json
 import os
 import socket
 import subprocess
@@ -191,3 +192,61 @@ def test_systemd_units_set_an_open_file_limit() -> None:
         # Room for MAX_CONNECTIONS at their peak, far above systemd's default of 1024.
         needed = fdlimits.RESERVED_FDS + fdlimits.MAX_CONNECTIONS * fdlimits.FDS_PER_CONNECTION
         assert soft == "infinity" or int(soft) >= needed, unit.name
+
+
+# Runs with no descriptor left to open: every lookup that needs a socket meets EMFILE.
+_EXHAUSTED = r"""
+import asyncio, json, os, resource, socket
+from cni_bridge_dhcp.agent.datapath.ifindex import interface_index
+from cni_bridge_dhcp.agent.dhcp.transport import Target, _interface_present, pod_still_there
+from cni_bridge_dhcp.agent.runtime.fdlimits import is_fd_exhaustion
+
+loop = asyncio.new_event_loop()
+index_lo = socket.if_nametoindex("lo")
+open_now = len(os.listdir("/proc/self/fd")) - 1  # less the listing's own descriptor
+resource.setrlimit(resource.RLIMIT_NOFILE, (open_now, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+out = {}
+try:
+    out["glibc"] = socket.if_nametoindex("lo")
+except OSError as exc:
+    out["glibc"] = [exc.errno, str(exc)]
+try:
+    out["ours"] = interface_index("lo")
+except OSError as exc:
+    out["ours"] = [exc.errno, str(exc)]
+target = Target("/proc/self/ns/net", "lo", "00:00:00:00:00:00")
+try:
+    out["present"] = _interface_present(target)
+except Exception as exc:
+    out["present"] = ["raised", is_fd_exhaustion(exc)]
+async def probe():
+    return _interface_present(target)
+out["kept"] = loop.run_until_complete(pod_still_there(probe(), "net/c/eth0"))
+print(json.dumps(out))
+"""
+
+
+def test_interface_lookups_out_of_descriptors_raise_rather_than_read_as_gone() -> None:
+    """glibc's if_nametoindex reads EMFILE as "no such interface": a live pod's interface then
+    looked vanished and an ADD under fd pressure failed with 5 instead of 11 (seen in CI). A
+    journaled lease must not be dropped at start-up for that either."""
+    proc = subprocess.run(
+        [sys.executable, "-c", _EXHAUSTED], capture_output=True, text=True, timeout=60, check=True
+    )
+    out = json.loads(proc.stdout)
+    assert out["glibc"][0] is None, "glibc now keeps errno: the helper may be unneeded"
+    assert out["ours"][0] == errno.EMFILE, out
+    assert out["present"] == ["raised", True], out
+    assert out["kept"] is True
+
+
+def test_interface_index_answers_like_the_kernel() -> None:
+    from cni_bridge_dhcp.agent.datapath.ifindex import interface_exists, interface_index
+
+    assert interface_index("lo") == socket.if_nametoindex("lo")
+    assert interface_exists("lo")
+    assert interface_index("cbd-nonexist0") is None
+    # Names the kernel cannot hold are absent, never truncated onto another interface.
+    assert interface_index("lo" + "x" * 14) is None
+    assert interface_index("") is None
+    assert interface_index("lo\0x") is None

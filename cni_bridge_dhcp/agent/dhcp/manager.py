@@ -33,7 +33,14 @@ from .lease_table import (
 from .node_release import open_node_transport
 from .releases import send_release
 from .session import Bound, DhcpNaked, DhcpTimeout, Timing
-from .transport import Gone, PodTransportFactory, Target, Transport, TransportFactory
+from .transport import (
+    Gone,
+    PodTransportFactory,
+    Target,
+    Transport,
+    TransportFactory,
+    pod_still_there,
+)
 from .upkeep import LeaseUpkeep
 
 log = logging.getLogger(__name__)
@@ -93,7 +100,7 @@ class LeaseManager(LeaseUpkeep):
         for lease in records:
             if lease.key in self._entries:
                 continue
-            present = await self.transports.exists(target_of(lease))
+            present = await pod_still_there(self.transports.exists(target_of(lease)), lease.key)
             if not present:
                 # Its DEL was missed (the agent was down): give the lease back from the node.
                 await self._release_vanished(

@@ -21,6 +21,7 @@ import os
 import socket
 from ipaddress import IPv4Address
 
+from ..datapath.ifindex import interface_exists
 from ..datapath.netlink import NetlinkError, node_ipr
 from . import codec
 from .codec import BROADCAST, BROADCAST_MAC, ZERO
@@ -109,7 +110,7 @@ async def open_node_transport(
     NodeReleaseError if there is none."""
 
     def make() -> NodeTransport:
-        ifname = bridge if bridge and _exists(bridge) else egress_interface(server)
+        ifname = bridge if bridge and interface_exists(bridge) else egress_interface(server)
         log.debug("RELEASE for a departed pod (%s) goes out on %s", pod_mac, ifname)
         try:
             return NodeTransport(ifname, pod_mac)
@@ -119,14 +120,6 @@ async def open_node_transport(
     if ipaddress.IPv4Address(server).is_unspecified:
         raise NodeReleaseError("the lease has no server id")
     return await asyncio.to_thread(make)
-
-
-def _exists(ifname: str) -> bool:
-    try:
-        socket.if_nametoindex(ifname)
-    except OSError:
-        return False
-    return True
 
 
 def _ident() -> int:

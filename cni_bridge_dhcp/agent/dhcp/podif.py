@@ -12,6 +12,7 @@ loss when the lease is regained (kept in memory until then, per attachment and n
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
 import socket
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 from ipaddress import IPv4Interface
 
 from ...cni.errors import CNIError
+from ..datapath.ifindex import interface_index
 from ..datapath.netlink import Netlink, NetlinkError, ipr_for_netns
 from ..datapath.netns import netns_inode, open_netns, run_in_netns
 from .lease import Lease
@@ -89,7 +91,10 @@ def _change(
     try:
         if netns_inode(fd) != lease.netns_inode:
             return
-        index = run_in_netns(fd, lambda: socket.if_nametoindex(lease.ifname))
+        found = run_in_netns(fd, lambda: interface_index(lease.ifname))
+        if found is None:
+            raise OSError(errno.ENODEV, f"{lease.ifname} is gone")
+        index = found
         ipr = ipr_for_netns(fd)
         try:
             routes: tuple[_Route, ...] = ()

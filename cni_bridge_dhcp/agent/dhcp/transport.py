@@ -27,14 +27,16 @@ import logging
 import os
 import socket
 import struct
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 from typing import Protocol, TypeVar
 
 from ...cni.errors import CNIError
 from ..datapath.arp import ARP_REQUEST, Arp, build_arp, parse_arp
+from ..datapath.ifindex import ifreq, interface_exists, interface_index
 from ..datapath.netns import netns_inode, open_netns, run_in_netns
+from ..runtime.fdlimits import is_fd_exhaustion
 from . import codec
 from .codec import BROADCAST, BROADCAST_MAC, CLIENT_PORT, SERVER_PORT, ZERO
 
@@ -170,12 +172,8 @@ def _attach_filter(sock: socket.socket, program: tuple[tuple[int, int, int, int]
     sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)
 
 
-def _ifreq(ifname: str, tail: bytes = b"") -> bytes:
-    return struct.pack("16s", ifname.encode()) + tail.ljust(24, b"\0")
-
-
 def _get_flags(ctl: socket.socket, ifname: str) -> int:
-    res = fcntl.ioctl(ctl.fileno(), SIOCGIFFLAGS, _ifreq(ifname))
+    res = fcntl.ioctl(ctl.fileno(), SIOCGIFFLAGS, ifreq(ifname))
     return int(struct.unpack_from("H", res, 16)[0])
 
 
@@ -192,23 +190,21 @@ class _Sockets:
 
 def _make_sockets(ifname: str, bring_up: bool, unicast_from: IPv4Address | None) -> _Sockets:
     """Runs inside the pod namespace (``run_in_netns``)."""
-    try:
-        ifindex = socket.if_nametoindex(ifname)
-    except OSError as exc:
-        raise Gone(f"interface {ifname} not found") from exc
     opened: list[socket.socket] = []
     try:
         ctl = socket.socket(socket.AF_INET, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
         opened.append(ctl)
+        found = interface_index(ifname, ctl)
+        if found is None:
+            raise Gone(f"interface {ifname} not found")
+        ifindex = found
         flags = _get_flags(ctl, ifname)
         if bring_up and not flags & IFF_UP:
-            fcntl.ioctl(
-                ctl.fileno(), SIOCSIFFLAGS, _ifreq(ifname, struct.pack("H", flags | IFF_UP))
-            )
-        hw = fcntl.ioctl(ctl.fileno(), SIOCGIFHWADDR, _ifreq(ifname))
+            fcntl.ioctl(ctl.fileno(), SIOCSIFFLAGS, ifreq(ifname, struct.pack("H", flags | IFF_UP)))
+        hw = fcntl.ioctl(ctl.fileno(), SIOCGIFHWADDR, ifreq(ifname))
         hwaddr = codec.mac_str(hw[18:24])
         mtu = int(
-            struct.unpack_from("i", fcntl.ioctl(ctl.fileno(), SIOCGIFMTU, _ifreq(ifname)), 16)[0]
+            struct.unpack_from("i", fcntl.ioctl(ctl.fileno(), SIOCGIFMTU, ifreq(ifname)), 16)[0]
         )
 
         # Protocol 0 until the filter is in place, so nothing unfiltered is ever queued.
@@ -244,6 +240,8 @@ def _make_sockets(ifname: str, bring_up: bool, unicast_from: IPv4Address | None)
         if udp is not None:
             opened.append(udp)
     except Gone:
+        for sock in opened:
+            sock.close()
         raise
     except OSError as exc:
         for sock in opened:
@@ -407,24 +405,35 @@ class PodTransport:
 
 
 def _interface_present(target: Target) -> bool:
+    """Raises (OSError, or CNIError caused by one) when it cannot tell: out of descriptors
+    is not "the pod is gone"."""
     try:
         fd = open_netns(target.netns_path)
-    except (FileNotFoundError, CNIError):
+    except FileNotFoundError:
+        return False
+    except CNIError as exc:
+        if is_fd_exhaustion(exc):
+            raise
         return False
     try:
         if target.netns_inode is not None and netns_inode(fd) != target.netns_inode:
             return False
-
-        def probe() -> bool:
-            try:
-                socket.if_nametoindex(target.ifname)
-            except OSError:
-                return False
-            return True
-
-        return run_in_netns(fd, probe)
+        return run_in_netns(fd, lambda: interface_exists(target.ifname))
     finally:
         os.close(fd)
+
+
+async def pod_still_there(probe: Awaitable[bool], key: str) -> bool:
+    """Whether a journaled lease's pod is still there, at start-up. When the probe cannot
+    tell (out of descriptors), yes: keeping a gone pod's lease costs one failed renewal,
+    dropping a live pod's lease takes its address away."""
+    try:
+        return await probe
+    except (OSError, CNIError) as exc:
+        log.warning(
+            "%s: cannot tell whether the pod is still there (%s); keeping its lease", key, exc
+        )
+        return True
 
 
 def _close_all(socks: list[socket.socket]) -> None:

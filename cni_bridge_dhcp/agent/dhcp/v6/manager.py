@@ -25,6 +25,7 @@ from ....cni.errors import CNIError, ErrorCode
 from ...datapath.netns import netns_inode
 from ...runtime.shielded import to_completion
 from ..clock import Clock, SystemClock
+from ..transport import pod_still_there
 from . import podaddr
 from .client import Bound6, Dhcp6Client, Dhcp6Refused, Dhcp6Timeout, Identity6, Lost6, Timing6
 from .hints import AddressHints6
@@ -107,7 +108,7 @@ class Lease6Manager:
         for lease in await asyncio.to_thread(self.journal.load):
             if lease.key in self._entries:
                 continue
-            if not await self.transports.exists(_target(lease)):
+            if not await pod_still_there(self.transports.exists(_target(lease)), lease.key):
                 log.info(
                     "%s: DHCPv6 lease of %s dropped: the pod is gone (it expires at the server)",
                     lease.key,

@@ -16,6 +16,9 @@ from dataclasses import dataclass
 from ipaddress import IPv6Address
 from typing import Protocol
 
+from ...datapath.ifindex import interface_index
+from ...runtime.fdlimits import is_fd_exhaustion
+
 # Gone: the DHCPv4 transport's, re-exported (the pod's namespace or interface is gone)
 from ..transport import Gone as Gone
 from ..transport import in_pod_netns
@@ -49,11 +52,10 @@ class Transport6Factory(Protocol):
 
 def _make_socket(ifname: str) -> tuple[socket.socket, int]:
     """Runs inside the pod namespace."""
-    try:
-        index = socket.if_nametoindex(ifname)
-    except OSError as exc:
-        raise Gone(f"interface {ifname} is gone") from exc
-    sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    index = interface_index(ifname)
+    if index is None:
+        raise Gone(f"interface {ifname} is gone")
+    sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, ifname.encode())
@@ -110,7 +112,11 @@ class PodTransport6Factory:
     async def exists(self, target: Target6) -> bool:
         try:
             sock, _ = await asyncio.to_thread(_open_sync, target)
-        except (Gone, OSError):
+        except Gone:
+            return False
+        except OSError as exc:
+            if is_fd_exhaustion(exc):
+                raise  # cannot tell; out of descriptors is not "the pod is gone"
             return False
         sock.close()  # a socket, not just the name: the namespace must also be usable
         return True
