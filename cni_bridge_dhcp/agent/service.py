@@ -34,6 +34,7 @@ from .config import NetConf
 from .datapath.bridge import BridgeSpec, ensure_bridge
 from .datapath.netlink import netns_ipr
 from .datapath.rtnl import Rtnl
+from .datapath.vethreaper import VethReaper
 from .dhcp import LeaseManager
 from .dhcp.manager import default_node_transports
 from .dhcp.v6.manager import Lease6Manager
@@ -75,6 +76,7 @@ class Agent:
         self.addressbook = AddressBook(state_dir)
         self.firewall_interval = firewall_interval
         self.firewall = FirewallRegistry(self.store)
+        self.veths = VethReaper()
         self._leases: LeaseManager | None = None
         self._leases6: Lease6Manager | None = None
         self._locks = KeyedLocks()

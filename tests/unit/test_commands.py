@@ -14,7 +14,7 @@ import asyncio
 import errno
 import ipaddress
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ from cni_bridge_dhcp.agent.commands.types import Datapath, Request
 from cni_bridge_dhcp.agent.config import NetConf
 from cni_bridge_dhcp.agent.datapath.podroutes import PodAddressing
 from cni_bridge_dhcp.agent.datapath.veth import VethInfo, VethSpec
+from cni_bridge_dhcp.agent.datapath.vethreaper import VethReaper
 from cni_bridge_dhcp.agent.dhcp import BOUND, Lease, LeaseRequest
 from cni_bridge_dhcp.agent.dhcp.v6.manager import Lease6Manager
 from cni_bridge_dhcp.agent.firewall.model import PodRules
@@ -167,6 +168,8 @@ class FailingStore(AttachmentStore):
 
 
 class FakeServices:
+    veths: VethReaper
+
     def __init__(self, state_dir: Path) -> None:
         self.store = FailingStore(state_dir)
         self.addressbook = AddressBook(state_dir)
@@ -235,6 +238,9 @@ class FakeLinks:
         self.veths.discard(host_name)
         return found
 
+    def delete_host_links(self, names: Sequence[str]) -> dict[str, bool | BaseException]:
+        return {name: self.delete_pod_link(None, "eth0", name) for name in names}
+
     def fds_still_open(self) -> list[int]:
         still = []
         for fd in self.open_fds:
@@ -252,7 +258,9 @@ def services(tmp_path: Path) -> FakeServices:
 
 
 @pytest.fixture
-def links(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeLinks]:
+def links(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, services: FakeServices
+) -> Iterator[FakeLinks]:
     netns_file = tmp_path / "netns"
     netns_file.write_text("")
     fake = FakeLinks(netns_file)
@@ -260,7 +268,7 @@ def links(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeLinks
     monkeypatch.setattr(main_role, "setup_veth", fake.setup_veth)
     monkeypatch.setattr(main_role, "configure_pod", fake.configure_pod)
     monkeypatch.setattr(main_role, "delete_pod_link", fake.delete_pod_link)
-    monkeypatch.setattr(common, "delete_pod_link", fake.delete_pod_link)
+    services.veths = VethReaper(fake.delete_host_links, fake.delete_pod_link)
     monkeypatch.setattr(slaac_step, "wait_slaac", lambda *_: None)  # a LAN without RAs
     monkeypatch.setattr(dhcpv6_step.podaddr, "ra_flags", lambda *_: 0)
     monkeypatch.setattr(dhcpv6_step, "ra_wait_for", lambda *_: 0.0)

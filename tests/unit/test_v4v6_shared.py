@@ -80,7 +80,7 @@ def family(request: pytest.FixtureRequest) -> _Family:
     [
         *DAMAGE,
         pytest.param(
-            lambda body: body.replace(b'"state": "BOUND"', b'"state": "LOST"'), id="bad-value"
+            lambda body: json.dumps({**json.loads(body), "state": "LOST"}).encode(), id="bad-value"
         ),
     ],
 )

@@ -17,7 +17,6 @@ from ...cni.errors import CNIError, ErrorCode
 from ..config import IPAMConf, NetConf, RouteConf
 from ..datapath.netns import netns_inode, open_netns, validate_netns_fd
 from ..datapath.podroutes import PodRoute
-from ..datapath.veth import delete_pod_link
 from ..dhcp import Lease, LeaseRequest, client_id_for
 from ..dhcp.identity import dns_label, option_code
 from ..state.attachments import Attachment, Role
@@ -290,7 +289,7 @@ async def teardown(
                 )
                 await step(f"ipam {att.ipam} DEL", work)
         if att.role != "ipam":  # as IPAM, the link and rules are not ours
-            await step("veth", asyncio.to_thread(delete_pod_link, fd, att.ifname, att.host_veth))
+            await step("veth", services.veths.delete(fd, att.ifname, att.host_veth))
             await step(
                 "firewall",
                 services.firewall.remove_pod_rules(att.network, att.container_id, att.ifname),

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 from ..config import NetConf
+from ..datapath.vethreaper import VethReaper
 from ..dhcp import LeaseManager
 from ..dhcp.v6.manager import Lease6Manager
 from ..firewall.registry import FirewallRegistry
@@ -58,6 +59,7 @@ class Services(Protocol):
     store: AttachmentStore
     addressbook: AddressBook
     firewall: FirewallRegistry
+    veths: VethReaper
 
     @property
     def leases(self) -> LeaseManager: ...

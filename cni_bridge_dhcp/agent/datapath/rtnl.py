@@ -46,6 +46,7 @@ IFLA_MASTER = 10
 IFLA_LINKINFO = 18
 IFLA_INFO_KIND = 1
 IFLA_PERM_ADDRESS = 54
+IFLA_GROUP = 27
 IFLA_NET_NS_FD = 28
 IFLA_INFO_DATA = 2
 VETH_INFO_PEER = 1
@@ -87,6 +88,7 @@ class Link:
     master: int | None = None
     mtu: int | None = None
     kind: str | None = None
+    group: int | None = None
 
 
 @dataclass(frozen=True)
@@ -208,6 +210,7 @@ def _link(msg_type: int, data: bytes, start: int, end: int) -> Link:
         master=_u32(attrs.get(IFLA_MASTER)) or None,
         mtu=_u32(attrs.get(IFLA_MTU)),
         kind=kind,
+        group=_u32(attrs.get(IFLA_GROUP)),
     )
 
 
@@ -371,13 +374,22 @@ class Rtnl:
         self._ack(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, body, f"creating veth {name}/{peer}")
 
     def set_link(
-        self, index: int, *, up: bool = False, master: int | None = None, mtu: int | None = None
+        self,
+        index: int,
+        *,
+        up: bool = False,
+        master: int | None = None,
+        mtu: int | None = None,
+        group: int | None = None,
     ) -> None:
-        """Bring link ``index`` up, enslave it to ``master``, set its MTU (what is given)."""
+        """Bring link ``index`` up, enslave it to ``master``, set its MTU and device group
+        (what is given)."""
         flags = IFF_UP if up else 0
         attrs = _nla_u32(IFLA_MASTER, master) if master is not None else b""
         if mtu:
             attrs += _nla_u32(IFLA_MTU, mtu)
+        if group is not None:
+            attrs += _nla_u32(IFLA_GROUP, group)
         body = _IFI.pack(socket.AF_UNSPEC, 0, index, flags, flags) + attrs
         self._ack(RTM_NEWLINK, 0, body, f"setting link {index}")
 
@@ -430,6 +442,22 @@ class Rtnl:
         if code:
             raise RtnlError(code, f"deleting link {index}: {os.strerror(code)}")
         return True
+
+    def links(self) -> list[Link]:
+        """Every link of the namespace."""
+        return [
+            i
+            for i in self._dump(RTM_GETLINK, _IFI.pack(socket.AF_UNSPEC, 0, 0, 0, 0))
+            if isinstance(i, Link)
+        ]
+
+    def del_group(self, group: int) -> None:
+        """Delete every link in device group ``group`` in one request (``ip link del group``):
+        the kernel then waits for RCU once for all of them."""
+        if not group:
+            raise ValueError("group 0 is every link's default group")
+        body = _IFI.pack(socket.AF_UNSPEC, 0, 0, 0, 0) + _nla_u32(IFLA_GROUP, group)
+        self._ack(RTM_DELLINK, 0, body, f"deleting link group {group}")
 
 
 def rtnl_in(netns_fd: int | None) -> Rtnl:
