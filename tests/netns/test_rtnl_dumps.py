@@ -1,0 +1,78 @@
+"""datapath/rtnl.py's address and route reads, kernel-filtered (NETLINK_GET_STRICT_CHK), give
+what `ip` shows for each link of a namespace with many links, as the unfiltered reads did.
+
+A namespace of our own with veth pairs, each with IPv6 addresses and routes; the answers
+are compared with `ip -j` run in the same namespace.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import uuid
+from collections.abc import Iterator
+from socket import AF_INET, AF_INET6
+
+import pytest
+
+from cni_bridge_dhcp.agent.datapath.netns import run_in_netns
+from cni_bridge_dhcp.agent.datapath.rtnl import RT_TABLE_MAIN, Rtnl, new_socket
+
+LINKS = 6
+
+
+def ip(ns: str, *args: str) -> str:
+    return subprocess.run(
+        ["ip", "-n", ns, *args], check=True, capture_output=True, text=True
+    ).stdout
+
+
+@pytest.fixture
+def ns() -> Iterator[str]:
+    name = f"cbd-rtnl-{uuid.uuid4().hex[:8]}"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        for i in range(LINKS):
+            ip(name, "link", "add", f"d{i}", "type", "veth", "peer", f"p{i}")
+            ip(name, "link", "set", f"p{i}", "up")
+            ip(name, "link", "set", f"d{i}", "up")
+            ip(name, "addr", "add", f"fd00:{i}::1/64", "dev", f"d{i}", "nodad")
+            ip(name, "addr", "add", f"10.9.{i}.1/24", "dev", f"d{i}")
+            ip(name, "-6", "route", "add", f"fd10:{i}::/48", "via", f"fd00:{i}::2", "dev", f"d{i}")
+        yield name
+    finally:
+        subprocess.run(["ip", "netns", "del", name], check=False)
+
+
+def _rtnl(ns: str) -> Rtnl:
+    fd = os.open(f"/run/netns/{ns}", os.O_RDONLY)
+    try:
+        return Rtnl(run_in_netns(fd, new_socket))
+    finally:
+        os.close(fd)
+
+
+def test_filtered_address_and_route_reads_match_ip(ns: str) -> None:
+    links = {link["ifname"]: link["ifindex"] for link in json.loads(ip(ns, "-j", "link"))}
+    with _rtnl(ns) as rt:
+        for i in range(LINKS):
+            name = f"d{i}"
+            index = links[name]
+            for family, flag in ((AF_INET6, "-6"), (AF_INET, "-4")):
+                want = sorted(
+                    (a["local"], a["prefixlen"])
+                    for entry in json.loads(ip(ns, "-j", flag, "addr", "show", "dev", name))
+                    for a in entry["addr_info"]
+                )
+                got = sorted((a.address, a.prefixlen) for a in rt.addrs(family, index))
+                assert got == want, (name, family)
+            want_routes = sorted(
+                (r["dst"], r.get("gateway"))
+                for r in json.loads(ip(ns, "-j", "-6", "route", "show", "dev", name))
+            )
+            got_routes = sorted(
+                (f"{r.dst}/{r.dst_len}" if r.dst else "default", r.gateway)
+                for r in rt.routes(AF_INET6, index, RT_TABLE_MAIN)
+            )
+            assert got_routes == want_routes, name
