@@ -51,8 +51,10 @@ class NodeLeaseSupervisor:
 
     def _current(self) -> NodeDhcp | None:
         record = load_record(self.state_dir)
+        if record is None:  # the usual node: skip reading the uplink journal on every ADD
+            return None
         state = current_state(self.state_dir)
-        if record is None or state is None or state.bridge != record.bridge:
+        if state is None or state.bridge != record.bridge:
             return None
         return record
 

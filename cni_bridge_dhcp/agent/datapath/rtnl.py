@@ -18,7 +18,7 @@ import ipaddress
 import os
 import socket
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .netns import run_in_netns
 
@@ -44,6 +44,8 @@ IFLA_IFNAME = 3
 IFLA_MTU = 4
 IFLA_MASTER = 10
 IFLA_LINKINFO = 18
+IFLA_AF_SPEC = 26
+IFLA_INET6_FLAGS = 1
 IFLA_INFO_KIND = 1
 IFLA_PERM_ADDRESS = 54
 IFLA_GROUP = 27
@@ -93,6 +95,7 @@ class Link:
     mtu: int | None = None
     kind: str | None = None
     group: int | None = None
+    af_spec: bytes | None = field(default=None, repr=False)  # IFLA_AF_SPEC, raw: inet6_flags()
 
 
 @dataclass(frozen=True)
@@ -215,7 +218,18 @@ def _link(msg_type: int, data: bytes, start: int, end: int) -> Link:
         mtu=_u32(attrs.get(IFLA_MTU)),
         kind=kind,
         group=_u32(attrs.get(IFLA_GROUP)),
+        af_spec=attrs.get(IFLA_AF_SPEC),
     )
+
+
+def inet6_flags(link: Link) -> int:
+    """The link's IFLA_INET6_FLAGS (IF_RA_RCVD, IF_RA_MANAGED...); 0 when it has none."""
+    if link.af_spec is None:
+        return 0
+    inet6 = _attrs(link.af_spec, 0, len(link.af_spec)).get(socket.AF_INET6)
+    if inet6 is None:
+        return 0
+    return _u32(_attrs(inet6, 0, len(inet6)).get(IFLA_INET6_FLAGS)) or 0
 
 
 def parse(data: bytes) -> list[tuple[int, int, Item]]:

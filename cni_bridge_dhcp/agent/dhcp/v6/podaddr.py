@@ -11,6 +11,7 @@ from ipaddress import IPv6Address, IPv6Interface, IPv6Network
 from ....cni.errors import CNIError
 from ...datapath.netlink import RT_TABLE_MAIN, NetlinkError, netns_ipr
 from ...datapath.netns import netns_inode, open_netns
+from ...datapath.rtnl import inet6_flags, rtnl_in
 
 log = logging.getLogger(__name__)
 
@@ -26,17 +27,9 @@ IFA_F_NODAD = 0x02
 def ra_flags(netns_fd: int | None, ifname: str) -> int:
     """The IPv6 RA flags of ``ifname`` (in the namespace ``netns_fd``, None: the node's):
     IF_RA_RCVD once any RA came, IF_RA_MANAGED when the last one had the M flag."""
-    with netns_ipr(netns_fd) as ipr:
-        found = ipr.link_lookup(ifname=ifname)
-        if not found:
-            return 0
-        links = ipr.get_links(found[0])
-        if not links:
-            return 0
-        spec = links[0].get_attr("IFLA_AF_SPEC")
-        inet6 = spec.get_attr("AF_INET6") if spec is not None else None
-        flags = inet6.get_attr("IFLA_INET6_FLAGS") if inet6 is not None else None
-        return int(flags or 0)
+    with rtnl_in(netns_fd) as rt:
+        link = rt.get_link(name=ifname)
+        return inet6_flags(link) if link is not None else 0
 
 
 def ra_managed(netns_fd: int | None, ifname: str) -> bool:
