@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -163,6 +164,10 @@ def main() -> int:
     finally:
         sb.teardown()
         say("sandbox removed; the machine's own network was not touched.")
+    if ok:
+        shutil.rmtree(tmp, ignore_errors=True)
+    else:
+        say(f"the agent's and dnsmasq's logs are kept in {tmp}")
     say()
     say("demo: OK" if ok else "demo: FAILED")
     return 0 if ok else 1

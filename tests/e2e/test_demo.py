@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -14,12 +15,13 @@ pytestmark = [pytest.mark.netns, pytest.mark.e2e]
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_demo_script_succeeds_and_cleans_up() -> None:
+def test_demo_script_succeeds_and_cleans_up(tmp_path: Path) -> None:
     proc = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "demo.py")],
         capture_output=True,
         text=True,
         timeout=300,
+        env={**os.environ, "TMPDIR": str(tmp_path)},
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "demo: OK" in proc.stdout and "FAIL" not in proc.stdout
@@ -32,3 +34,5 @@ def test_demo_script_succeeds_and_cleans_up() -> None:
     ).stdout
     left = {line.split()[0] for line in listed.splitlines() if line.strip()}
     assert not made & left, f"the demo left namespaces behind: {sorted(made & left)}"
+    # A successful demo keeps no work directory (a failed one keeps its logs and says where).
+    assert list(tmp_path.iterdir()) == []
