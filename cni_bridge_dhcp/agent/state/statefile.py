@@ -109,11 +109,11 @@ def set_aside(path: Path, reason: str) -> Path | None:
     return aside
 
 
-def write_json(path: Path, data: dict[str, Any]) -> None:
+def write_json(path: Path, data: dict[str, Any], *, sort_keys: bool = True) -> None:
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.{next(_tmp_counter)}.tmp")
     # Compact: with an indent json.dumps falls back to its pure-Python encoder, 4x slower,
     # and every ADD writes three records (`jq .` shows one indented).
-    body = json.dumps(data, sort_keys=True, separators=(",", ":")).encode() + b"\n"
+    body = json.dumps(data, sort_keys=sort_keys, separators=(",", ":")).encode() + b"\n"
     try:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
@@ -130,6 +130,24 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
     except OSError as exc:
         with contextlib.suppress(OSError):
             tmp.unlink(missing_ok=True)
+        raise _state_error("write", path, exc) from exc
+
+
+def append_line(path: Path, line: bytes) -> None:
+    """Append ``line`` to ``path`` (created 0600) and fsync it; CNIError (105) if it fails."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(
+            path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600
+        )
+        try:
+            view = memoryview(line)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError as exc:
         raise _state_error("write", path, exc) from exc
 
 
