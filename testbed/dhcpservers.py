@@ -178,13 +178,21 @@ def udhcpd_leases(lease_file: Path) -> list[ServerLease]:
     if not lease_file.exists() or lease_file.stat().st_size == 0:
         return []
     busybox = shutil.which("busybox") or "/bin/busybox"
-    out = subprocess.run(
-        [busybox, "dumpleases", "-f", str(lease_file)],
-        capture_output=True,
-        text=True,
-        timeout=10,
-        check=True,
-    ).stdout
+    for attempt in range(20):
+        proc = subprocess.run(
+            [busybox, "dumpleases", "-f", str(lease_file)],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+        # udhcpd rewrites its lease file in place (truncate, then write): a read in between
+        # meets a short file and dumpleases exits 1. Read again once the write is done.
+        if proc.returncode == 0 or attempt == 19:
+            break
+        time.sleep(0.05)
+    proc.check_returncode()
+    out = proc.stdout
     leases = []
     for line in out.splitlines()[1:]:
         parts = line.split()
