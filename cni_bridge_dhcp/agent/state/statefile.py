@@ -115,16 +115,7 @@ def write_json(path: Path, data: dict[str, Any], *, sort_keys: bool = True) -> N
     # and every ADD writes three records (`jq .` shows one indented).
     body = json.dumps(data, sort_keys=sort_keys, separators=(",", ":")).encode() + b"\n"
     try:
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-        try:
-            # os.write may write less than asked (a nearly full disk): loop, never tear
-            view = memoryview(body)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        _write_synced(tmp, body, os.O_CREAT | os.O_EXCL)
         os.replace(tmp, path)
         _fsync_dir(path.parent)
     except OSError as exc:
@@ -136,19 +127,23 @@ def write_json(path: Path, data: dict[str, Any], *, sort_keys: bool = True) -> N
 def append_line(path: Path, line: bytes) -> None:
     """Append ``line`` to ``path`` (created 0600) and fsync it; CNIError (105) if it fails."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd = os.open(
-            path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600
-        )
-        try:
-            view = memoryview(line)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        _write_synced(path, line, os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW)
     except OSError as exc:
         raise _state_error("write", path, exc) from exc
+
+
+def _write_synced(path: Path, data: bytes, flags: int) -> None:
+    """Write all of ``data`` to ``path`` (opened 0600 with ``flags``) and fsync it."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC | flags, 0o600)
+    try:
+        # os.write may write less than asked (a nearly full disk): loop, never tear
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def read_json(path: Path, *, aside: bool = False) -> dict[str, Any] | None:
