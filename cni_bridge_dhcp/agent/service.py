@@ -62,6 +62,17 @@ _HANDLERS: dict[str, Handler] = {
 _IPAM_HANDLERS: dict[str, Handler] = dict(ipam_role.HANDLERS)
 
 
+def _datapath_key(conf: NetConf) -> tuple[BridgeSpec, str | None]:
+    spec = BridgeSpec(
+        name=conf.bridge,
+        mtu=conf.mtu,
+        promisc=conf.promisc_mode,
+        vlan_filtering=bool(conf.vlan or conf.vlan_trunk),
+        preserve_default_vlan=conf.preserve_default_vlan,
+    )
+    return spec, conf.uplink_interface
+
+
 class Agent:
     def __init__(
         self,
@@ -244,23 +255,27 @@ class Agent:
     # ------------------------------------------------------------ datapath
 
     async def ensure_datapath(self, conf: NetConf) -> Datapath:
-        datapath = await asyncio.to_thread(self._ensure_datapath, conf)
+        # The usual ADD finds it set up: two link reads (~0.1 ms) on the loop cost less than
+        # a trip to a worker thread and back.
+        datapath = self._cached_datapath(conf)
+        if datapath is None:
+            datapath = await asyncio.to_thread(self._ensure_datapath, conf)
         if conf.uplink_interface:
             await self.node_lease.ensure()  # a takeover of a DHCP-leased node address
         return datapath
 
-    def _ensure_datapath(self, conf: NetConf) -> Datapath:
-        spec = BridgeSpec(
-            name=conf.bridge,
-            mtu=conf.mtu,
-            promisc=conf.promisc_mode,
-            vlan_filtering=bool(conf.vlan or conf.vlan_trunk),
-            preserve_default_vlan=conf.preserve_default_vlan,
-        )
-        key = (spec, conf.uplink_interface)
-        cached = self._datapaths.get(key)
+    def _cached_datapath(self, conf: NetConf) -> Datapath | None:
+        cached = self._datapaths.get(_datapath_key(conf))
         if cached is not None and self._still_valid(cached, conf.bridge):
             return cached
+        return None
+
+    def _ensure_datapath(self, conf: NetConf) -> Datapath:
+        cached = self._cached_datapath(conf)
+        if cached is not None:
+            return cached
+        key = _datapath_key(conf)
+        spec = key[0]
         with self._setup_lock:
             node_ip: ipaddress.IPv4Address | None = None
             uplink: str | None = None

@@ -63,11 +63,11 @@ async def dhcpv6_add(
     addressing: PodAddressing,
     dns: dict[str, Any],
     undo: list[Undo],
-    up_at: float,
-    lan_ras: bool = False,
+    wanted: bool,
 ) -> tuple[PodAddressing, dict[str, Any]]:
-    """``addressing`` and ``dns`` with the pod's DHCPv6 lease added, if it wants one."""
-    if not await asyncio.to_thread(wants_dhcpv6, conf, netns_fd, req.ifname, up_at, lan_ras):
+    """``addressing`` and ``dns`` with the pod's DHCPv6 lease added, if it wants one
+    (``wanted``: wants_dhcpv6, asked by the caller with its other blocking reads)."""
+    if not wanted:
         return addressing, dns
     assert conf.ipam is not None
     pod_ns, pod_name = pod_ids(req)

@@ -27,7 +27,9 @@ class NodeLeaseSupervisor:
         """Start the keeper when a takeover recorded a DHCP-leased node address."""
         if self.keeper is not None and self.keeper.running():
             return
-        record = await asyncio.to_thread(self._current)
+        # Inline, not in a worker thread: on the usual node this is one failed open of an
+        # absent record, on every ADD.
+        record = self._current()
         if record is None:
             return
         target = NodeLeaseTarget(

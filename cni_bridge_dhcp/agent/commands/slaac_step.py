@@ -11,6 +11,7 @@ import logging
 from ..config import NetConf
 from ..datapath.podroutes import PodAddressing, PodRoute, configure_pod
 from ..datapath.slaac import (
+    SlaacAddress,
     keep_node_ras,
     node_link_local,
     pod_ipv6_sysctls,
@@ -31,24 +32,31 @@ def slaac_sysctls(conf: NetConf) -> tuple[tuple[str, str], ...]:
     return pod_ipv6_sysctls(conf.ipam.ipv6, conf.default_route)
 
 
+def find_slaac(
+    conf: NetConf, netns_fd: int, ifname: str, up_at: float, lan_ras: bool = False
+) -> SlaacAddress | None:
+    """The pod's SLAAC address, waited for if the LAN has RAs (``lan_ras``: it had them at
+    the uplink takeover, see ra_wait_for); None when IPv6 is off or no RA came. Blocking."""
+    ipam = conf.ipam
+    if ipam is None or not ipam.is_ours or ipam.ipv6 == "off" or conf.disable_container_interface:
+        return None
+    ra_wait = ra_wait_for(conf.bridge, lan_ras)
+    slaac = wait_slaac(netns_fd, ifname, up_at, ipam.timeout, ra_wait)
+    if slaac is None:
+        # No RA on this LAN: IPv4 only, not an error.
+        log.debug("%s: no IPv6 from an RA within %.1f s of link-up: IPv4 only", ifname, ra_wait)
+    return slaac
+
+
 async def slaac_add(
     conf: NetConf,
     ifname: str,
     netns_fd: int,
-    up_at: float,
     addressing: PodAddressing,
-    lan_ras: bool = False,
+    slaac: SlaacAddress | None,
 ) -> PodAddressing:
-    """``addressing`` plus the pod's SLAAC address and IPv6 default route, if the LAN has RAs
-    (``lan_ras``: it had them at the uplink takeover, see ra_wait_for)."""
-    ipam = conf.ipam
-    if ipam is None or not ipam.is_ours or ipam.ipv6 == "off" or conf.disable_container_interface:
-        return addressing
-    ra_wait = await asyncio.to_thread(ra_wait_for, conf.bridge, lan_ras)
-    slaac = await asyncio.to_thread(wait_slaac, netns_fd, ifname, up_at, ipam.timeout, ra_wait)
+    """``addressing`` plus the pod's SLAAC address (from find_slaac) and IPv6 default route."""
     if slaac is None:
-        # No RA on this LAN: IPv4 only, not an error.
-        log.debug("%s: no IPv6 from an RA within %.1f s of link-up: IPv4 only", ifname, ra_wait)
         return addressing
     routes = addressing.routes
     gateway6 = slaac.router
