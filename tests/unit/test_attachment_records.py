@@ -72,7 +72,7 @@ def _store_with(tmp_path: Path, data: dict[str, Any]) -> tuple[AttachmentStore, 
     store = AttachmentStore(tmp_path)
     good = Attachment.from_json(json.loads(MAIN_DHCP_READY))
     store.put(good)
-    path = store._path(good.key)
+    path = Path(store._path(good.key))
     path.write_text(json.dumps(data))
     return store, path
 

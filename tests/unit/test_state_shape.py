@@ -39,7 +39,7 @@ def _store_with(tmp_path: Path, **bad: Any) -> tuple[AttachmentStore, Path]:
     store = AttachmentStore(tmp_path)
     store.put(_att("good"))
     store.put(_att("bad"))
-    path = store._path(_att("bad").key)
+    path = Path(store._path(_att("bad").key))
     data = json.loads(path.read_text())
     data.update(bad)
     path.write_text(json.dumps(data))
@@ -234,7 +234,7 @@ def test_group_writable_or_symlinked_records_are_skipped(
     os.chmod(path, 0o666)
     planted = tmp_path / "planted.json"
     planted.write_text(json.dumps(_att("link").to_json()))
-    link = store._path(_att("link").key)
+    link = Path(store._path(_att("link").key))
     link.symlink_to(planted)
     with caplog.at_level(logging.WARNING):
         assert [a.container_id for a in store.all()] == ["good"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import os
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -229,15 +230,21 @@ class AttachmentStore:
     def __init__(self, state_dir: Path) -> None:
         self.dir = state_dir / ATTACHMENTS_DIR
         self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._dir = str(self.dir)
 
-    def _path(self, key: str) -> Path:
+    def _path(self, key: str) -> str:
+        # a str, not a Path: see statefile.StrPath
         digest = hashlib.sha256(key.encode()).hexdigest()[:32]
-        return self.dir / f"{digest}.json"
+        return os.path.join(self._dir, f"{digest}.json")
+
+    def _files(self) -> list[str]:
+        with os.scandir(self._dir) as entries:
+            return [e.path for e in entries if e.name.endswith(".json") and e.name[0] != "."]
 
     def get(self, key: str) -> Attachment | None:
         return self._load(self._path(key))
 
-    def _load(self, path: Path) -> Attachment | None:
+    def _load(self, path: str) -> Attachment | None:
         """The record in ``path``; a bad one is set aside as ``*.corrupt`` (never raised)."""
         data = statefile.read_json(path, aside=True)
         if data is None:
@@ -259,7 +266,7 @@ class AttachmentStore:
 
     def all(self) -> list[Attachment]:
         out: list[Attachment] = []
-        for path in sorted(self.dir.glob("*.json")):
+        for path in sorted(self._files()):
             att = self._load(path)
             if att is not None:
                 out.append(att)
@@ -273,7 +280,7 @@ class AttachmentStore:
 
     def any_on_bridge(self, bridge: str) -> bool:
         """Whether any record is on ``bridge``; stops at the first one (every DEL asks)."""
-        for path in self.dir.glob("*.json"):
+        for path in self._files():
             att = self._load(path)
             if att is not None and att.bridge == bridge:
                 return True

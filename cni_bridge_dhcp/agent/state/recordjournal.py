@@ -46,19 +46,24 @@ class RecordJournal(Generic[R]):
         label: str,
     ) -> None:
         self.dir = Path(state_dir) / dirname
+        self._dir = str(self.dir)
         self._to_record = to_record
         self._from_record = from_record
         self.label = label
 
     def path_for(self, key: str) -> Path:
+        return Path(self._file(key))
+
+    def _file(self, key: str) -> str:
         # Keys hold slashes and runtime-chosen text; a digest makes a safe, fixed-size name.
-        return self.dir / f"{hashlib.sha256(key.encode()).hexdigest()[:40]}.json"
+        # A str, not a Path: see statefile.StrPath.
+        return os.path.join(self._dir, f"{hashlib.sha256(key.encode()).hexdigest()[:40]}.json")
 
     def write(self, record: R) -> None:
-        statefile.write_json(self.path_for(record.key), self._to_record(record))
+        statefile.write_json(self._file(record.key), self._to_record(record))
 
     def remove(self, key: str) -> bool:
-        return statefile.remove(self.path_for(key))
+        return statefile.remove(self._file(key))
 
     def load(self) -> list[R]:
         """Every valid record; corrupt ones are logged and moved aside, never raised."""
