@@ -775,7 +775,7 @@ def bench(plan: Plan, quick: bool, argv: list[str]) -> dict[str, Any]:
             "ours": sb_ours.start_dnsmasq(no_ping=True, extra=[EXTRA_RANGE]),
         }
         ref = start_reference(sb_ref)
-        ours = start_ours(sb_ours, zipapp)
+        ours = start_ours(sb_ours, zipapp, log_level="info")  # the DaemonSet default
         bare = {"reference": BareClient(sb_ref), "ours": BareClient(sb_ours)}
         say("warm-up (first ADD/DEL per node)")
         data["warmup"] = phase_warmup([ref, ours])

@@ -56,7 +56,7 @@ def delete_host_links(names: Sequence[str]) -> dict[str, Outcome]:
 
 def _delete_as_group(node: Rtnl, found: dict[str, int], out: dict[str, Outcome]) -> dict[str, int]:
     """Delete ``found`` as one device group; returns what is left to delete one by one."""
-    used = {link.group for link in node.links()}
+    used = set(node.link_groups().values())
     group = random.randint(_GROUP_LOW, _GROUP_HIGH)
     while group in used:
         group = random.randint(_GROUP_LOW, _GROUP_HIGH)
@@ -67,7 +67,7 @@ def _delete_as_group(node: Rtnl, found: dict[str, int], out: dict[str, Outcome])
             grouped[name] = index
         except RtnlError as exc:
             out[name] = False if exc.errno == errno.ENODEV else exc
-    members = {link.index for link in node.links() if link.group == group}
+    members = {index for index, g in node.link_groups().items() if g == group}
     if members != set(grouped.values()):
         # Another link joined the group: never delete what is not ours.
         log.warning(
