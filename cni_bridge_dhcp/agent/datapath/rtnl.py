@@ -229,6 +229,7 @@ _LINK_ATTRS = frozenset(
 
 
 _GROUP_ONLY = frozenset({IFLA_GROUP})
+_EVENT_ATTRS = frozenset({IFLA_IFNAME, IFLA_ADDRESS, IFLA_PERM_ADDRESS})
 
 
 def _link(msg_type: int, data: bytes, start: int, end: int) -> Link:
@@ -326,13 +327,27 @@ class LinkEventSocket:
         return self._sock.fileno()
 
     def read(self) -> list[Link]:
+        """The links that changed, with only their name and addresses: every ADD and DEL
+        brings a dozen events about pod veths, each read here."""
         links: list[Link] = []
         while True:
             try:
                 data = self._sock.recv(65536)
             except BlockingIOError:
                 return links
-            links.extend(item for _, _, item in parse(data) if isinstance(item, Link))
+            for msg_type, _, body, end in _messages(data):
+                if msg_type in (RTM_NEWLINK, RTM_DELLINK) and end - body >= _IFI.size:
+                    index = _IFI.unpack_from(data, body)[2]
+                    attrs = _attrs(data, body + _IFI.size, end, _EVENT_ATTRS)
+                    links.append(
+                        Link(
+                            event=msg_type,
+                            index=index,
+                            name=_text(attrs.get(IFLA_IFNAME)),
+                            address=_mac(attrs.get(IFLA_ADDRESS)),
+                            perm_address=_mac(attrs.get(IFLA_PERM_ADDRESS)),
+                        )
+                    )
 
     def close(self) -> None:
         self._sock.close()
