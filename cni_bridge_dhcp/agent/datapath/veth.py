@@ -122,8 +122,10 @@ def _found(link: Link | None, what: str) -> Link:
 
 
 def _finish(pod: Rtnl, node: Rtnl, netns_fd: int, spec: VethSpec, host_name: str) -> VethInfo:
-    host_index = _found(node.get_link(name=host_name), f"host veth {host_name}").index
-    pod_index = _found(pod.get_link(name=spec.ifname), f"pod interface {spec.ifname}").index
+    # Read once: enslaving and bringing up change neither end's MAC nor MTU.
+    host_link = _found(node.get_link(name=host_name), f"host veth {host_name}")
+    pod_link = _found(pod.get_link(name=spec.ifname), f"pod interface {spec.ifname}")
+    host_index, pod_index = host_link.index, pod_link.index
     node.set_link(host_index, up=True, master=spec.bridge_index)
     if spec.hairpin or spec.isolated:
         port: dict[str, int] = {}
@@ -136,8 +138,6 @@ def _finish(pod: Rtnl, node: Rtnl, netns_fd: int, spec: VethSpec, host_name: str
     run_in_netns(netns_fd, lambda: _pod_sysctls(spec.ifname, spec.enable_dad, spec.ipv6_sysctls))
     if spec.bring_up:
         pod.set_link(pod_index, up=True)
-    host_link = _found(node.get_link(index=host_index), f"host veth {host_name}")
-    pod_link = _found(pod.get_link(index=pod_index), f"pod interface {spec.ifname}")
     return VethInfo(
         host_name=host_name,
         host_index=host_index,
