@@ -33,19 +33,27 @@ Undo = Callable[[], Awaitable[None]]
 
 
 def wants_dhcpv6(
-    conf: NetConf, netns_fd: int, ifname: str, up_at: float, lan_ras: bool = False
+    conf: NetConf,
+    netns_fd: int,
+    ifname: str,
+    up_at: float,
+    lan_ras: bool = False,
+    ra_wait: float | None = None,
 ) -> bool:
     """``ipam.dhcpv6``, else the M flag of the RA the pod received. When none came yet but
     the node has learned from RAs on this LAN, the pod's RA is late, not missing: it is
     waited for as long as the SLAAC step would (slaac.ra_wait_for, from link-up), since on
-    a managed LAN without an autonomous prefix that step had no address to wait for."""
+    a managed LAN without an autonomous prefix that step had no address to wait for.
+    ``ra_wait``: what ra_wait_for said before the SLAAC step; asked again unless it was 0
+    (a LAN quiet for long, and no time has passed since)."""
     ipam = conf.ipam
     if ipam is None or not ipam.is_ours or ipam.ipv6 == "off" or conf.disable_container_interface:
         return False
     if ipam.dhcpv6 is not None:
         return ipam.dhcpv6
     flags = podaddr.ra_flags(netns_fd, ifname)
-    ra_wait = ra_wait_for(conf.bridge, lan_ras)
+    if ra_wait is None or ra_wait > 0:
+        ra_wait = ra_wait_for(conf.bridge, lan_ras)
     if not flags & podaddr.IF_RA_RCVD and ra_wait > QUIET_LAN_WAIT:
         end = up_at + min(ra_wait, ipam.timeout)
         while not flags & podaddr.IF_RA_RCVD and time.monotonic() < end:

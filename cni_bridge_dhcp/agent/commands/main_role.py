@@ -22,7 +22,7 @@ from ..datapath.bridge import veth_mtu
 from ..datapath.gateway import ensure_bridge_addresses, plan_gateways
 from ..datapath.netns import netns_inode
 from ..datapath.podroutes import PodAddressing, PodRoute, configure_pod, plan_routes, pod_state
-from ..datapath.slaac import SlaacAddress
+from ..datapath.slaac import SlaacAddress, ra_wait_for
 from ..datapath.veth import (
     VethInfo,
     VethSpec,
@@ -54,7 +54,7 @@ from .common import (
 )
 from .dhcpv6_step import dhcpv6_add, dhcpv6_drift, wants_dhcpv6
 from .prevresult import parse_prev_result
-from .slaac_step import find_slaac, slaac_add, slaac_sysctls
+from .slaac_step import find_slaac, ipv6_on, slaac_add, slaac_sysctls
 from .types import Datapath, Request, Services
 
 # Request and Datapath lived here before types.py; kept importable from here.
@@ -219,8 +219,11 @@ def _configure_then_look_for_ipv6(
     """The pod's IPv4 addressing, then what IPv6 its LAN offers (SLAAC address, whether to
     ask DHCPv6): one worker-thread trip for what were four (~0.15 ms of CPU each)."""
     configure_pod(netns_fd, ifname, addressing)
-    slaac = find_slaac(conf, netns_fd, ifname, up_at, lan_ras)
-    return slaac, wants_dhcpv6(conf, netns_fd, ifname, up_at, lan_ras)
+    if not ipv6_on(conf):
+        return None, False
+    ra_wait = ra_wait_for(conf.bridge, lan_ras)
+    slaac = find_slaac(conf, netns_fd, ifname, up_at, ra_wait)
+    return slaac, wants_dhcpv6(conf, netns_fd, ifname, up_at, lan_ras, ra_wait)
 
 
 async def _ipam_add(

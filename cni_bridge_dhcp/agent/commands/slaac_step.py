@@ -15,7 +15,6 @@ from ..datapath.slaac import (
     keep_node_ras,
     node_link_local,
     pod_ipv6_sysctls,
-    ra_wait_for,
     wait_slaac,
 )
 from ..firewall import enable_forwarding
@@ -32,16 +31,22 @@ def slaac_sysctls(conf: NetConf) -> tuple[tuple[str, str], ...]:
     return pod_ipv6_sysctls(conf.ipam.ipv6, conf.default_route)
 
 
-def find_slaac(
-    conf: NetConf, netns_fd: int, ifname: str, up_at: float, lan_ras: bool = False
-) -> SlaacAddress | None:
-    """The pod's SLAAC address, waited for if the LAN has RAs (``lan_ras``: it had them at
-    the uplink takeover, see ra_wait_for); None when IPv6 is off or no RA came. Blocking."""
+def ipv6_on(conf: NetConf) -> bool:
+    """Whether ADD looks for IPv6 on the pod's LAN (our DHCP IPAM, ``ipam.ipv6`` not off)."""
     ipam = conf.ipam
-    if ipam is None or not ipam.is_ours or ipam.ipv6 == "off" or conf.disable_container_interface:
+    return not (
+        ipam is None or not ipam.is_ours or ipam.ipv6 == "off" or conf.disable_container_interface
+    )
+
+
+def find_slaac(
+    conf: NetConf, netns_fd: int, ifname: str, up_at: float, ra_wait: float
+) -> SlaacAddress | None:
+    """The pod's SLAAC address, waited for ``ra_wait`` (ra_wait_for) from link-up; None
+    when IPv6 is off or no RA came. Blocking."""
+    if not ipv6_on(conf) or conf.ipam is None:
         return None
-    ra_wait = ra_wait_for(conf.bridge, lan_ras)
-    slaac = wait_slaac(netns_fd, ifname, up_at, ipam.timeout, ra_wait)
+    slaac = wait_slaac(netns_fd, ifname, up_at, conf.ipam.timeout, ra_wait)
     if slaac is None:
         # No RA on this LAN: IPv4 only, not an error.
         log.debug("%s: no IPv6 from an RA within %.1f s of link-up: IPv4 only", ifname, ra_wait)
