@@ -219,10 +219,10 @@ def _configure_then_look_for_ipv6(
     """The pod's IPv4 addressing, then what IPv6 its LAN offers (SLAAC address, whether to
     ask DHCPv6): one worker-thread trip for what were four (~0.15 ms of CPU each)."""
     configure_pod(netns_fd, ifname, addressing)
-    if not ipv6_on(conf):
+    if conf.ipam is None or not ipv6_on(conf):
         return None, False
     ra_wait = ra_wait_for(conf.bridge, lan_ras)
-    slaac = find_slaac(conf, netns_fd, ifname, up_at, ra_wait)
+    slaac = find_slaac(netns_fd, ifname, up_at, conf.ipam.timeout, ra_wait)
     return slaac, wants_dhcpv6(conf, netns_fd, ifname, up_at, lan_ras, ra_wait)
 
 

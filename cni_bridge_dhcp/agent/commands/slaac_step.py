@@ -40,13 +40,11 @@ def ipv6_on(conf: NetConf) -> bool:
 
 
 def find_slaac(
-    conf: NetConf, netns_fd: int, ifname: str, up_at: float, ra_wait: float
+    netns_fd: int, ifname: str, up_at: float, timeout: float, ra_wait: float
 ) -> SlaacAddress | None:
     """The pod's SLAAC address, waited for ``ra_wait`` (ra_wait_for) from link-up; None
-    when IPv6 is off or no RA came. Blocking."""
-    if not ipv6_on(conf) or conf.ipam is None:
-        return None
-    slaac = wait_slaac(netns_fd, ifname, up_at, conf.ipam.timeout, ra_wait)
+    when no RA came. Blocking."""
+    slaac = wait_slaac(netns_fd, ifname, up_at, timeout, ra_wait)
     if slaac is None:
         # No RA on this LAN: IPv4 only, not an error.
         log.debug("%s: no IPv6 from an RA within %.1f s of link-up: IPv4 only", ifname, ra_wait)
