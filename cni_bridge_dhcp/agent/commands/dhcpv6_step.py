@@ -24,7 +24,7 @@ from ..dhcp.v6.client import Bound6
 from ..dhcp.v6.identity import duid_ll, iaid_for
 from ..dhcp.v6.lease import Lease6, Lease6Request, Lease6State
 from .common import pod_ids
-from .slaac_step import DEFAULT6, node_default6
+from .slaac_step import DEFAULT6, ipv6_on, node_default6
 from .types import Request, Services
 
 log = logging.getLogger(__name__)
@@ -47,7 +47,7 @@ def wants_dhcpv6(
     ``ra_wait``: what ra_wait_for said before the SLAAC step; asked again unless it was 0
     (a LAN quiet for long, and no time has passed since)."""
     ipam = conf.ipam
-    if ipam is None or not ipam.is_ours or ipam.ipv6 == "off" or conf.disable_container_interface:
+    if ipam is None or not ipv6_on(conf):
         return False
     if ipam.dhcpv6 is not None:
         return ipam.dhcpv6

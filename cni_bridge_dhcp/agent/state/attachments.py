@@ -7,7 +7,6 @@ at start-up is an interrupted ADD whose remains are torn down.
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 import os
 from dataclasses import dataclass, field
@@ -233,9 +232,7 @@ class AttachmentStore:
         self._dir = str(self.dir)
 
     def _path(self, key: str) -> str:
-        # a str, not a Path: see statefile.StrPath
-        digest = hashlib.sha256(key.encode()).hexdigest()[:32]
-        return os.path.join(self._dir, f"{digest}.json")
+        return statefile.keyed_file(self._dir, key, 32)
 
     def _files(self) -> list[str]:
         with os.scandir(self._dir) as entries:

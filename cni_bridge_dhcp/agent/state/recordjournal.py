@@ -11,7 +11,6 @@ inspection, and otherwise ignored. All methods block on disk I/O: callers use
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -55,9 +54,7 @@ class RecordJournal(Generic[R]):
         return Path(self._file(key))
 
     def _file(self, key: str) -> str:
-        # Keys hold slashes and runtime-chosen text; a digest makes a safe, fixed-size name.
-        # A str, not a Path: see statefile.StrPath.
-        return os.path.join(self._dir, f"{hashlib.sha256(key.encode()).hexdigest()[:40]}.json")
+        return statefile.keyed_file(self._dir, key, 40)
 
     def write(self, record: R) -> None:
         statefile.write_json(self._file(record.key), self._to_record(record))

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import itertools
 import json
 import logging
@@ -29,10 +30,17 @@ from ...cni.errors import CNIError, ErrorCode
 
 log = logging.getLogger(__name__)
 
-# Per-record paths are plain strings on the hot path: Python 3.11's pathlib interns every
-# path part, and a name per pod and per temporary (three writes an ADD) kept growing the
-# interpreter's interned-string table (1.9 MiB over a 20,000-pod soak).
+# Per-record paths are plain strings on the hot path (keyed_file): Python 3.11's pathlib
+# interns every path part, and a name per pod and per temporary (three writes an ADD) kept
+# growing the interpreter's interned-string table (1.9 MiB over a 20,000-pod soak).
 StrPath = str | Path
+
+
+def keyed_file(folder: str, key: str, digits: int) -> str:
+    """``folder``/<``digits`` hex digits of sha256(``key``)>.json: keys hold slashes and
+    runtime-chosen text; a digest makes a safe, fixed-size name."""
+    return os.path.join(folder, f"{hashlib.sha256(key.encode()).hexdigest()[:digits]}.json")
+
 
 # Temporaries unique per write, so concurrent writers of one path never share one.
 _tmp_counter = itertools.count()
