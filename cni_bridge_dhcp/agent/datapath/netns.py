@@ -2,8 +2,9 @@
 
 ``setns`` changes only the calling thread. ``run_in_netns`` moves the calling thread in
 for one call and back to where it was (a thread spawned per call cost ~150 us of CPU and
-two context switches, about ten times per ADD). Sockets created while inside keep that
-namespace for their lifetime, which is how DHCP and netlink sockets for a pod are made.
+two context switches, about eight times per ADD/DEL pair). Sockets created while inside
+keep that namespace for their lifetime, which is how DHCP and netlink sockets for a pod
+are made.
 """
 
 from __future__ import annotations
