@@ -121,6 +121,35 @@ def test_nic_back_under_another_name_is_found_by_its_mac(sandbox: Sandbox) -> No
     restore_and_check_node_is_back(sb)
 
 
+def test_a_stacked_link_with_the_uplink_mac_is_never_taken_for_the_unplugged_nic(
+    sandbox: Sandbox,
+) -> None:
+    """An operator's passthru macvlan on the bridge carries the bridge's MAC, the uplink's.
+    While the NIC is unplugged it is the only link with that MAC: the watcher must neither
+    rename it eth0 nor enslave it, and must still find the NIC when it comes back."""
+    sb = sandbox
+    sb.start_agent()
+    ok(sb, "ensure", "cni0", "eth0")
+    mac = ip_json(sb, "link", "show", "dev", "cni0")[0]["address"]
+    run(["ip", "-n", sb.lan, "link", "del", "node0"])  # unplugged: eth0 is gone
+    run(["ip", "link", "add", "link", "cni0", "name", "mv0", "type", "macvlan", "mode",
+         "passthru"], netns=sb.node)  # fmt: skip
+    run(["ip", "link", "set", "mv0", "up"], netns=sb.node)
+    assert ip_json(sb, "link", "show", "dev", "mv0")[0]["address"] == mac
+    time.sleep(6)  # its link events and one periodic check (every 5 s) have been handled
+    assert _exists(sb, "mv0") and master_of(sb, "mv0") is None
+    assert not _exists(sb, "eth0")
+
+    run(["ip", "-n", sb.lan, "link", "add", "node0", "type", "veth", "peer", "name", "eth7",
+         "address", mac, "netns", sb.node])  # fmt: skip
+    run(["ip", "-n", sb.lan, "link", "set", "node0", "master", "lan0", "up"])
+    wait_for("the NIC is renamed eth0 and re-enslaved", lambda: master_of(sb, "eth0") == "cni0")
+    assert _exists(sb, "mv0") and master_of(sb, "mv0") is None
+    # a passthru macvlan takes the bridge's frames: the node is reachable once it goes
+    run(["ip", "link", "del", "mv0"], netns=sb.node)
+    assert wait_for("the node reaches its router again", lambda: ping(sb.node, ROUTER_IP, wait=1))
+
+
 def test_admin_nomaster_is_left_alone_then_next_add_reenslaves_with_original_snapshot(
     sandbox: Sandbox,
 ) -> None:

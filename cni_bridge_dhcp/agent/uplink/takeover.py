@@ -26,6 +26,7 @@ from ..datapath.netlink import (
     lookup,
     node_ipr,
 )
+from ..datapath.rtnl import Rtnl
 from ..runtime.faults import maybe_crash
 from . import dhcpclients
 from . import journal as uj
@@ -151,7 +152,8 @@ def _reattach_fallen_port(
     The node's addresses are still on the bridge, so the journal's snapshot is still the
     pre-takeover truth. A fresh takeover would snapshot an empty eth0 instead.
     """
-    port = free_port(ipr, journal)
+    with Rtnl() as rt:
+        port = free_port(rt, journal)
     if port is None:
         return
     how = "released" if port == journal.port_index() else "re-created"
