@@ -82,3 +82,43 @@ def test_arp_socket_sees_only_the_probed_address(
     assert during_free == 0, f"{during_free} unrelated ARP frames parsed during a probe"
     assert taken is True, "the host holding the address was not seen"
     assert parsed and all(a is not None and str(a.spa) == OTHER_IP for a in parsed)
+
+
+def _packet_sockets(netns: str) -> int:
+    lines = run(["cat", "/proc/net/packet"], netns=netns).stdout.splitlines()
+    return len(lines) - 1  # the header
+
+
+def test_only_a_transport_that_may_probe_holds_an_arp_socket(sandbox: Sandbox) -> None:
+    """A renewal or release (opened with ``unicast_from``) never probes: it gets the DHCP
+    packet socket only; each lease renews every few minutes, on nodes with hundreds."""
+    sb = sandbox
+    pod = sb.add_pod("renewer")
+    sb.attach_to_lan(pod)
+
+    async def scenario() -> tuple[int, int]:
+        target = Target(netns_path=pod.path, ifname="eth0", mac=_mac(pod.name))
+        renewing = await PodTransportFactory().open(
+            target, unicast_from=IPv4Address("192.168.77.61")
+        )
+        try:
+            for_renewal = await asyncio.to_thread(_packet_sockets, pod.name)
+            with pytest.raises(RuntimeError, match="cannot probe"):
+                await renewing.arp_probe(IPv4Address("192.168.77.60"), 0.5, 1)
+        finally:
+            renewing.close()  # its sockets close in a worker thread: wait for them
+        for _ in range(100):
+            if await asyncio.to_thread(_packet_sockets, pod.name) == 0:
+                break
+            await asyncio.sleep(0.05)
+        probing = await PodTransportFactory().open(target)
+        try:
+            for_probing = await asyncio.to_thread(_packet_sockets, pod.name)
+            assert await probing.arp_probe(IPv4Address("192.168.77.60"), 0.3, 1) is False
+        finally:
+            probing.close()
+        return for_renewal, for_probing
+
+    for_renewal, for_probing = asyncio.run(scenario())
+    assert for_renewal == 1
+    assert for_probing == 2

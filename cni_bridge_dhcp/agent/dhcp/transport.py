@@ -149,7 +149,10 @@ class Transport(Protocol):
     async def recv(self, timeout: float) -> Received | None: ...
 
     async def arp_probe(self, address: IPv4Address, wait: float, probes: int) -> bool:
-        """True if another host answers for (or probes for) ``address`` within ``wait``."""
+        """True if another host answers for (or probes for) ``address`` within ``wait``.
+
+        Only on a transport opened without ``unicast_from``: the renewing and releasing
+        ones never probe, and carry no ARP socket."""
         ...
 
     def close(self) -> None: ...
@@ -181,7 +184,7 @@ def _get_flags(ctl: socket.socket, ifname: str) -> int:
 class _Sockets:
     ctl: socket.socket
     ip: socket.socket
-    arp: socket.socket
+    arp: socket.socket | None
     udp: socket.socket | None
     ifindex: int
     hwaddr: str
@@ -214,13 +217,17 @@ def _make_sockets(ifname: str, bring_up: bool, unicast_from: IPv4Address | None)
         ip.bind((ifname, ETH_P_IP))
         ip.setblocking(False)
 
-        # Protocol 0 again: binding a socket whose protocol hook is already registered
-        # costs an RCU grace period (~10 ms) to unregister it first.
-        arp = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC, 0)
-        opened.append(arp)
-        _attach_filter(arp, _BPF_DROP)  # arp_probe opens it for the probed address
-        arp.bind((ifname, ETH_P_ARP))
-        arp.setblocking(False)
+        arp = None
+        if unicast_from is None:
+            # Only transports that may probe get one: a renewal or a release (unicast, from
+            # a bound address) never does, and each packet socket costs a protocol hook.
+            # Protocol 0 again: binding a socket whose protocol hook is already registered
+            # costs an RCU grace period (~10 ms) to unregister it first.
+            arp = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC, 0)
+            opened.append(arp)
+            _attach_filter(arp, _BPF_DROP)  # arp_probe opens it for the probed address
+            arp.bind((ifname, ETH_P_ARP))
+            arp.setblocking(False)
 
         udp = None
         if unicast_from is not None:
@@ -267,7 +274,8 @@ class PodTransport:
         # mmap/munmap pair under the agent's malloc settings (agent/runtime/allocator.py).
         self._buffer = bytearray(65535)
         self._loop.add_reader(socks.ip.fileno(), self._on_ip)
-        self._loop.add_reader(socks.arp.fileno(), self._on_arp)
+        if socks.arp is not None:
+            self._loop.add_reader(socks.arp.fileno(), self._on_arp)
 
     # -- receive -------------------------------------------------------------------------
 
@@ -307,7 +315,8 @@ class PodTransport:
             if arp is not None and not self._arp_rx.full():
                 self._arp_rx.put_nowait(arp)
 
-        self._drain(self._s.arp, handle)
+        if self._s.arp is not None:
+            self._drain(self._s.arp, handle)
 
     async def recv(self, timeout: float) -> Received | None:
         if not self._rx.empty():
@@ -352,15 +361,20 @@ class PodTransport:
     async def arp_probe(self, address: IPv4Address, wait: float, probes: int) -> bool:
         if wait <= 0 or probes <= 0:
             return False
+        sock = self._s.arp
+        if sock is None:
+            raise RuntimeError(f"{self.target.ifname}: a transport for unicast cannot probe")
         probe = build_arp(ARP_REQUEST, self._mac, ZERO, bytes(6), address)
-        _attach_filter(self._s.arp, _bpf_arp_sender(address))
+        _attach_filter(sock, _bpf_arp_sender(address))
         try:
-            return await self._probe(probe, address, wait, probes)
+            return await self._probe(sock, probe, address, wait, probes)
         finally:
             with contextlib.suppress(OSError):
-                _attach_filter(self._s.arp, _BPF_DROP)
+                _attach_filter(sock, _BPF_DROP)
 
-    async def _probe(self, probe: bytes, address: IPv4Address, wait: float, probes: int) -> bool:
+    async def _probe(
+        self, sock: socket.socket, probe: bytes, address: IPv4Address, wait: float, probes: int
+    ) -> bool:
         deadline = self._loop.time() + wait
         interval = wait / probes
         next_probe = self._loop.time()
@@ -368,7 +382,7 @@ class PodTransport:
         while True:
             now = self._loop.time()
             if sent < probes and now >= next_probe:
-                self._send_frame(probe, ETH_P_ARP, BROADCAST_MAC, self._s.arp)
+                self._send_frame(probe, ETH_P_ARP, BROADCAST_MAC, sock)
                 sent += 1
                 next_probe += interval
             while not self._arp_rx.empty():
@@ -397,7 +411,8 @@ class PodTransport:
             return
         self._closed = True
         for sock in (self._s.ip, self._s.arp):
-            self._loop.remove_reader(sock.fileno())
+            if sock is not None:
+                self._loop.remove_reader(sock.fileno())
         socks = [x for x in (self._s.ip, self._s.arp, self._s.udp, self._s.ctl) if x is not None]
         # Closing a packet socket waits for an RCU grace period (synchronize_net, ~10 ms):
         # never on the event loop.
