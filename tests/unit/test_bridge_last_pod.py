@@ -1,10 +1,10 @@
 """A DEL asks whether its bridge still has pods: the answer must not cost a read of every
 record (no root).
 
-Every DEL ends with FirewallRegistry.after_pod_removed (the bridge's own rules go with its
-last pod). It loaded and checked every attachment record on the event loop's thread: a
-DEL on a node with N pods read N files, a burst of N DELs N^2. The first record found on
-the bridge answers the question.
+Every DEL ends by removing its record and asking whether it was the bridge's last (the
+bridge's own rules go with its last pod). That loaded and checked every attachment record
+on the event loop's thread: a DEL on a node with N pods read N files, a burst of N DELs
+N^2. The first record found on the bridge answers the question.
 """
 
 from __future__ import annotations
@@ -47,8 +47,9 @@ def test_last_pod_check_reads_one_record_not_all(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     store = AttachmentStore(tmp_path)
-    for n in range(40):
+    for n in range(41):
         store.put(_att(n, "cni0"))
+    store.put(_att(99, "other0"))
     reads: list[Path] = []
     real = attachments.statefile.read_json
 
@@ -57,22 +58,28 @@ def test_last_pod_check_reads_one_record_not_all(
         return real(path, aside=aside)
 
     monkeypatch.setattr(attachments.statefile, "read_json", counting)
+
+    assert store.remove_and_count(_att(40, "cni0").key, "cni0") is False  # 40 pods left
+    assert len(reads) <= 1, f"{len(reads)} records read to see the bridge is in use"
+    assert store.get(_att(40, "cni0").key) is None
+    for n in range(1, 40):
+        store.remove(_att(n, "cni0").key)
+    assert store.remove_and_count(_att(0, "cni0").key, "cni0") is True  # the last one
+    assert store.remove_and_count(_att(0, "cni0").key, "cni0") is True  # a retried DEL
+    assert store.remove_and_count(_att(99, "other0").key, "") is False  # no bridge: none
+
+
+def test_the_bridge_rules_go_from_every_firewall_in_use(tmp_path: Path) -> None:
     fw = _Fw()
 
     def make(requested: str) -> PodFirewall:
         return fw  # type: ignore[return-value]
 
-    registry = FirewallRegistry(store, make)
+    registry = FirewallRegistry(AttachmentStore(tmp_path), make)
 
     async def scenario() -> None:
         await registry.firewall_for("auto")
-        await registry.after_pod_removed("cni0")  # 40 pods left: the rules stay
-        assert fw.removed == []
-        assert len(reads) <= 1, f"{len(reads)} records read to see the bridge is in use"
-        for n in range(40):
-            store.remove(_att(n, "cni0").key)
-        store.put(_att(99, "other0"))
-        await registry.after_pod_removed("cni0")  # the last one went: the rules go
-        assert fw.removed == ["cni0"]
+        await registry.remove_bridge_rules("cni0")
 
     asyncio.run(scenario())
+    assert fw.removed == ["cni0"]

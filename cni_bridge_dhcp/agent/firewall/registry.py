@@ -118,12 +118,9 @@ class FirewallRegistry:
             removed += len(await self.run(candidate.gc, network, keep))
         return removed
 
-    async def after_pod_removed(self, bridge: str) -> None:
-        """The bridge's own rules go with its last pod."""
-        # Off the event loop, and stopping at the first record on the bridge: every DEL
-        # asks, and reading all N records made a burst of N DELs cost N^2 file reads.
-        if await asyncio.to_thread(self._store.any_on_bridge, bridge):
-            return
+    async def remove_bridge_rules(self, bridge: str) -> None:
+        """The bridge's own rules, once its last pod is gone (the DEL that removed the last
+        record on it says so: ``AttachmentStore.remove_and_count``)."""
         for fw in list(self._firewalls.values()):
             await self.run(fw.remove_bridge, bridge)
 

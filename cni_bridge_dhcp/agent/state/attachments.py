@@ -275,6 +275,12 @@ class AttachmentStore:
     def on_bridge(self, bridge: str) -> list[Attachment]:
         return [a for a in self.all() if a.bridge == bridge]
 
+    def remove_and_count(self, key: str, bridge: str) -> bool:
+        """Remove ``key``'s record; whether it was the last on ``bridge`` (False for no
+        bridge). Together: every DEL asks both, off the event loop, in one trip."""
+        self.remove(key)
+        return bool(bridge) and not self.any_on_bridge(bridge)
+
     def any_on_bridge(self, bridge: str) -> bool:
         """Whether any record is on ``bridge``; stops at the first one (every DEL asks)."""
         for path in self._files():
