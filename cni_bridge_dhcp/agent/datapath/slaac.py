@@ -53,6 +53,11 @@ QUIET_LAN_WAIT = 0.2
 # then does not wait at all (an IPv4-only LAN pays nothing for IPv6).
 QUIET_LAN_CERTAIN = 10.0
 _quiet_since: dict[str, float] = {}  # bridge -> when the agent first saw it learn nothing
+# What the node has learned on a bridge is read at most this often: a burst of ADDs asks
+# once, not once per pod (two sysctls and three netlink requests); a router that starts
+# announcing is seen at most this much later.
+LEARNED_TTL = 1.0
+_learned: dict[str, tuple[float, float | None]] = {}  # bridge -> (read at, its wait or None)
 RTPROT_RA = 9
 _POLL = 0.02
 AF_INET6 = socket.AF_INET6
@@ -127,6 +132,21 @@ def ra_wait_for(bridge: str, lan_ras: bool = False) -> float:
     have heard one yet)."""
     if lan_ras:
         return RFC4861_RS_ANSWER
+    now = time.monotonic()
+    seen = _learned.get(bridge)
+    if seen is None or now - seen[0] >= LEARNED_TTL:
+        seen = (now, _what_the_node_learned(bridge))
+        _learned[bridge] = seen
+    if seen[1] is not None:
+        return seen[1]
+    if now - _quiet_since.setdefault(bridge, now) >= QUIET_LAN_CERTAIN:
+        return 0.0
+    return QUIET_LAN_WAIT
+
+
+def _what_the_node_learned(bridge: str) -> float | None:
+    """RA_WAIT when the node cannot tell, RFC4861_RS_ANSWER when it learned from RAs on
+    ``bridge``, None when it listens and has learned nothing."""
     if read_sysctl(f"net/ipv6/conf/{bridge}/accept_ra") not in ("1", "2"):
         return RA_WAIT  # the node does not listen: it cannot tell
     if read_sysctl(f"net/ipv6/conf/{bridge}/autoconf") == "0":
@@ -142,10 +162,7 @@ def ra_wait_for(bridge: str, lan_ras: bool = False) -> float:
     if learned:
         _quiet_since.pop(bridge, None)
         return RFC4861_RS_ANSWER
-    now = time.monotonic()
-    if now - _quiet_since.setdefault(bridge, now) >= QUIET_LAN_CERTAIN:
-        return 0.0
-    return QUIET_LAN_WAIT
+    return None
 
 
 def wait_slaac(
