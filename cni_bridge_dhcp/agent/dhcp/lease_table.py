@@ -134,9 +134,10 @@ class LeaseTable:
         except Exception:
             log.exception("%s: lease change hook failed", key)
 
-    def _log_state(self, lease: Lease, detail: str = "") -> None:
+    def _log_state(self, lease: Lease, detail: str = "", *, level: int = logging.INFO) -> None:
         now = self.clock.time()
-        log.info(
+        log.log(
+            level,
             "%s: state=%s address=%s server=%s renew_in=%.0fs rebind_in=%.0fs expires_in=%.0fs%s",
             lease.key,
             lease.state,
@@ -151,7 +152,10 @@ class LeaseTable:
     def _set_state(self, entry: Entry, state: LeaseState, detail: str = "") -> None:
         if entry.lease.state != state:
             entry.lease = entry.lease.with_state(state)
-            self._log_state(entry.lease, detail)
+            # RENEWING is routine (every lease, every T1) and the BOUND line that follows a
+            # renewal says it at info; REBINDING and the rest are news.
+            level = logging.DEBUG if state == LeaseState.RENEWING else logging.INFO
+            self._log_state(entry.lease, detail, level=level)
 
     # -- server MACs (ipam.serverAllowList) ----------------------------------------------
 
