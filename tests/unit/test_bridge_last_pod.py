@@ -59,14 +59,14 @@ def test_last_pod_check_reads_one_record_not_all(
 
     monkeypatch.setattr(attachments.statefile, "read_json", counting)
 
-    assert store.remove_and_count(_att(40, "cni0").key, "cni0") is False  # 40 pods left
+    assert store.remove_was_last(_att(40, "cni0").key, "cni0") is False  # 40 pods left
     assert len(reads) <= 1, f"{len(reads)} records read to see the bridge is in use"
     assert store.get(_att(40, "cni0").key) is None
     for n in range(1, 40):
         store.remove(_att(n, "cni0").key)
-    assert store.remove_and_count(_att(0, "cni0").key, "cni0") is True  # the last one
-    assert store.remove_and_count(_att(0, "cni0").key, "cni0") is True  # a retried DEL
-    assert store.remove_and_count(_att(99, "other0").key, "") is False  # no bridge: none
+    assert store.remove_was_last(_att(0, "cni0").key, "cni0") is True  # the last one
+    assert store.remove_was_last(_att(0, "cni0").key, "cni0") is True  # a retried DEL
+    assert store.remove_was_last(_att(99, "other0").key, "") is False  # no bridge: none
 
 
 def test_the_bridge_rules_go_from_every_firewall_in_use(tmp_path: Path) -> None:

@@ -301,7 +301,7 @@ async def teardown(
         detail = "; ".join(msg for _, msg in failures)
         raise CNIError(failures[0][0], f"DEL of {att.key} incomplete: {detail}")
     started = time.monotonic()
-    if await asyncio.to_thread(services.store.remove_and_count, att.key, att.bridge):
+    if await asyncio.to_thread(services.store.remove_was_last, att.key, att.bridge):
         await services.firewall.remove_bridge_rules(att.bridge)  # its last pod went
     took.append(f"record {(time.monotonic() - started) * 1000:.1f} ms")
     log.debug("DEL %s: %s", att.key, ", ".join(took))

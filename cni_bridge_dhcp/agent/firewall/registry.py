@@ -120,7 +120,7 @@ class FirewallRegistry:
 
     async def remove_bridge_rules(self, bridge: str) -> None:
         """The bridge's own rules, once its last pod is gone (the DEL that removed the last
-        record on it says so: ``AttachmentStore.remove_and_count``)."""
+        record on it says so: ``AttachmentStore.remove_was_last``)."""
         for fw in list(self._firewalls.values()):
             await self.run(fw.remove_bridge, bridge)
 

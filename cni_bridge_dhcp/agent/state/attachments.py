@@ -275,7 +275,7 @@ class AttachmentStore:
     def on_bridge(self, bridge: str) -> list[Attachment]:
         return [a for a in self.all() if a.bridge == bridge]
 
-    def remove_and_count(self, key: str, bridge: str) -> bool:
+    def remove_was_last(self, key: str, bridge: str) -> bool:
         """Remove ``key``'s record; whether it was the last on ``bridge`` (False for no
         bridge). Together: every DEL asks both, off the event loop, in one trip."""
         self.remove(key)

@@ -105,8 +105,9 @@ def _watched_journal(state_dir: Path) -> uj.Journal | None:
 def free_port(rt: Rtnl, journal: uj.Journal) -> int | None:
     """ifindex of the uplink when it exists and is no port of any master, else None.
 
-    Raw rtnetlink, not pyroute2: the link watcher asks every few seconds on an idle node,
-    and pyroute2's two lookups and full link parses cost ~8 ms of CPU each time."""
+    Raw rtnetlink, not pyroute2: the link watcher asks every 5 s on an idle node, and with
+    pyroute2's lookups and full link parses that was most of an idle agent's CPU (0.17-0.25 %
+    of a core against 0.10 % now, measured with one lease held)."""
     snap = journal.snapshot
     assert snap is not None
     bridge = rt.get_link(name=journal.bridge)
