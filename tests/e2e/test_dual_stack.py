@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from cni_bridge_dhcp.agent.datapath.slaac import QUIET_LAN_CERTAIN, QUIET_LAN_WAIT
+from cni_bridge_dhcp.agent.datapath.slaac import LEARNED_TTL, QUIET_LAN_CERTAIN, QUIET_LAN_WAIT
 from cni_bridge_dhcp.agent.firewall.model import pod_chain
 from testbed.sandbox import BEHIND_IP6, LAN_PREFIX6, ROUTER_IP, Sandbox, ping, run
 from tests.e2e.helpers import NET, add, conflist, container_id, ip_json
@@ -170,6 +170,25 @@ def test_a_long_quiet_lan_costs_no_ra_wait(lan: Sandbox) -> None:
         assert [ipaddress.ip_interface(ip["address"]).version for ip in result["ips"]] == [4]
     waits = re.findall(r"no IPv6 from an RA within ([0-9.]+) s", sb.agent_logs())
     assert waits == [f"{QUIET_LAN_WAIT:.1f}", "0.0"], waits
+
+
+def test_a_router_that_comes_up_later_gives_the_next_pods_ipv6(lan: Sandbox) -> None:
+    """A LAN without RAs (the node has heard none), then a router starts announcing: once
+    the node has learned from it, the next ADD waits for the pod's RA and reports its IPv6.
+    What the node learned is re-read at most every LEARNED_TTL, never kept for good."""
+    sb = lan
+    conf = conflist(sb)
+    before = add(sb, sb.add_pod("before"), conf)
+    assert [ipaddress.ip_interface(ip["address"]).version for ip in before["ips"]] == [4]
+    sb.start_radvd()
+    wait_for("the node's bridge learns the LAN's prefix", lambda: global_v6(sb.node, "cni0"))
+    time.sleep(LEARNED_TTL)
+    pod = sb.add_pod("after")
+    after = add(sb, pod, conf)
+    versions = sorted(ipaddress.ip_interface(ip["address"]).version for ip in after["ips"])
+    assert versions == [4, 6], after
+    reported = [ip["address"] for ip in after["ips"] if ":" in ip["address"]]
+    assert reported == global_v6(pod.name, "eth0")
 
 
 def test_ipv6_off_keeps_the_pod_ipv4_only(sandbox: Sandbox) -> None:
