@@ -111,6 +111,8 @@ def test_only_a_transport_that_may_probe_holds_an_arp_socket(sandbox: Sandbox) -
             if await asyncio.to_thread(_packet_sockets, pod.name) == 0:
                 break
             await asyncio.sleep(0.05)
+        else:
+            raise AssertionError("the renewal transport's packet socket was never closed")
         probing = await PodTransportFactory().open(target)
         try:
             for_probing = await asyncio.to_thread(_packet_sockets, pod.name)

@@ -70,16 +70,21 @@ def test_last_pod_check_reads_one_record_not_all(
 
 
 def test_the_bridge_rules_go_from_every_firewall_in_use(tmp_path: Path) -> None:
-    fw = _Fw()
+    made: dict[str, _Fw] = {}
 
     def make(requested: str) -> PodFirewall:
-        return fw  # type: ignore[return-value]
+        made[requested] = _Fw()
+        return made[requested]  # type: ignore[return-value]
 
     registry = FirewallRegistry(AttachmentStore(tmp_path), make)
 
     async def scenario() -> None:
         await registry.firewall_for("auto")
+        await registry.firewall_for("iptables")  # a network asking for another backend
         await registry.remove_bridge_rules("cni0")
 
     asyncio.run(scenario())
-    assert fw.removed == ["cni0"]
+    assert {name: fw.removed for name, fw in made.items()} == {
+        "auto": ["cni0"],
+        "iptables": ["cni0"],
+    }
