@@ -1,14 +1,25 @@
-"""wait_slaac in a real namespace on a real LAN: DAD honoured, no RA gives None quickly."""
+"""wait_slaac in a real namespace on a real LAN: DAD honoured, no RA gives None quickly;
+node_link_local (the pod's IPv6 gateway in node mode) read from a real bridge."""
 
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import time
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from cni_bridge_dhcp.agent.datapath.slaac import RA_WAIT, RFC4861_RS_ANSWER, wait_slaac
+from cni_bridge_dhcp.agent.datapath.netns import run_in_netns
+from cni_bridge_dhcp.agent.datapath.slaac import (
+    RA_WAIT,
+    RFC4861_RS_ANSWER,
+    node_link_local,
+    wait_slaac,
+)
 from testbed.sandbox import LAN_PREFIX6, Sandbox, run
 
 pytestmark = [pytest.mark.netns]
@@ -56,3 +67,50 @@ def test_no_ra_is_none_soon_after_dad(sandbox: Sandbox) -> None:
     took = time.monotonic() - up_at
     assert found is None
     assert took < 4, took  # link-local DAD (~1 s) + 0.2 s, far below ipam.timeout
+
+
+@pytest.fixture
+def bridge_ns() -> Iterator[str]:
+    """A namespace of our own with a bridge ``br0``, down and without ports."""
+    name = f"cbd-ll-{uuid.uuid4().hex[:8]}"
+    run(["ip", "netns", "add", name])
+    try:
+        run(["ip", "-n", name, "link", "add", "br0", "type", "bridge"])
+        yield name
+    finally:
+        run(["ip", "netns", "del", name], check=False)
+
+
+def _link_locals(ns: str, dev: str) -> list[str]:
+    shown = json.loads(
+        run(["ip", "-j", "-6", "addr", "show", "dev", dev, "scope", "link"], netns=ns).stdout
+    )
+    return [a["local"] for link in shown for a in link.get("addr_info", [])]
+
+
+def test_node_link_local_is_the_bridges_once_it_forms(bridge_ns: str) -> None:
+    """The pod's IPv6 gateway in node mode: the node's link-local on the bridge, waited for
+    when the bridge is new, and none for a bridge that is not there."""
+    fd = _fd(f"/run/netns/{bridge_ns}")
+    try:
+        assert run_in_netns(fd, lambda: node_link_local("nosuchbr", wait=0.1)) is None
+        # No carrier yet, so no link-local: it forms once a port comes up, mid-wait.
+        with ThreadPoolExecutor(1) as pool:
+            waiting = pool.submit(run_in_netns, fd, lambda: node_link_local("br0", wait=10))
+            time.sleep(0.3)
+            assert not waiting.done()
+            ipn = ["ip", "-n", bridge_ns, "link"]
+            run([*ipn, "add", "p0", "type", "veth", "peer", "p1"])
+            run([*ipn, "set", "p0", "master", "br0", "up"])
+            run([*ipn, "set", "p1", "up"])
+            run([*ipn, "set", "br0", "up"])
+            found = waiting.result(timeout=15)
+        assert found is not None and found.is_link_local
+        assert [str(found)] == _link_locals(bridge_ns, "br0")
+        # Its link-local gone (and forming none while down): none after the wait.
+        run(["ip", "-n", bridge_ns, "link", "set", "br0", "down"])
+        run(["ip", "-n", bridge_ns, "-6", "addr", "flush", "dev", "br0"])
+        assert _link_locals(bridge_ns, "br0") == []
+        assert run_in_netns(fd, lambda: node_link_local("br0", wait=0.1)) is None
+    finally:
+        os.close(fd)
