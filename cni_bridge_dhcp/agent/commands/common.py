@@ -289,10 +289,14 @@ async def teardown(
                 )
                 await step(f"ipam {att.ipam} DEL", work)
         if att.role != "ipam":  # as IPAM, the link and rules are not ours
-            await step("veth", services.veths.delete(fd, att.ifname, att.host_veth))
-            await step(
-                "firewall",
-                services.firewall.remove_pod_rules(att.network, att.container_id, att.ifname),
+            # Side by side: neither needs the other gone, and the kernel's veth delete
+            # (~20 ms, mostly waiting out an RCU grace period) leaves the CPU idle.
+            await asyncio.gather(
+                step("veth", services.veths.delete(fd, att.ifname, att.host_veth)),
+                step(
+                    "firewall",
+                    services.firewall.remove_pod_rules(att.network, att.container_id, att.ifname),
+                ),
             )
     finally:
         if opened and fd is not None:
