@@ -7,6 +7,7 @@ import ipaddress
 
 import pytest
 
+from cni_bridge_dhcp.agent.firewall.model import COMMENT_PREFIX
 from testbed.sandbox import (
     BEHIND_IP6,
     LAN_PREFIX6,
@@ -183,3 +184,62 @@ def test_dual_stack_pod_through_cri_reports_both_families(
     assert firewall_lines(sb, pod.id) == [] and not veths(sb)
     ctrd.remove_pod(pod.id)
     assert agent_report(sb)["pods"] == []
+
+
+# How nodes drop forwarded traffic besides iptables-nft's policy (the test above): a node still
+# on iptables-legacy, a host firewall in its own nftables table (nftables.service,
+# firewalld), and a node with both. Each must let pods through and hold nothing of a pod
+# after StopPodSandbox.
+FORWARD_DROPS = {
+    "iptables-legacy": [["iptables-legacy", "-P", "FORWARD", "DROP"]],
+    "nftables-host-table": [
+        ["nft", "add table inet hostfw"],
+        [
+            "nft",
+            "add chain inet hostfw forward { type filter hook forward priority 0; policy drop; }",
+        ],
+    ],
+}
+FORWARD_DROPS["both"] = FORWARD_DROPS["iptables-legacy"] + FORWARD_DROPS["nftables-host-table"]
+
+
+def ruleset_lines(sb: Sandbox, cmd: list[str], pod_id: str) -> list[str]:
+    return [ln for ln in run(cmd, netns=sb.node).stdout.splitlines() if pod_id in ln]
+
+
+@pytest.mark.parametrize("drop", sorted(FORWARD_DROPS))
+def test_stop_leaves_no_rules_whichever_firewall_drops_forwarding(
+    node: Sandbox, containerd: Containerd, drop: str
+) -> None:
+    sb, ctrd = node, containerd
+    for cmd in FORWARD_DROPS[drop]:
+        run(cmd, netns=sb.node)
+    a = ctrd.run_pod(ctrd.sandbox_config("fw-0", namespace="ops"))
+    b = ctrd.run_pod(ctrd.sandbox_config("fw-1", namespace="ops"))
+    assert pod_ping(ctrd, a, ROUTER_IP), sb.agent_logs()[-3000:]
+    assert pod_ping(ctrd, a, b.ip) and pod_ping(ctrd, b, a.ip)
+    # the pod's rules went where the drop is (a drop in either backend wins)
+    if "legacy" in drop or drop == "both":
+        assert ruleset_lines(sb, ["iptables-legacy-save"], a.id)
+    if "nftables" in drop or drop == "both":
+        assert ruleset_lines(sb, ["nft", "list", "ruleset"], a.id)
+
+    ctrd.stop_pod(a.id)
+    assert firewall_lines(sb, a.id) == []
+    assert pod_ping(ctrd, b, ROUTER_IP), "stopping one pod leaves the other's rules"
+    ctrd.stop_pod(b.id)
+    for pod in (a, b):
+        ctrd.remove_pod(pod.id)
+        assert firewall_lines(sb, pod.id) == []
+    assert not veths(sb)
+    assert not ({a.ip, b.ip} & leased(sb))
+    assert agent_report(sb)["pods"] == []
+    # the host's own drops are as the node had them
+    if "legacy" in drop or drop == "both":
+        assert (
+            ":FORWARD DROP" in run(["iptables-legacy-save", "-t", "filter"], netns=sb.node).stdout
+        )
+    if "nftables" in drop or drop == "both":
+        host = run(["nft", "list", "table", "inet", "hostfw"], netns=sb.node).stdout
+        assert "policy drop" in host and COMMENT_PREFIX not in host, host
+    assert "ERROR" not in sb.agent_logs()
