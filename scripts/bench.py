@@ -179,9 +179,12 @@ def loadavg() -> str:
 
 
 def other_sandboxes(mine: set[str]) -> int:
+    """cbd-* namespaces of other runs; ``mine`` holds this run's sandbox prefixes, whose
+    pod and bare-client namespaces come and go during the run."""
     if not NETNS_DIR.is_dir():
         return 0
-    return sum(1 for p in NETNS_DIR.iterdir() if p.name.startswith("cbd-") and p.name not in mine)
+    names = [p.name for p in NETNS_DIR.iterdir() if p.name.startswith("cbd-")]
+    return sum(1 for name in names if not any(name.startswith(f"{m}-") for m in mine))
 
 
 class LogTail:
@@ -768,7 +771,7 @@ def bench(plan: Plan, quick: bool, argv: list[str]) -> dict[str, Any]:
         sandboxes += [sb_ref, sb_ours]
         for sb in sandboxes:
             sb.setup()
-            mine |= {sb.lan, sb.node}
+            mine.add(sb.prefix)
         data["meta"]["other_sandboxes"] = {"start": other_sandboxes(mine)}
         dnsmasq = {
             "reference": sb_ref.start_dnsmasq(no_ping=True, extra=[EXTRA_RANGE]),
