@@ -1,28 +1,28 @@
-"""The LeaseManager's shared state: the table of held leases, per-key locks, the journal,
-and the steps every part of the manager uses (commit, publish a change, log a state,
-expect a server's MAC). ``releases``, ``upkeep`` and ``manager`` build on it in that order.
+"""The DHCPv4 LeaseManager's shared state on top of ``lease_book`` (the table of held
+leases, per-key locks, the journal, the upkeep loop): the steps every part of the manager
+uses (the client for a lease, log a state, expect a server's MAC). ``releases``, ``upkeep``
+and ``manager`` build on it in that order.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
-import weakref
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from ipaddress import IPv4Address
 from pathlib import Path
 
 from ...cni.errors import CNIError
-from ..runtime.shielded import to_completion
 from . import podif
 from .client import DhcpClient
 from .clock import Clock
 from .identity import wire_client_id
 from .journal import Journal
 from .lease import Lease, LeaseRequest, LeaseState
+from .lease_book import Entry as BookEntry
+from .lease_book import LeaseBook
 from .messages import Identity
 from .servermacs import ServerMacs
 from .session import Timing
@@ -36,14 +36,10 @@ ChangeHook = Callable[[str, Lease | None, Lease | None], Awaitable[None]]
 NodeTransports = Callable[[Lease], Awaitable[Transport]]
 
 
-@dataclass
-class Entry:
-    lease: Lease
-    client: DhcpClient
-    task: asyncio.Task[None] | None = None
+Entry = BookEntry[Lease, DhcpClient]
 
 
-class LeaseTable:
+class LeaseTable(LeaseBook[Lease, DhcpClient]):
     def __init__(
         self,
         state_dir: Path,
@@ -57,34 +53,18 @@ class LeaseTable:
         reacquire_max_backoff: float,
         rng: random.Random,
     ) -> None:
-        self.journal = Journal(state_dir)
+        super().__init__(
+            Journal(state_dir),
+            clock=clock,
+            on_change=on_change,
+            reacquire_max_backoff=reacquire_max_backoff,
+            rng=rng,
+        )
         self.server_macs = ServerMacs(state_dir)
-        self.clock = clock
         self.timing = timing
         self.transports = transports
         self.node_transports = node_transports
-        self.on_change = on_change
         self.reacquire_timeout = reacquire_timeout
-        self.reacquire_max_backoff = reacquire_max_backoff
-        self.rng = rng
-        self._entries: dict[str, Entry] = {}
-        # Weak: a key's lock lives while someone holds or awaits it, so keys of long-gone
-        # pods do not accumulate.
-        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
-
-    def held_by_other(self, address: IPv4Address, key: str) -> str | None:
-        """The key of another live attachment whose lease holds ``address``, if any."""
-        for other, entry in self._entries.items():
-            if other != key and entry.lease.address.ip == address:
-                return other
-        return None
-
-    def _lock(self, key: str) -> asyncio.Lock:
-        lock = self._locks.get(key)
-        if lock is None:
-            lock = asyncio.Lock()
-            self._locks[key] = lock
-        return lock
 
     def _client(self, where: Lease | LeaseRequest) -> DhcpClient:
         return DhcpClient(
@@ -100,39 +80,9 @@ class LeaseTable:
             return self.timing
         return replace(self.timing, arp_probe_wait=lease.arp_probe_wait)
 
-    async def _forget_record(self, key: str) -> None:
-        """Remove a dropped lease's record; one that cannot be removed is dropped again by the
-        next start (its pod is gone), so the agent goes on."""
-        try:
-            await durably(self.journal.remove, key)
-        except CNIError as exc:
-            log.error("%s: %s", key, exc.msg)
-
     async def _drop(self, key: str) -> None:
-        entry = self._entries.pop(key, None)
-        if entry is not None:
-            await cancel_task(entry.task)
-        await durably(self.journal.remove, key)
+        await super()._drop(key)
         podif.forget(key)
-
-    async def _commit(self, entry: Entry, lease: Lease) -> None:
-        """Journal first, then publish: whatever get() shows is on disk."""
-        try:
-            await durably(self.journal.write, lease)
-        except CNIError as exc:
-            # The lease itself is fine; a restart would re-adopt from the older record.
-            log.error("%s: cannot journal lease: %s", lease.key, exc.msg)
-        entry.lease = lease
-
-    async def _hook(self, key: str, old: Lease | None, new: Lease | None) -> None:
-        if self.on_change is None:
-            return
-        try:
-            await self.on_change(key, old, new)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("%s: lease change hook failed", key)
 
     def _log_state(self, lease: Lease, detail: str = "", *, level: int = logging.INFO) -> None:
         now = self.clock.time()
@@ -228,16 +178,3 @@ def current(entry: Entry) -> Callable[[], Lease]:
 def network_of(where: Lease | LeaseRequest) -> str:
     # keys are "<network>/<container id>/<ifname>"
     return where.meta.get("network") or where.key.split("/", 1)[0]
-
-
-async def durably(fn: Callable[..., object], *args: object) -> None:
-    """A blocking journal operation in a thread, finished even if our task is cancelled."""
-    await to_completion(asyncio.to_thread(fn, *args))
-
-
-async def cancel_task(task: asyncio.Task[None] | None) -> None:
-    if task is None or task.done():
-        return
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task

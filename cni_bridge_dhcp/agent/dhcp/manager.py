@@ -21,15 +21,8 @@ from . import podif
 from .client import DhcpClient
 from .clock import Clock, SystemClock
 from .lease import Lease, LeaseRequest, LeaseState, bind
-from .lease_table import (
-    ChangeHook,
-    Entry,
-    NodeTransports,
-    cancel_task,
-    current,
-    durably,
-    target_of,
-)
+from .lease_book import cancel_task, durably
+from .lease_table import ChangeHook, Entry, NodeTransports, current, target_of
 from .node_release import open_node_transport
 from .releases import send_release
 from .session import Bound, DhcpNaked, DhcpTimeout, Timing
@@ -254,24 +247,9 @@ class LeaseManager(LeaseUpkeep):
             podif.forget(key)
             return True
 
-    def get(self, key: str) -> Lease | None:
-        entry = self._entries.get(key)
-        return entry.lease if entry else None
-
-    def leases(self) -> list[Lease]:
-        return [entry.lease for entry in self._entries.values()]
-
     async def forget(self, key: str) -> None:
         async with self._lock(key):
             await self._drop(key)
-
-    async def close(self) -> None:
-        """Stop every timer and task; release nothing, keep the journal."""
-        tasks = [e.task for e in self._entries.values() if e.task is not None]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        self._entries.clear()
 
 
 __all__ = [

@@ -1,11 +1,11 @@
-"""Per-lease upkeep: one asyncio task per lease sleeps until the lease's next deadline (wall
-clock, from the journal) and runs RENEWING, REBINDING, INIT-REBOOT, loss and re-acquisition.
+"""Per-lease upkeep, RFC 2131's part: RENEWING, REBINDING, INIT-REBOOT, loss and
+re-acquisition, run by the task ``lease_book`` keeps per lease, which sleeps until the
+lease's next deadline (wall clock, from the journal).
 Packet transports are opened per transaction, so an idle lease holds no socket and no
 namespace reference."""
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import logging
 from collections.abc import Awaitable, Callable
@@ -18,8 +18,6 @@ from .session import Bound, DhcpNaked, DhcpTimeout, Nak
 from .transport import Gone, Transport
 
 log = logging.getLogger(__name__)
-
-_MAX_SLEEP = 60.0  # re-read the wall clock at least this often (suspend, clock steps)
 
 
 async def renew_once(
@@ -48,37 +46,10 @@ async def renew_once(
 
 
 class LeaseUpkeep(LeaseReleases):
-    async def _maintain(self, entry: Entry, *, reboot: bool = False) -> None:
-        key = entry.lease.key
-        try:
-            if reboot:
-                await self._reboot(entry)
-            while True:
-                try:
-                    if entry.lease.state == LeaseState.EXPIRED:
-                        await self._reacquire(entry)
-                        continue
-                    await self._sleep_until(entry.lease.renew_at)
-                    await self._extend(entry)
-                except (Gone, asyncio.CancelledError):
-                    raise
-                except Exception:
-                    # A bug must not end the lease's upkeep silently; try again shortly.
-                    log.exception("%s: lease upkeep failed; retrying", key)
-                    await self.clock.sleep(5.0)
-        except Gone as exc:
-            if self._entries.get(key) is entry:
-                # Nobody can use the address any more: give it back now, not at expiry.
-                del self._entries[key]
-                await self._release_vanished(entry.lease, f"pod gone: {exc}", entry.client)
-                await self._forget_record(key)
-
-    async def _sleep_until(self, deadline: float) -> None:
-        while True:
-            remaining = deadline - self.clock.time()
-            if remaining <= 0:
-                return
-            await self.clock.sleep(min(remaining, _MAX_SLEEP))
+    async def _pod_gone(self, entry: Entry, why: Gone) -> None:
+        # Nobody can use the address any more: give it back now, not at expiry.
+        await self._release_vanished(entry.lease, f"pod gone: {why}", entry.client)
+        await self._forget_record(entry.lease.key)
 
     async def _extend(self, entry: Entry) -> None:
         """RENEWING until T2, REBINDING until expiry; returns bound again or lost."""
@@ -194,22 +165,17 @@ class LeaseUpkeep(LeaseReleases):
         else:
             entry.lease = lease.with_state(LeaseState.REBINDING)
 
-    async def _reacquire(self, entry: Entry) -> None:
-        attempt = 0
-        while True:
-            lease = entry.lease
-            # Its old address, unless another of our pods has been given it meanwhile.
-            prefer = None if self.held_by_other(lease.address.ip, lease.key) else lease.address.ip
-            tr = await self.transports.open(target_of(lease), bring_up=True)
-            try:
-                bound = await entry.client.obtain(tr, self.reacquire_timeout, prefer=prefer)
-            except (DhcpTimeout, DhcpNaked) as exc:
-                log.warning("%s: re-acquiring failed: %s", lease.key, exc)
-            else:
-                await self._rebound(entry, bound)
-                return
-            finally:
-                tr.close()
-            delay = min(self.reacquire_max_backoff, 2.0**attempt) * self.rng.uniform(0.75, 1.25)
-            attempt += 1
-            await self.clock.sleep(delay)
+    async def _try_reacquire(self, entry: Entry) -> bool:
+        lease = entry.lease
+        # Its old address, unless another of our pods has been given it meanwhile.
+        prefer = None if self.held_by_other(lease.address.ip, lease.key) else lease.address.ip
+        tr = await self.transports.open(target_of(lease), bring_up=True)
+        try:
+            bound = await entry.client.obtain(tr, self.reacquire_timeout, prefer=prefer)
+        except (DhcpTimeout, DhcpNaked) as exc:
+            log.warning("%s: re-acquiring failed: %s", lease.key, exc)
+            return False
+        finally:
+            tr.close()
+        await self._rebound(entry, bound)
+        return True

@@ -1,6 +1,7 @@
 """Lease6Manager: every pod's DHCPv6 lease, its upkeep task and its journal (``leases6/``).
 
-Mirrors the DHCPv4 LeaseManager: ``acquire`` / ``release`` for ADD and DEL, ``start``
+The table, locks, journal commits and upkeep loop are ``lease_book``'s, as for the DHCPv4
+LeaseManager: ``acquire`` / ``release`` for ADD and DEL, ``start``
 re-adopts the journaled leases of a previous agent (a lease whose pod is gone is dropped:
 its address expires at the server), ``close`` stops the tasks and keeps the journal.
 Upkeep (RFC 8415 18.2.4-5): RENEW to the lease's server at T1 until T2, REBIND to any
@@ -11,20 +12,18 @@ server until the valid lifetime ends; a lease that ends comes off the pod interf
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import random
-import weakref
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from ipaddress import IPv6Address
 from pathlib import Path
 
 from ....cni.errors import CNIError, ErrorCode
 from ...datapath.netns import netns_inode
-from ...runtime.shielded import to_completion
 from ..clock import Clock, SystemClock
+from ..lease_book import Entry, LeaseBook, cancel_task, durably
 from ..transport import pod_still_there
 from . import podaddr
 from .client import Bound6, Dhcp6Client, Dhcp6Refused, Dhcp6Timeout, Identity6, Lost6, Timing6
@@ -34,17 +33,11 @@ from .transport import Gone, PodTransport6Factory, Target6, Transport6Factory
 
 log = logging.getLogger(__name__)
 
-_MAX_SLEEP = 60.0
 # (key, old, new): new None = lost; otherwise renewed or regained (old then EXPIRED: its
 # address is off the pod already), possibly at another address than old's
 Change6Hook = Callable[[str, Lease6 | None, Lease6 | None], Awaitable[None]]
 
-
-@dataclass
-class _Entry:
-    lease: Lease6
-    client: Dhcp6Client
-    task: asyncio.Task[None] | None = None
+Entry6 = Entry[Lease6, Dhcp6Client]
 
 
 def _target(lease: Lease6) -> Target6:
@@ -76,7 +69,9 @@ async def default_on_change6(key: str, old: Lease6 | None, new: Lease6 | None) -
         os.close(fd)
 
 
-class Lease6Manager:
+class Lease6Manager(LeaseBook[Lease6, Dhcp6Client]):
+    protocol = "DHCPv6"
+
     def __init__(
         self,
         state_dir: Path,
@@ -89,17 +84,17 @@ class Lease6Manager:
         reacquire_max_backoff: float = 60.0,
         rng: random.Random | None = None,
     ) -> None:
-        self.journal = Journal6(state_dir)
+        super().__init__(
+            Journal6(state_dir),
+            clock=clock or SystemClock(),
+            on_change=on_change,
+            reacquire_max_backoff=reacquire_max_backoff,
+            rng=rng or random.SystemRandom(),
+        )
         self.hints = AddressHints6(state_dir)
-        self.clock = clock or SystemClock()
         self.timing = timing or Timing6()
         self.transports = transports or PodTransport6Factory()
-        self.on_change = on_change
         self.reacquire_timeout = reacquire_timeout
-        self.reacquire_max_backoff = reacquire_max_backoff
-        self.rng = rng or random.SystemRandom()
-        self._entries: dict[str, _Entry] = {}
-        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
 
     # -- public API ------------------------------------------------------------------------
 
@@ -114,9 +109,9 @@ class Lease6Manager:
                     lease.key,
                     lease.address.ip,
                 )
-                await self._remove_record(lease.key)
+                await self._forget_record(lease.key)
                 continue
-            entry = _Entry(lease, self._client(lease.duid, lease.iaid, lease.key))
+            entry = Entry(lease, self._client(lease.duid, lease.iaid, lease.key))
             self._entries[lease.key] = entry
             self._log(lease, "ADOPTED")
             entry.task = asyncio.create_task(self._maintain(entry))
@@ -124,9 +119,7 @@ class Lease6Manager:
     def _hint(self, duid: bytes, key: str) -> IPv6Address | None:
         """The identity's last address, unless another live attachment holds it now."""
         hint = self.hints.get(duid)
-        if hint is None or any(
-            e.lease.address.ip == hint for k, e in self._entries.items() if k != key
-        ):
+        if hint is None or self.held_by_other(hint, key):
             return None
         return hint
 
@@ -173,13 +166,13 @@ class Lease6Manager:
                 meta=req.meta,
             )
             try:
-                await _durably(self.journal.write, lease)
+                await durably(self.journal.write, lease)
             except CNIError as exc:
                 await self._send_release(client, lease)
                 raise CNIError(
                     exc.code, f"cannot journal the DHCPv6 lease for {req.key}: {exc.msg}"
                 ) from exc
-            entry = _Entry(lease, client)
+            entry = Entry(lease, client)
             self._entries[req.key] = entry
             self._log(lease)
             await asyncio.to_thread(self.hints.remember, req.duid, lease.address.ip)
@@ -195,35 +188,14 @@ class Lease6Manager:
                 # (microseconds) on the loop costs less than a worker-thread trip.
                 self.journal.remove(key)
                 return False
-            await _cancel(entry.task)
+            await cancel_task(entry.task)
             lease = entry.lease
             if lease.state != Lease6State.EXPIRED:
                 await self._send_release(entry.client, lease)
-            await _durably(self.journal.remove, key)
+            await durably(self.journal.remove, key)
             return True
 
-    def get(self, key: str) -> Lease6 | None:
-        entry = self._entries.get(key)
-        return entry.lease if entry else None
-
-    def leases(self) -> list[Lease6]:
-        return [e.lease for e in self._entries.values()]
-
-    async def close(self) -> None:
-        tasks = [e.task for e in self._entries.values() if e.task is not None]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        self._entries.clear()
-
     # -- internals -------------------------------------------------------------------------
-
-    def _lock(self, key: str) -> asyncio.Lock:
-        lock = self._locks.get(key)
-        if lock is None:
-            lock = asyncio.Lock()
-            self._locks[key] = lock
-        return lock
 
     def _client(self, duid: bytes, iaid: int, key: str) -> Dhcp6Client:
         return Dhcp6Client(
@@ -265,61 +237,11 @@ class Lease6Manager:
             "" if acked else " (no REPLY from the server)",
         )
 
-    async def _remove_record(self, key: str) -> None:
-        try:
-            await _durably(self.journal.remove, key)
-        except CNIError as exc:
-            log.error("%s: %s", key, exc.msg)
+    async def _pod_gone(self, entry: Entry6, why: Gone) -> None:
+        log.info("%s: DHCPv6 lease dropped: pod gone (%s)", entry.lease.key, why)
+        await self._forget_record(entry.lease.key)
 
-    async def _drop(self, key: str) -> None:
-        entry = self._entries.pop(key, None)
-        if entry is not None:
-            await _cancel(entry.task)
-        await _durably(self.journal.remove, key)
-
-    async def _commit(self, entry: _Entry, lease: Lease6) -> None:
-        try:
-            await _durably(self.journal.write, lease)
-        except CNIError as exc:
-            log.error("%s: cannot journal DHCPv6 lease: %s", lease.key, exc.msg)
-        entry.lease = lease
-
-    async def _hook(self, key: str, old: Lease6 | None, new: Lease6 | None) -> None:
-        if self.on_change is None:
-            return
-        try:
-            await self.on_change(key, old, new)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("%s: DHCPv6 lease change hook failed", key)
-
-    async def _sleep_until(self, deadline: float) -> None:
-        while (remaining := deadline - self.clock.time()) > 0:
-            await self.clock.sleep(min(remaining, _MAX_SLEEP))
-
-    async def _maintain(self, entry: _Entry) -> None:
-        key = entry.lease.key
-        try:
-            while True:
-                try:
-                    if entry.lease.state == Lease6State.EXPIRED:
-                        await self._reacquire(entry)
-                        continue
-                    await self._sleep_until(entry.lease.renew_at)
-                    await self._extend(entry)
-                except (Gone, asyncio.CancelledError):
-                    raise
-                except Exception:
-                    log.exception("%s: DHCPv6 lease upkeep failed; retrying", key)
-                    await self.clock.sleep(5.0)
-        except Gone as exc:
-            if self._entries.get(key) is entry:
-                del self._entries[key]
-                log.info("%s: DHCPv6 lease dropped: pod gone (%s)", key, exc)
-                await self._remove_record(key)
-
-    async def _extend(self, entry: _Entry) -> None:
+    async def _extend(self, entry: Entry6) -> None:
         """RENEWING until T2, REBINDING until the valid lifetime ends."""
         while True:
             lease = entry.lease
@@ -350,7 +272,7 @@ class Lease6Manager:
                 await self._lose(entry, result.why)
                 return
 
-    async def _rebound(self, entry: _Entry, bound: Bound6) -> None:
+    async def _rebound(self, entry: Entry6, bound: Bound6) -> None:
         old = entry.lease
         lease = bind6(
             bound,
@@ -367,7 +289,7 @@ class Lease6Manager:
         self._log(lease)
         await self._hook(lease.key, old, lease)
 
-    async def _lose(self, entry: _Entry, why: str) -> None:
+    async def _lose(self, entry: Entry6, why: str) -> None:
         old = entry.lease
         await self._commit(entry, old.with_state(Lease6State.EXPIRED))
         log.warning(
@@ -379,42 +301,20 @@ class Lease6Manager:
         )
         await self._hook(old.key, old, None)
 
-    async def _reacquire(self, entry: _Entry) -> None:
-        attempt = 0
-        while True:
-            lease = entry.lease
-            # its old address, unless another of our pods has been given it meanwhile
-            held = any(
-                e.lease.address.ip == lease.address.ip
-                for k, e in self._entries.items()
-                if k != lease.key
-            )
-            prefer = None if held else lease.address.ip
-            tr = await self.transports.open(_target(lease))
-            try:
-                bound = await entry.client.obtain(tr, self.reacquire_timeout, prefer=prefer)
-            except (Dhcp6Timeout, Dhcp6Refused) as exc:
-                log.warning("%s: DHCPv6 re-acquiring failed: %s", lease.key, exc)
-            else:
-                await self._rebound(entry, bound)
-                return
-            finally:
-                tr.close()
-            delay = min(self.reacquire_max_backoff, 2.0**attempt) * self.rng.uniform(0.75, 1.25)
-            attempt += 1
-            await self.clock.sleep(delay)
-
-
-async def _durably(fn: Callable[..., object], *args: object) -> None:
-    await to_completion(asyncio.to_thread(fn, *args))
-
-
-async def _cancel(task: asyncio.Task[None] | None) -> None:
-    if task is None or task.done():
-        return
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    async def _try_reacquire(self, entry: Entry6) -> bool:
+        lease = entry.lease
+        # its old address, unless another of our pods has been given it meanwhile
+        prefer = None if self.held_by_other(lease.address.ip, lease.key) else lease.address.ip
+        tr = await self.transports.open(_target(lease))
+        try:
+            bound = await entry.client.obtain(tr, self.reacquire_timeout, prefer=prefer)
+        except (Dhcp6Timeout, Dhcp6Refused) as exc:
+            log.warning("%s: DHCPv6 re-acquiring failed: %s", lease.key, exc)
+            return False
+        finally:
+            tr.close()
+        await self._rebound(entry, bound)
+        return True
 
 
 __all__ = ["Change6Hook", "Lease6Manager", "default_on_change6", "replace"]
