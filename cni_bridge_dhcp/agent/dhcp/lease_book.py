@@ -30,6 +30,9 @@ log = logging.getLogger(__name__)
 
 _MAX_SLEEP = 60.0  # re-read the wall clock at least this often (suspend, clock steps)
 _RETRY_AFTER_BUG = 5.0
+# The lost state's value in both protocols' enums (LeaseState, Lease6State): the address is
+# off the pod and the upkeep re-acquires.
+EXPIRED = "EXPIRED"
 
 
 class HeldLease(Protocol):
@@ -170,7 +173,7 @@ class LeaseBook(ABC, Generic[L, C]):
                 await self._reboot(entry)
             while True:
                 try:
-                    if entry.lease.state == "EXPIRED":
+                    if entry.lease.state == EXPIRED:
                         await self._reacquire(entry)
                         continue
                     await self._sleep_until(entry.lease.renew_at)
