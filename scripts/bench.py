@@ -57,6 +57,7 @@ from bench_fixture import (  # noqa: E402
 )
 from bench_stats import (  # noqa: E402
     count_server_events,
+    other_runs,
     parse_agent_add_steps,
     parse_agent_del_steps,
     parse_agent_totals,
@@ -179,12 +180,9 @@ def loadavg() -> str:
 
 
 def other_sandboxes(mine: set[str]) -> int:
-    """cbd-* namespaces of other runs; ``mine`` holds this run's sandbox prefixes, whose
-    pod and bare-client namespaces come and go during the run."""
     if not NETNS_DIR.is_dir():
         return 0
-    names = [p.name for p in NETNS_DIR.iterdir() if p.name.startswith("cbd-")]
-    return sum(1 for name in names if not any(name.startswith(f"{m}-") for m in mine))
+    return other_runs((p.name for p in NETNS_DIR.iterdir()), mine)
 
 
 class LogTail:

@@ -662,6 +662,13 @@ def _section_resources(data: Mapping[str, Any]) -> str:
     return text
 
 
+def other_runs(netns_names: Iterable[str], mine: Iterable[str]) -> int:
+    """How many ``cbd-*`` namespaces belong to other test runs; ``mine`` holds this run's
+    sandbox prefixes, whose lan, node, pod and bare-client namespaces all start with them."""
+    prefixes = tuple(f"{m}-" for m in mine)
+    return sum(1 for n in netns_names if n.startswith("cbd-") and not n.startswith(prefixes))
+
+
 def busy_warning(meta: Mapping[str, Any]) -> str | None:
     """A warning when the machine was not quiet: latencies are then inflated for both."""
     reasons = []

@@ -230,6 +230,16 @@ def test_busy_warning() -> None:
     assert "busy" in bs.render_report({"meta": busy})
 
 
+def test_only_other_runs_namespaces_make_a_run_busy() -> None:
+    """The run's own sandboxes (lan, node, and the pods and bare clients made during the run)
+    are not "other test runs"; another run's, and a test's, are."""
+    mine = {"cbd-1a2b3c", "cbd-4d5e6f"}
+    own = ["cbd-1a2b3c-lan", "cbd-1a2b3c-node", "cbd-1a2b3c-pod-bare", "cbd-4d5e6f-pod-s3"]
+    others = ["cbd-777777-node", "cbd-ll-0f0f0f0f", "cbd-1a2b3cd-lan"]
+    assert bs.other_runs(own, mine) == 0
+    assert bs.other_runs(own + others + ["netns-of-someone-else"], mine) == 3
+
+
 def test_report_of_an_empty_run_renders() -> None:
     report = bs.render_report({}, targets="## Targets\n\nnone", extra=["## Extra\n\nx"])
     assert report.startswith("# Benchmark")
