@@ -151,8 +151,11 @@ def settled_world(sb: Sandbox, pod: Pod) -> World:
     prev = world(sb, pod)
     while True:
         time.sleep(1)
-        cur = world(sb, pod)
+        # Asked before the snapshot too: an address whose DAD ends while the snapshot is
+        # taken is in it without its local route, and no longer tentative just after.
         busy = _tentative(sb.node) or _tentative(pod.name)
+        cur = world(sb, pod)
+        busy = busy or _tentative(sb.node) or _tentative(pod.name)
         if (not busy and not changes(prev, cur)) or time.monotonic() > deadline:
             return cur
         prev = cur
