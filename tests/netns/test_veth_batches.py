@@ -9,14 +9,17 @@ machine's own links are untouched.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import random
+import subprocess
+import threading
 from collections.abc import Iterator, Sequence
 
 import pytest
 
 from cni_bridge_dhcp.agent.datapath.netns import new_anonymous_netns, run_in_netns
-from cni_bridge_dhcp.agent.datapath.rtnl import Rtnl, new_socket
+from cni_bridge_dhcp.agent.datapath.rtnl import LinkRemovals, Rtnl, new_socket
 from cni_bridge_dhcp.agent.datapath.vethreaper import Outcome, VethReaper, delete_host_links
 
 FOREIGN_GROUP = 0x4342_0005  # inside the range the batches draw from
@@ -138,3 +141,87 @@ def test_a_failed_batch_answers_every_waiting_del(ns: Namespaces) -> None:
     results = run_in_netns(ns.node, lambda: asyncio.run(stop_two()))
     assert [type(r) for r in results] == [OSError, OSError]
     assert ns.names(ns.node) == {"lo", "keep0", "keep0p", "vb0", "vb1"}
+
+
+def test_a_del_answers_once_its_pair_is_gone_without_waiting_for_the_kernels_answer(
+    ns: Namespaces, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The kernel answers a veth delete only after RCU grace periods; the pair is out of
+    both namespaces long before. Here the kernel's answer is held back until the DELs have
+    returned: they must return on the links' removal, with both ends gone and the host
+    names free for the next pod, and a refusal that comes late is logged, not lost."""
+    names = _make_pods(ns, 3)
+    kernel_answered = threading.Event()
+    answers_may_go = threading.Event()
+
+    def answering_late(batch: Sequence[str]) -> dict[str, Outcome]:
+        outcomes = delete_host_links(batch)
+        answers_may_go.wait(10)
+        kernel_answered.set()
+        return {name: RuntimeError("refused late") for name in outcomes}
+
+    seen: dict[str, object] = {}
+
+    async def stop_all() -> list[bool]:
+        reaper = VethReaper(answering_late)
+        try:
+            first = await asyncio.wait_for(reaper.delete(None, "eth0", names[0]), 10)
+            rest = await asyncio.wait_for(
+                asyncio.gather(*(reaper.delete(None, "eth0", n) for n in names[1:])), 10
+            )
+            seen["answered first"] = not kernel_answered.is_set()
+            seen["pod"] = ns.names(ns.pod)
+            seen["node"] = ns.names(ns.node)
+            with ns.node_rtnl() as r:  # the names are free at once
+                r.add_veth(names[0], "again0", ns.pod)
+            return [first, *rest]
+        finally:
+            answers_may_go.set()
+
+    with caplog.at_level(logging.WARNING):
+        results = run_in_netns(ns.node, lambda: asyncio.run(stop_all()))
+    assert results == [True, True, True]
+    assert seen["answered first"], "a DEL waited for the kernel's answer to its delete"
+    assert seen["pod"] == {"lo"}
+    assert seen["node"] == {"lo", "keep0", "keep0p"}
+    assert "refused late" in caplog.text
+
+
+def test_without_link_announcements_a_del_waits_for_the_kernels_answer(ns: Namespaces) -> None:
+    names = _make_pods(ns, 2)
+
+    def no_socket() -> LinkRemovals:
+        raise OSError(24, "Too many open files")
+
+    async def stop_all() -> list[bool]:
+        reaper = VethReaper(removals=no_socket)
+        return await asyncio.gather(*(reaper.delete(None, "eth0", n) for n in names))
+
+    assert run_in_netns(ns.node, lambda: asyncio.run(stop_all())) == [True, True]
+    assert ns.names(ns.node) == {"lo", "keep0", "keep0p"}
+
+
+def test_a_port_leaving_its_bridge_is_not_a_removal(ns: Namespaces) -> None:
+    """A bridge announces a port's release with its own RTM_DELLINK (family AF_BRIDGE)
+    while the link lives on: that must not answer a DEL."""
+    names = _make_pods(ns, 1)
+
+    def ip(*args: str) -> None:
+        # A child forked from this thread starts in the node namespace it entered.
+        subprocess.run(["ip", *args], check=True)
+
+    def watch() -> tuple[list[str], list[str]]:
+        removals = LinkRemovals()
+        try:
+            ip("link", "add", "br9", "type", "bridge")
+            ip("link", "set", names[0], "master", "br9")
+            ip("link", "set", names[0], "nomaster")
+            released = removals.read()
+            ip("link", "del", names[0])
+            return released, removals.read()
+        finally:
+            removals.close()
+
+    released, deleted = run_in_netns(ns.node, watch)
+    assert released == []
+    assert deleted == [names[0]]

@@ -230,6 +230,7 @@ _LINK_ATTRS = frozenset(
 
 _GROUP_ONLY = frozenset({IFLA_GROUP})
 _EVENT_ATTRS = frozenset({IFLA_IFNAME, IFLA_ADDRESS, IFLA_PERM_ADDRESS})
+_NAME_ONLY = frozenset({IFLA_IFNAME})
 
 
 def _link(msg_type: int, data: bytes, start: int, end: int) -> Link:
@@ -348,6 +349,42 @@ class LinkEventSocket:
                             perm_address=_mac(attrs.get(IFLA_PERM_ADDRESS)),
                         )
                     )
+
+    def close(self) -> None:
+        self._sock.close()
+
+
+class LinkRemovals:
+    """Subscribed to RTMGRP_LINK; :meth:`read` gives the names of links removed since.
+
+    The kernel announces a removed link (RTM_DELLINK, family AF_UNSPEC) once the link and,
+    for a veth, its peer are out of their namespaces, and only then waits out RCU grace
+    periods before it answers the delete itself (~0.7 ms against ~19 ms here). A bridge
+    port's own AF_BRIDGE RTM_DELLINK (``nomaster``) is not a removal and is skipped.
+    An overrun (ENOBUFS) raises OSError: removals were lost."""
+
+    def __init__(self) -> None:
+        self._sock = new_socket(RTMGRP_LINK)
+        self._sock.setblocking(False)
+
+    def fileno(self) -> int:
+        return self._sock.fileno()
+
+    def read(self) -> list[str]:
+        names: list[str] = []
+        while True:
+            try:
+                data = self._sock.recv(65536)
+            except BlockingIOError:
+                return names
+            for msg_type, _, body, end in _messages(data):
+                if msg_type != RTM_DELLINK or end - body < _IFI.size:
+                    continue
+                if _IFI.unpack_from(data, body)[0] != socket.AF_UNSPEC:
+                    continue
+                name = _text(_attrs(data, body + _IFI.size, end, _NAME_ONLY).get(IFLA_IFNAME))
+                if name:
+                    names.append(name)
 
     def close(self) -> None:
         self._sock.close()

@@ -7,8 +7,15 @@ the rtnl lock, so 50 pods stopped at once used to wait for 50 deletions in a row
 
 Here DELs that arrive while a deletion runs wait for the next one, which takes all of them:
 their host ends go into one fresh device group, checked to hold exactly those links, and
-the group is deleted with one request. A lone DEL is a plain delete, as before. Each DEL
-still answers only once its veth is gone.
+the group is deleted with one request. A lone DEL is a plain delete, as before.
+
+A DEL answers once its veth is gone from both namespaces, which is before the kernel
+answers the delete: the kernel takes the pair out of its namespaces, announces it
+(RTM_DELLINK), and only then, with the rtnl lock released, waits out RCU grace periods
+(measured: the announcement ~0.7 ms after the request, the answer ~19 ms). The reaper
+listens for those announcements and answers each DEL at its own; the kernel's answer
+still settles whatever was not announced (a link already gone, a refusal), and a refusal
+that comes after an announcement is only logged, as nothing is left for the DEL to do.
 """
 
 from __future__ import annotations
@@ -19,7 +26,7 @@ import logging
 import random
 from collections.abc import Callable, Sequence
 
-from .rtnl import Rtnl, RtnlError
+from .rtnl import LinkRemovals, Rtnl, RtnlError
 from .veth import delete_pod_link
 
 log = logging.getLogger(__name__)
@@ -31,6 +38,7 @@ _GROUP_HIGH = 0x7FFF_FFFF
 Outcome = bool | BaseException  # deleted (False: it was already gone), or why not
 BatchDelete = Callable[[Sequence[str]], dict[str, Outcome]]
 PodSideDelete = Callable[[int | None, str, str | None], bool]
+Removals = Callable[[], LinkRemovals]
 
 
 def delete_host_links(names: Sequence[str]) -> dict[str, Outcome]:
@@ -92,9 +100,11 @@ class VethReaper:
         self,
         delete_batch: BatchDelete = delete_host_links,
         delete_pod_side: PodSideDelete = delete_pod_link,
+        removals: Removals = LinkRemovals,
     ) -> None:
         self._delete_batch = delete_batch
         self._delete_pod_side = delete_pod_side
+        self._removals = removals
         self._waiting: dict[str, list[asyncio.Future[Outcome]]] = {}
         self._worker: asyncio.Task[None] | None = None
 
@@ -119,14 +129,76 @@ class VethReaper:
     async def _work(self) -> None:
         while self._waiting:
             batch, self._waiting = self._waiting, {}
-            try:
-                outcomes = await asyncio.to_thread(self._delete_batch, list(batch))
-            except Exception as exc:
-                outcomes = dict.fromkeys(batch, exc)
             if len(batch) > 1:
-                log.debug("deleted %d pod veths in one batch", len(batch))
-            for name, futures in batch.items():
-                outcome = outcomes.get(name, False)
-                for fut in futures:
-                    if not fut.done():
-                        fut.set_result(outcome)
+                log.debug("deleting %d pod veths in one batch", len(batch))
+            await self._delete(batch)
+
+    async def _delete(self, batch: dict[str, list[asyncio.Future[Outcome]]]) -> None:
+        """Answer each DEL of ``batch`` at its link's removal, or at the kernel's answer."""
+        loop = asyncio.get_running_loop()
+        pending = dict(batch)
+        all_answered = loop.create_future()
+
+        def answer(name: str, outcome: Outcome) -> None:
+            for fut in pending.pop(name, ()):
+                if not fut.done():
+                    fut.set_result(outcome)
+            if not pending and not all_answered.done():
+                all_answered.set_result(None)
+
+        try:
+            removals: LinkRemovals | None = self._removals()  # before any delete is sent
+        except OSError as exc:
+            log.debug("no link announcements (%s): DELs wait for the kernel's answer", exc)
+            removals = None
+        if removals is not None:
+            watched = removals
+
+            def on_removals() -> None:
+                try:
+                    names = watched.read()
+                except OSError:  # overrun: what was lost, the kernel's answer settles
+                    loop.remove_reader(watched.fileno())
+                    return
+                for name in names:
+                    answer(name, True)
+
+            loop.add_reader(watched.fileno(), on_removals)
+        deleting = loop.run_in_executor(None, self._delete_batch, list(batch))
+        try:
+            await asyncio.wait((deleting, all_answered), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if removals is not None:
+                loop.remove_reader(removals.fileno())
+                removals.close()
+        if not deleting.done():
+            deleting.add_done_callback(_log_late_refusal)
+        elif pending:
+            _settle(deleting, answer, list(pending))
+        else:
+            _log_late_refusal(deleting)
+
+
+def _settle(
+    deleting: asyncio.Future[dict[str, Outcome]],
+    answer: Callable[[str, Outcome], None],
+    names: list[str],
+) -> None:
+    try:
+        outcomes = deleting.result()
+    except Exception as exc:
+        outcomes = dict.fromkeys(names, exc)
+    for name in names:
+        answer(name, outcomes.get(name, False))
+
+
+def _log_late_refusal(deleting: asyncio.Future[dict[str, Outcome]]) -> None:
+    """The kernel's answer to a batch whose DELs were answered at the links' removal."""
+    try:
+        outcomes = deleting.result()
+    except Exception as exc:
+        log.warning("deleting pod veths failed after they were gone: %s", exc)
+        return
+    for name, outcome in outcomes.items():
+        if isinstance(outcome, BaseException):
+            log.warning("deleting pod veth %s failed after it was gone: %s", name, outcome)
