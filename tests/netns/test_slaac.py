@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from cni_bridge_dhcp.agent.datapath import slaac
 from cni_bridge_dhcp.agent.datapath.netns import run_in_netns
 from cni_bridge_dhcp.agent.datapath.slaac import (
     RA_WAIT,
@@ -67,6 +68,44 @@ def test_no_ra_is_none_soon_after_dad(sandbox: Sandbox) -> None:
     took = time.monotonic() - up_at
     assert found is None
     assert took < 4, took  # link-local DAD (~1 s) + 0.2 s, far below ipam.timeout
+
+
+def test_the_wait_wakes_on_the_address_announcement_and_does_not_poll(
+    sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A router that answers late (RFC 4861 lets it take 3.5 s) keeps ADD in this wait:
+    it rescans the pod's addresses when the kernel announces a change, not every 20 ms
+    (a scan is a netlink dump in the pod's namespace, on the agent's CPU)."""
+    sandbox.start_dnsmasq()  # no RAs: the address below stands in for a late one
+    pod = sandbox.add_pod("late")
+    up_at = time.monotonic()
+    sandbox.attach_to_lan(pod)
+    scans = 0
+    real_scan = slaac._scan
+
+    def counted(*args: object, **kwargs: object) -> tuple[ipaddress.IPv6Interface | None, bool]:
+        nonlocal scans
+        scans += 1
+        return real_scan(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(slaac, "_scan", counted)
+    late = ipaddress.IPv6Interface("2001:db8:77:5::5/64")
+    fd = _fd(pod.path)
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            waiting = pool.submit(wait_slaac, fd, "eth0", up_at, 15, 30.0)
+            time.sleep(2.5)  # past the link-local's DAD (~1 s): a quiet wait
+            assert not waiting.done()
+            # What SLAAC adds: global, with lifetimes (not permanent), DAD done.
+            lifetimes = ["valid_lft", "300", "preferred_lft", "300", "nodad"]
+            run(["ip", "-6", "addr", "add", str(late), "dev", "eth0", *lifetimes], netns=pod.name)
+            found = waiting.result(timeout=10)
+    finally:
+        os.close(fd)
+    assert found is not None and found.address == late
+    # Polling every 20 ms scanned ~125 times here; announcements (link-local DAD done, the
+    # new address) and a rescan a second make a handful.
+    assert scans <= 8, scans
 
 
 @pytest.fixture

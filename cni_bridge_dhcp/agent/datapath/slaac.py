@@ -20,15 +20,18 @@ keeps its own IPv6 default route and SLAAC address.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import logging
 import os
+import select
 import socket
 import time
 from dataclasses import dataclass
 
 from .netlink import RT_SCOPE_LINK, RT_SCOPE_UNIVERSE, RT_TABLE_MAIN
-from .rtnl import rtnl_in
+from .netns import run_in_netns
+from .rtnl import Rtnl, new_socket, rtnl_in
 from .sysctl import PROC_SYS, read_sysctl, write_sysctl
 
 log = logging.getLogger(__name__)
@@ -60,6 +63,10 @@ LEARNED_TTL = 1.0
 _learned: dict[str, tuple[float, float | None]] = {}  # bridge -> (read at, its wait or None)
 RTPROT_RA = 9
 _POLL = 0.02
+# The SLAAC wait rescans at least this often, whatever was announced (a lost announcement
+# costs this much, not the rest of the wait).
+_RESCAN = 1.0
+RTMGRP_IPV6_IFADDR = 0x100
 AF_INET6 = socket.AF_INET6
 # linux/if_addr.h
 IFA_F_DADFAILED = 0x08
@@ -91,38 +98,36 @@ class SlaacAddress:
 # few microseconds each where pyroute2 spent ~1-3 ms of CPU per handle and dump.
 
 
-def _scan(netns_fd: int, ifname: str) -> tuple[ipaddress.IPv6Interface | None, bool]:
+def _scan(rt: Rtnl, ifname: str) -> tuple[ipaddress.IPv6Interface | None, bool]:
     """(usable SLAAC address, whether DAD still runs: on a SLAAC address, or on the
     link-local address, before which the interface sends no router solicitation)."""
-    with rtnl_in(netns_fd) as rt:
-        link = rt.get_link(name=ifname)
-        if link is None:
-            return None, False
-        tentative = False
-        for a in rt.addrs(AF_INET6, link.index):
-            flags = a.flags
-            if a.scope == RT_SCOPE_LINK:
-                tentative |= bool(flags & IFA_F_TENTATIVE) and not flags & IFA_F_DADFAILED
-                continue
-            if a.scope != RT_SCOPE_UNIVERSE:
-                continue
-            if flags & (IFA_F_PERMANENT | IFA_F_DADFAILED):
-                continue  # not autoconfigured, or lost DAD
-            if flags & IFA_F_TENTATIVE:
-                tentative = True
-                continue
-            return ipaddress.IPv6Interface(f"{a.address}/{a.prefixlen}"), False
-        return None, tentative
+    link = rt.get_link(name=ifname)
+    if link is None:
+        return None, False
+    tentative = False
+    for a in rt.addrs(AF_INET6, link.index):
+        flags = a.flags
+        if a.scope == RT_SCOPE_LINK:
+            tentative |= bool(flags & IFA_F_TENTATIVE) and not flags & IFA_F_DADFAILED
+            continue
+        if a.scope != RT_SCOPE_UNIVERSE:
+            continue
+        if flags & (IFA_F_PERMANENT | IFA_F_DADFAILED):
+            continue  # not autoconfigured, or lost DAD
+        if flags & IFA_F_TENTATIVE:
+            tentative = True
+            continue
+        return ipaddress.IPv6Interface(f"{a.address}/{a.prefixlen}"), False
+    return None, tentative
 
 
-def _ra_router(netns_fd: int, ifname: str) -> ipaddress.IPv6Address | None:
-    with rtnl_in(netns_fd) as rt:
-        link = rt.get_link(name=ifname)
-        if link is None:
-            return None
-        for r in rt.routes(AF_INET6, link.index, RT_TABLE_MAIN):
-            if r.dst_len == 0 and r.gateway:
-                return ipaddress.IPv6Address(r.gateway)
+def _ra_router(rt: Rtnl, ifname: str) -> ipaddress.IPv6Address | None:
+    link = rt.get_link(name=ifname)
+    if link is None:
+        return None
+    for r in rt.routes(AF_INET6, link.index, RT_TABLE_MAIN):
+        if r.dst_len == 0 and r.gateway:
+            return ipaddress.IPv6Address(r.gateway)
     return None
 
 
@@ -172,19 +177,56 @@ def wait_slaac(
     time.monotonic() value) or DAD did not end within ``timeout`` of it."""
     dad_deadline = up_at + timeout
     ra_deadline = min(up_at + ra_wait, dad_deadline)
-    while True:
-        address, tentative = _scan(netns_fd, ifname)
-        if address is not None:
-            return SlaacAddress(address, _ra_router(netns_fd, ifname))
-        now = time.monotonic()
-        if tentative:
-            # DAD (enabledad): the RA wait starts once the addresses are usable.
-            ra_deadline = min(now + ra_wait, dad_deadline)
-        if now >= ra_deadline:
-            if tentative:
-                log.warning("%s: IPv6 DAD did not end within ipam.timeout: IPv4 only", ifname)
-            return None
-        time.sleep(_POLL)
+    changes: PodAddressChanges | None = None
+    with rtnl_in(netns_fd) as rt:
+        try:
+            while True:
+                address, tentative = _scan(rt, ifname)
+                if address is not None:
+                    return SlaacAddress(address, _ra_router(rt, ifname))
+                now = time.monotonic()
+                if tentative:
+                    # DAD (enabledad): the RA wait starts once the addresses are usable.
+                    ra_deadline = min(now + ra_wait, dad_deadline)
+                if now >= ra_deadline:
+                    if tentative:
+                        log.warning(
+                            "%s: IPv6 DAD did not end within ipam.timeout: IPv4 only", ifname
+                        )
+                    return None
+                if changes is None:
+                    # Subscribed only now (most ADDs never wait): what changed before it,
+                    # the scan right after sees.
+                    changes = PodAddressChanges(netns_fd)
+                    continue
+                changes.wait(min(ra_deadline - now, _RESCAN))
+        finally:
+            if changes is not None:
+                changes.close()
+
+
+class PodAddressChanges:
+    """The pod namespace's IPv6 address announcements (RTMGRP_IPV6_IFADDR): the SLAAC wait
+    rescans when one comes instead of every 20 ms (it waits up to seconds on a LAN whose
+    routers answer late, and 0.2 s on one that may have none)."""
+
+    def __init__(self, netns_fd: int) -> None:
+        self._sock = run_in_netns(netns_fd, lambda: new_socket(RTMGRP_IPV6_IFADDR))
+        self._sock.setblocking(False)
+        self._poller = select.poll()  # not select(): fds above 1024 (raised RLIMIT_NOFILE)
+        self._poller.register(self._sock.fileno(), select.POLLIN)
+
+    def wait(self, seconds: float) -> None:
+        """Until something was announced, or ``seconds``; drains what came."""
+        if not self._poller.poll(max(0.0, seconds) * 1000):
+            return
+        # Drained (BlockingIOError) or overrun (ENOBUFS): the caller rescans either way.
+        with contextlib.suppress(OSError):
+            while self._sock.recv(65536):
+                pass
+
+    def close(self) -> None:
+        self._sock.close()
 
 
 def node_link_local(bridge: str, wait: float = 2.0) -> ipaddress.IPv6Address | None:
