@@ -86,7 +86,12 @@ class Nft:
         return self._run_text(json.dumps({"nftables": cmds}))
 
     def list_ruleset(self) -> list[JsonObj]:
-        out = self._run_text('{"nftables": [{"list": {"ruleset": null}}]}')
+        return self.list({"ruleset": None})
+
+    def list(self, what: JsonObj) -> list[JsonObj]:
+        """The items one ``list`` command prints (``{"chains": None}``, ``{"table": ...}``).
+        One command per call: libnftables 1.0.6 fails a buffer holding two of them."""
+        out = self._run_text(json.dumps({"nftables": [{"list": what}]}))
         items = out.get("nftables", [])
         return items if isinstance(items, list) else []
 

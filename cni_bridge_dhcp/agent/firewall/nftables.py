@@ -43,14 +43,20 @@ BRIDGE_OUT = {"name": "output", "type": "filter", "hook": "output", "prio": 0}
 
 
 class NftTable:
-    """A native nftables table, read from a ruleset snapshot, written with JSON batches."""
+    """A native nftables table, read from the ruleset, written with JSON batches.
+
+    It reads only what it edits: our own tables whole, and in another table the forward
+    base chains and our chains in it. ``list ruleset`` grows with every rule on the node:
+    with a 2,000-rule table of the host's (kube-proxy's nftables mode, firewalld) it took
+    98 ms of CPU, against 1.3 ms for the list of chains and 0.5 ms for one chain, and
+    every ADD and DEL listed it."""
 
     def __init__(
         self,
         nft: Nft,
         family: str,
         table: str,
-        snapshot: list[JsonObj],
+        chains: list[JsonObj],
         hooks: tuple[str, ...],
         own: bool = False,
         base: dict[str, Any] | None = None,
@@ -64,25 +70,49 @@ class NftTable:
         self.base = base
         self.more_bases = more_bases
         self.label = f"nft {family} {table}"
-        self._snapshot = snapshot
+        self._names: list[str] = []
+        self._items: list[JsonObj] | None = None
+        self._learn(chains)
+
+    def _learn(self, chains: list[JsonObj]) -> None:
+        """Which chains the table has (``chains``: every chain of the ruleset, no rules);
+        its rules are listed when first read."""
+        self._names = [
+            str(item["chain"].get("name"))
+            for item in chains
+            if _is(item, "chain", self.family, self.table)
+        ]
+        self._items = None
+
+    def _wanted(self, name: str) -> bool:
+        return self.own or name in self.hooks or name.startswith(CHAIN_PREFIX)
+
+    def _list(self) -> list[JsonObj]:
+        if self.own:
+            return self._nft.list({"table": {"family": self.family, "name": self.table}})
+        items: list[JsonObj] = []
+        for name in self._names:
+            if self._wanted(name):
+                items += self._nft.list({"chain": {**self._ref(), "name": name}})
+        return items
 
     def transaction(self) -> AbstractContextManager[object]:
         return nullcontext()
 
     def reload(self) -> None:
-        """Take a new snapshot, so a read after our own write sees it."""
-        self._snapshot = self._nft.list_ruleset()
+        """Read again, so a read after our own write sees it."""
+        self._learn(self._nft.list({"chains": None}))
 
     def read(self, focus: str | None = None) -> TableState | None:
-        if not any(_is(item, "table", self.family, self.table) for item in self._snapshot):
-            return None
+        if not self._names:
+            return None  # no such table (ours always has its base chains)
+        if self._items is None:
+            self._items = self._list()
         state = TableState()
-        for item in self._snapshot:
-            if _is(item, "chain", self.family, self.table):
-                name = str(item["chain"].get("name"))
-                if self.own or name in self.hooks or name.startswith(CHAIN_PREFIX):
-                    state.chains.setdefault(name, [])
-        for item in self._snapshot:
+        for name in self._names:
+            if self._wanted(name):
+                state.chains.setdefault(name, [])
+        for item in self._items:
             if _is(item, "rule", self.family, self.table):
                 rules = state.chains.get(str(item["rule"].get("chain")))
                 if rules is not None:
@@ -132,10 +162,10 @@ def _is(item: JsonObj, kind: str, family: str, table: str) -> bool:
     return obj.get("name" if kind == "table" else "table") == table
 
 
-def forward_chains(snapshot: list[JsonObj]) -> dict[tuple[str, str], list[str]]:
+def forward_chains(chains: list[JsonObj]) -> dict[tuple[str, str], list[str]]:
     """(family, table) -> names of its forward filter base chains, ours excluded."""
     out: dict[tuple[str, str], list[str]] = {}
-    for item in snapshot:
+    for item in chains:
         chain = item.get("chain")
         if not isinstance(chain, dict):
             continue
@@ -150,20 +180,20 @@ def forward_chains(snapshot: list[JsonObj]) -> dict[tuple[str, str], list[str]]:
     return out
 
 
-def own_places(nft: Nft, snapshot: list[JsonObj]) -> list[Place]:
-    nat = NftTable(nft, "inet", OWN_TABLE, snapshot, ("postrouting",), own=True, base=NAT_BASE)
+def own_places(nft: Nft, chains: list[JsonObj]) -> list[Place]:
+    nat = NftTable(nft, "inet", OWN_TABLE, chains, ("postrouting",), own=True, base=NAT_BASE)
     return [
         Place(nat, "nat", nat.hooks, FAMILIES["inet"], create=True, drop_when_empty=True),
-        bridge_place(nft, snapshot),
+        bridge_place(nft, chains),
     ]
 
 
-def bridge_place(nft: Nft, snapshot: list[JsonObj]) -> Place:
+def bridge_place(nft: Nft, chains: list[JsonObj]) -> Place:
     table = NftTable(
         nft,
         "bridge",
         OWN_TABLE,
-        snapshot,
+        chains,
         ("prerouting", "output"),
         own=True,
         base=BRIDGE_BASE,
@@ -172,9 +202,10 @@ def bridge_place(nft: Nft, snapshot: list[JsonObj]) -> Place:
     return Place(table, "bridge", table.hooks, frozenset({4, 6}), create=True, drop_when_empty=True)
 
 
-def discover(nft: Nft, snapshot: list[JsonObj]) -> list[Place]:
+def discover(nft: Nft, chains: list[JsonObj]) -> list[Place]:
+    """Where the pods' rules go, from ``chains``: every chain of the ruleset (no rules)."""
     places: list[Place] = []
-    for (family, table), hooks in sorted(forward_chains(snapshot).items()):
+    for (family, table), hooks in sorted(forward_chains(chains).items()):
         if family in ("ip", "ip6") and table == "filter" and "FORWARD" in hooks:
             compat = RestoreTable(
                 "iptables-nft" if family == "ip" else "ip6tables-nft", table, "FORWARD"
@@ -183,9 +214,9 @@ def discover(nft: Nft, snapshot: list[JsonObj]) -> list[Place]:
                 places.append(Place(compat, "filter", ("FORWARD",), FAMILIES[family]))
                 continue
             log.warning("%s %s is not iptables-nft compatible: writing native rules", family, table)
-        access = NftTable(nft, family, table, snapshot, tuple(hooks))
+        access = NftTable(nft, family, table, chains, tuple(hooks))
         places.append(Place(access, "filter", access.hooks, FAMILIES[family]))
-    return places + own_places(nft, snapshot)
+    return places + own_places(nft, chains)
 
 
 class NftablesBackend(PlacesBackend):
@@ -198,11 +229,11 @@ class NftablesBackend(PlacesBackend):
     def _session(self) -> Iterator[list[Place]]:
         ensure_process_netns()
         with mutex:
-            yield discover(self._nft, self._nft.list_ruleset())
+            yield discover(self._nft, self._nft.list({"chains": None}))
 
 
 def legacy_bridge_place(nft: Nft | None) -> Place | None:
     """macspoofchk's place for the iptables backend (None without libnftables)."""
     if nft is None:
         return None
-    return bridge_place(nft, nft.list_ruleset())
+    return bridge_place(nft, nft.list({"chains": None}))

@@ -1,0 +1,127 @@
+"""A node whose own nftables ruleset is large (kube-proxy's nftables mode, firewalld): a pod's
+ADD, CHECK and DEL read only the chains they edit, never the host's other rules.
+
+Every ADD and DEL used to list the whole ruleset: with 2,000 rules of the host's that was
+~100 ms of the agent's CPU each time, growing with every Service. Here the host table has
+1,000 rules in 100 chains and a forward chain that drops; the backend's reads are recorded
+and must hold none of those 1,000, while the pod's rules still land in the forward chain,
+are found by CHECK, and leave with DEL, the host's table as it was.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from cni_bridge_dhcp.agent.firewall.model import pod_chain
+from testbed.sandbox import REPO_ROOT, run
+
+pytestmark = pytest.mark.netns
+
+SERVICES = 100
+RULES_PER_SERVICE = 10
+
+HELPER = r"""
+import ipaddress, json, sys
+from cni_bridge_dhcp.agent.firewall import Firewall, PodRules
+from cni_bridge_dhcp.agent.firewall import libnft
+
+listed = []  # [what was listed, the chains of the rules it printed]
+real_run = libnft.Nft._run_text
+
+def recording(self, text):
+    out = real_run(self, text)
+    for cmd in json.loads(text)["nftables"]:
+        if "list" in cmd:
+            chains = sorted({i["rule"]["chain"] for i in out.get("nftables", []) if "rule" in i})
+            listed.append([next(iter(cmd["list"])), chains])
+    return out
+
+libnft.Nft._run_text = recording
+pod = PodRules(
+    network="lan", container_id="c0ffee1", ifname="eth0", bridge="cni0", host_veth="veth1",
+    mac="02:00:00:00:00:01", ips=(ipaddress.ip_interface("192.168.77.50/24"),),
+    ip_masq=False, macspoofchk=True,
+)
+fw = Firewall("nftables")
+out = {}
+for verb in sys.argv[1:]:
+    listed.clear()
+    if verb == "del_pod":
+        res = fw.del_pod("lan", "c0ffee1", "eth0")
+    elif verb == "remove_bridge":  # what the agent does when the bridge's last pod goes
+        res = fw.remove_bridge("cni0")
+    else:
+        res = getattr(fw, verb)(pod)
+    out[verb] = {"result": res, "listed": list(listed)}
+print(json.dumps(out))
+"""
+
+
+def _host_table() -> str:
+    lines = ["table inet hostfw {"]
+    for s in range(SERVICES):
+        lines.append(f"  chain svc{s} {{")
+        for r in range(RULES_PER_SERVICE):
+            lines.append(f"    ip daddr 10.96.{s}.{r + 1} tcp dport {8000 + r} accept")
+        lines.append("  }")
+    lines.append("  chain forward { type filter hook forward priority 0; policy drop; }")
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+@pytest.fixture
+def node() -> Iterator[str]:
+    name = f"cbd-bigfw-{uuid.uuid4().hex[:8]}"
+    run(["ip", "netns", "add", name])
+    try:
+        run(["nft", "-f", "-"], netns=name, input=_host_table())
+        yield name
+    finally:
+        run(["ip", "netns", "delete", name], check=False)
+
+
+def _host_rules(node: str) -> list[object]:
+    listed = json.loads(run(["nft", "-j", "list", "table", "inet", "hostfw"], netns=node).stdout)
+    return [item for item in listed["nftables"] if "metainfo" not in item]
+
+
+def _helper(node: str, *verbs: str) -> dict[str, dict[str, list[object]]]:
+    proc = run(
+        [sys.executable, "-c", HELPER, *verbs],
+        netns=node,
+        env={"PYTHONPATH": str(REPO_ROOT)},
+        timeout=60,
+    )
+    out: dict[str, dict[str, list[object]]] = json.loads(proc.stdout)
+    return out
+
+
+def test_pod_rules_on_a_large_host_ruleset_read_only_the_chains_they_edit(node: str) -> None:
+    before = _host_rules(node)
+    out = _helper(node, "add_pod", "check_pod")
+    forward = run(["nft", "list", "chain", "inet", "hostfw", "forward"], netns=node).stdout
+    out |= _helper(node, "del_pod")
+    after_del = run(["nft", "list", "ruleset"], netns=node).stdout
+    out |= _helper(node, "remove_bridge")
+
+    for verb in ("add_pod", "check_pod", "del_pod", "remove_bridge"):
+        listed = out[verb]["listed"]
+        assert listed, f"{verb} read nothing"
+        kinds = {str(what) for what, _ in listed}  # type: ignore[misc]
+        assert "ruleset" not in kinds, f"{verb} listed the whole ruleset: {listed}"
+        read = {str(c) for _, chains in listed for c in chains}  # type: ignore[misc, attr-defined]
+        assert not [c for c in read if c.startswith("svc")], f"{verb} read {sorted(read)[:5]}"
+    assert out["check_pod"]["result"] == [], "CHECK found the pod's rules missing"
+    # The pod's traffic is let through the host's dropping forward chain...
+    assert "jump CBD-FORWARD" in forward, forward
+    # ... DEL takes the pod's rules out, and once the bridge's last pod is gone the host's
+    # table is as it was and our own table is gone.
+    chain = pod_chain("lan", "c0ffee1", "eth0")
+    assert chain not in after_del and "c0ffee1" not in after_del, after_del
+    assert _host_rules(node) == before
+    assert "cni-bridge-dhcp" not in run(["nft", "list", "tables"], netns=node).stdout
