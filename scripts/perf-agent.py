@@ -73,6 +73,21 @@ def floor_del(sb: Sandbox, tag: str) -> Op:
     return op
 
 
+def host_table(rules: int) -> str:
+    """A host table of ``rules`` rules, ten per chain, and a forward chain that accepts."""
+    lines = ["table inet hostfw {"]
+    for chain in range((rules + 9) // 10):
+        lines.append(f"  chain svc{chain} {{")
+        for r in range(min(10, rules - chain * 10)):
+            lines.append(
+                f"    ip daddr 10.96.{chain // 250}.{chain % 250} tcp dport {8000 + r} accept"
+            )
+        lines.append("  }")
+    lines.append("  chain forward { type filter hook forward priority 0; policy accept; }")
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
 def main() -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--seq", type=int, default=20)
@@ -81,6 +96,13 @@ def main() -> int:
     p.add_argument("--arp-probe-wait", type=float, default=None)
     p.add_argument("--hold", action="store_true")
     p.add_argument("--ipv6-off", action="store_true", help='ipam.ipv6 "off" (no SLAAC wait)')
+    p.add_argument(
+        "--host-rules",
+        type=int,
+        default=0,
+        help="a host nftables table of N rules (and a forward chain) in the node, as "
+        "kube-proxy's nftables mode or firewalld would have",
+    )
     p.add_argument("--log-level", default="info")
     p.add_argument("--keep-log", help="copy the agent's log here at the end")
     p.add_argument(
@@ -98,6 +120,8 @@ def main() -> int:
             extra = ["--dhcp-range=192.168.77.20,192.168.77.99,255.255.255.0,2m"]
             ours_sb.start_dnsmasq(extra=extra)
             zipapp = install_zipapp(sys.executable, REPO_ROOT, Path(tmp) / "zipapp")
+            if args.host_rules:
+                run(["nft", "-f", "-"], netns=ours_sb.node, input=host_table(args.host_rules))
             ours = start_ours(ours_sb, zipapp, log_level=args.log_level)
             ipam: dict[str, object] = {"type": "dhcp"}
             if args.arp_probe_wait is not None:

@@ -100,8 +100,10 @@ class NftTable:
         return nullcontext()
 
     def reload(self) -> None:
-        """Read again, so a read after our own write sees it."""
-        self._learn(self._nft.list({"chains": None}))
+        """Read the rules again, so a read after our own write sees it (which chains there
+        are, ``apply`` keeps up to date: listing every chain again costs ~1.2 ms on a host
+        with 200 of its own)."""
+        self._items = None
 
     def read(self, focus: str | None = None) -> TableState | None:
         if not self._names:
@@ -152,7 +154,27 @@ class NftTable:
             elif op.verb == "drop_table" and self.own:
                 cmds.append({"delete": {"table": {"family": self.family, "name": self.table}}})
         if cmds:
-            self._nft.run(cmds)
+            self._nft.run(cmds)  # one batch: all of it applied, or none
+            self._items = None
+            for op in ops:
+                if op.verb != "drop_table" or self.own:
+                    self._names = _chains_after(self._names, op, self.base, self.more_bases)
+
+
+def _chains_after(
+    names: list[str], op: Op, base: dict[str, Any] | None, more_bases: tuple[dict[str, Any], ...]
+) -> list[str]:
+    """A table's chain names once ``op`` is applied."""
+    if op.verb == "ensure_base" and base is not None:
+        added = [str(b["name"]) for b in (base, *more_bases)]
+        return names + [n for n in added if n not in names]
+    if op.verb == "new_chain" and op.chain not in names:
+        return [*names, op.chain]
+    if op.verb == "delete_chain":
+        return [n for n in names if n != op.chain]
+    if op.verb == "drop_table":
+        return []
+    return names
 
 
 def _is(item: JsonObj, kind: str, family: str, table: str) -> bool:
