@@ -315,79 +315,82 @@ def new_socket(groups: int = 0) -> socket.socket:
     return sock
 
 
-class LinkEventSocket:
-    """Subscribed to RTMGRP_LINK; :meth:`read` drains what arrived (poll :meth:`fileno`).
+class _Subscription:
+    """A non-blocking rtnetlink socket bound to multicast ``groups``; poll :meth:`fileno`.
 
-    An overrun (ENOBUFS) raises OSError: events were lost, the caller resubscribes."""
+    ``_pending`` drains what arrived. An overrun (ENOBUFS) raises OSError: announcements
+    were lost."""
 
-    def __init__(self) -> None:
-        self._sock = new_socket(RTMGRP_LINK)
+    def __init__(self, groups: int) -> None:
+        self._sock = new_socket(groups)
         self._sock.setblocking(False)
 
     def fileno(self) -> int:
         return self._sock.fileno()
+
+    def _pending(self) -> Iterator[tuple[int, bytes, int, int]]:
+        """(message type, datagram, body start, end) of each message that arrived."""
+        while True:
+            try:
+                data = self._sock.recv(65536)
+            except BlockingIOError:
+                return
+            for msg_type, _, body, end in _messages(data):
+                yield msg_type, data, body, end
+
+    def close(self) -> None:
+        self._sock.close()
+
+
+class LinkEventSocket(_Subscription):
+    """Subscribed to RTMGRP_LINK; :meth:`read` drains what arrived (the caller resubscribes
+    after an overrun)."""
+
+    def __init__(self) -> None:
+        super().__init__(RTMGRP_LINK)
 
     def read(self) -> list[Link]:
         """The links that changed, with only their name and addresses: every ADD and DEL
         brings a dozen events about pod veths, each read here."""
         links: list[Link] = []
-        while True:
-            try:
-                data = self._sock.recv(65536)
-            except BlockingIOError:
-                return links
-            for msg_type, _, body, end in _messages(data):
-                if msg_type in (RTM_NEWLINK, RTM_DELLINK) and end - body >= _IFI.size:
-                    index = _IFI.unpack_from(data, body)[2]
-                    attrs = _attrs(data, body + _IFI.size, end, _EVENT_ATTRS)
-                    links.append(
-                        Link(
-                            event=msg_type,
-                            index=index,
-                            name=_text(attrs.get(IFLA_IFNAME)),
-                            address=_mac(attrs.get(IFLA_ADDRESS)),
-                            perm_address=_mac(attrs.get(IFLA_PERM_ADDRESS)),
-                        )
+        for msg_type, data, body, end in self._pending():
+            if msg_type in (RTM_NEWLINK, RTM_DELLINK) and end - body >= _IFI.size:
+                index = _IFI.unpack_from(data, body)[2]
+                attrs = _attrs(data, body + _IFI.size, end, _EVENT_ATTRS)
+                links.append(
+                    Link(
+                        event=msg_type,
+                        index=index,
+                        name=_text(attrs.get(IFLA_IFNAME)),
+                        address=_mac(attrs.get(IFLA_ADDRESS)),
+                        perm_address=_mac(attrs.get(IFLA_PERM_ADDRESS)),
                     )
+                )
+        return links
 
-    def close(self) -> None:
-        self._sock.close()
 
-
-class LinkRemovals:
+class LinkRemovals(_Subscription):
     """Subscribed to RTMGRP_LINK; :meth:`read` gives the names of links removed since.
 
     The kernel announces a removed link (RTM_DELLINK, family AF_UNSPEC) once the link and,
     for a veth, its peer are out of their namespaces, and only then waits out RCU grace
     periods before it answers the delete itself (~0.7 ms against ~19 ms here). A bridge
-    port's own AF_BRIDGE RTM_DELLINK (``nomaster``) is not a removal and is skipped.
-    An overrun (ENOBUFS) raises OSError: removals were lost."""
+    port's own AF_BRIDGE RTM_DELLINK (``nomaster``) is not a removal and is skipped."""
 
     def __init__(self) -> None:
-        self._sock = new_socket(RTMGRP_LINK)
-        self._sock.setblocking(False)
-
-    def fileno(self) -> int:
-        return self._sock.fileno()
+        super().__init__(RTMGRP_LINK)
 
     def read(self) -> list[str]:
         names: list[str] = []
-        while True:
-            try:
-                data = self._sock.recv(65536)
-            except BlockingIOError:
-                return names
-            for msg_type, _, body, end in _messages(data):
-                if msg_type != RTM_DELLINK or end - body < _IFI.size:
-                    continue
-                if _IFI.unpack_from(data, body)[0] != socket.AF_UNSPEC:
-                    continue
-                name = _text(_attrs(data, body + _IFI.size, end, _NAME_ONLY).get(IFLA_IFNAME))
-                if name:
-                    names.append(name)
-
-    def close(self) -> None:
-        self._sock.close()
+        for msg_type, data, body, end in self._pending():
+            if msg_type != RTM_DELLINK or end - body < _IFI.size:
+                continue
+            if _IFI.unpack_from(data, body)[0] != socket.AF_UNSPEC:
+                continue
+            name = _text(_attrs(data, body + _IFI.size, end, _NAME_ONLY).get(IFLA_IFNAME))
+            if name:
+                names.append(name)
+        return names
 
 
 # A dump of every link, without the counters (IFLA_STATS*: half of each answer).
