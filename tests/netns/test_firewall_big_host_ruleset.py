@@ -14,6 +14,7 @@ import json
 import sys
 import uuid
 from collections.abc import Iterator
+from typing import TypedDict
 
 import pytest
 
@@ -90,14 +91,19 @@ def _host_rules(node: str) -> list[object]:
     return [item for item in listed["nftables"] if "metainfo" not in item]
 
 
-def _helper(node: str, *verbs: str) -> dict[str, dict[str, list[object]]]:
+class VerbOut(TypedDict):
+    result: object
+    listed: list[tuple[str, list[str]]]  # (what was listed, the chains of its rules)
+
+
+def _helper(node: str, *verbs: str) -> dict[str, VerbOut]:
     proc = run(
         [sys.executable, "-c", HELPER, *verbs],
         netns=node,
         env={"PYTHONPATH": str(REPO_ROOT)},
         timeout=60,
     )
-    out: dict[str, dict[str, list[object]]] = json.loads(proc.stdout)
+    out: dict[str, VerbOut] = json.loads(proc.stdout)
     return out
 
 
@@ -112,9 +118,9 @@ def test_pod_rules_on_a_large_host_ruleset_read_only_the_chains_they_edit(node: 
     for verb in ("add_pod", "check_pod", "del_pod", "remove_bridge"):
         listed = out[verb]["listed"]
         assert listed, f"{verb} read nothing"
-        kinds = {str(what) for what, _ in listed}  # type: ignore[misc]
+        kinds = {what for what, _ in listed}
         assert "ruleset" not in kinds, f"{verb} listed the whole ruleset: {listed}"
-        read = {str(c) for _, chains in listed for c in chains}  # type: ignore[misc, attr-defined]
+        read = {c for _, chains in listed for c in chains}
         assert not [c for c in read if c.startswith("svc")], f"{verb} read {sorted(read)[:5]}"
     assert out["check_pod"]["result"] == [], "CHECK found the pod's rules missing"
     # The pod's traffic is let through the host's dropping forward chain...

@@ -131,11 +131,12 @@ def test_a_failed_batch_answers_every_waiting_del(ns: Namespaces) -> None:
 
     async def stop_two() -> list[bool | BaseException]:
         reaper = VethReaper(broken)
-        return await asyncio.gather(
+        answers = await asyncio.gather(
             reaper.delete(None, "eth0", "vb0"),
             reaper.delete(None, "eth1", "vb1"),
             return_exceptions=True,
         )
+        return list(answers)
 
     _make_pods(ns, 2)
     results = run_in_netns(ns.node, lambda: asyncio.run(stop_two()))
