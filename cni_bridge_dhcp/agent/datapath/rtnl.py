@@ -315,14 +315,18 @@ def new_socket(groups: int = 0) -> socket.socket:
     return sock
 
 
-class _Subscription:
-    """A non-blocking rtnetlink socket bound to multicast ``groups``; poll :meth:`fileno`.
+class Subscription:
+    """A non-blocking rtnetlink socket bound to multicast ``groups``, in the namespace
+    ``netns_fd`` (None: the caller's); poll :meth:`fileno`.
 
     ``_pending`` drains what arrived. An overrun (ENOBUFS) raises OSError: announcements
     were lost."""
 
-    def __init__(self, groups: int) -> None:
-        self._sock = new_socket(groups)
+    def __init__(self, groups: int, netns_fd: int | None = None) -> None:
+        if netns_fd is None:
+            self._sock = new_socket(groups)
+        else:
+            self._sock = run_in_netns(netns_fd, lambda: new_socket(groups))
         self._sock.setblocking(False)
 
     def fileno(self) -> int:
@@ -342,7 +346,7 @@ class _Subscription:
         self._sock.close()
 
 
-class LinkEventSocket(_Subscription):
+class LinkEventSocket(Subscription):
     """Subscribed to RTMGRP_LINK; :meth:`read` drains what arrived (the caller resubscribes
     after an overrun)."""
 
@@ -369,7 +373,7 @@ class LinkEventSocket(_Subscription):
         return links
 
 
-class LinkRemovals(_Subscription):
+class LinkRemovals(Subscription):
     """Subscribed to RTMGRP_LINK; :meth:`read` gives the names of links removed since.
 
     The kernel announces a removed link (RTM_DELLINK, family AF_UNSPEC) once the link and,

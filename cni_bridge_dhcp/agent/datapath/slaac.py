@@ -30,8 +30,7 @@ import time
 from dataclasses import dataclass
 
 from .netlink import RT_SCOPE_LINK, RT_SCOPE_UNIVERSE, RT_TABLE_MAIN
-from .netns import run_in_netns
-from .rtnl import Rtnl, new_socket, rtnl_in
+from .rtnl import Rtnl, Subscription, rtnl_in
 from .sysctl import PROC_SYS, read_sysctl, write_sysctl
 
 log = logging.getLogger(__name__)
@@ -205,28 +204,23 @@ def wait_slaac(
                 changes.close()
 
 
-class PodAddressChanges:
+class PodAddressChanges(Subscription):
     """The pod namespace's IPv6 address announcements (RTMGRP_IPV6_IFADDR): the SLAAC wait
     rescans when one comes instead of every 20 ms (it waits up to seconds on a LAN whose
     routers answer late, and 0.2 s on one that may have none)."""
 
     def __init__(self, netns_fd: int) -> None:
-        self._sock = run_in_netns(netns_fd, lambda: new_socket(RTMGRP_IPV6_IFADDR))
-        self._sock.setblocking(False)
+        super().__init__(RTMGRP_IPV6_IFADDR, netns_fd)
         self._poller = select.poll()  # not select(): fds above 1024 (raised RLIMIT_NOFILE)
-        self._poller.register(self._sock.fileno(), select.POLLIN)
+        self._poller.register(self.fileno(), select.POLLIN)
 
     def wait(self, seconds: float) -> None:
         """Until something was announced, or ``seconds``; drains what came."""
         if not self._poller.poll(max(0.0, seconds) * 1000):
             return
-        # Drained (BlockingIOError) or overrun (ENOBUFS): the caller rescans either way.
-        with contextlib.suppress(OSError):
-            while self._sock.recv(65536):
+        with contextlib.suppress(OSError):  # an overrun: the caller rescans either way
+            for _ in self._pending():
                 pass
-
-    def close(self) -> None:
-        self._sock.close()
 
 
 def node_link_local(bridge: str, wait: float = 2.0) -> ipaddress.IPv6Address | None:
