@@ -19,6 +19,7 @@ import importlib.util
 import json
 import os
 import platform
+import resource
 import shutil
 import signal
 import subprocess
@@ -209,11 +210,21 @@ def daemon_ticks(side: Side) -> int:
     return sample_proc(side.daemon_pid).cpu_ticks if side.daemon_pid is not None else 0
 
 
+def reaped_cpu_ms() -> float:
+    """user+sys of every child this process waited for: the whole exec tree of each op."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return (usage.ru_utime + usage.ru_stime) * 1000
+
+
 def seq_op(side: Side, op: str, bp: BenchPod) -> dict[str, Any]:
     ticks = daemon_ticks(side)
+    tree = reaped_cpu_ms()
     result = side.cni(op, bp)
+    tree = reaped_cpu_ms() - tree
     ticks = daemon_ticks(side) - ticks
-    rec = result.record(container=bp.container_id, daemon_cpu_ms=ticks_ms(ticks))
+    rec = result.record(
+        container=bp.container_id, daemon_cpu_ms=ticks_ms(ticks), exec_cpu_ms=round(tree, 2)
+    )
     if op == "add":
         rec["address"] = bp.address
     if not result.ok:

@@ -416,6 +416,25 @@ def _cpu_per_op(records: Sequence[Mapping[str, Any]]) -> float | None:
     return sum(values) / len(values) if values else None
 
 
+def machine_cpu_rows(data: Mapping[str, Any]) -> list[list[str]]:
+    """Per sequential op: median CPU of its exec tree (nsenter, cnitool, the plugin and, for
+    the reference, its dhcp plugin exec), and that plus the daemon's mean."""
+    rows = []
+    seq = data.get("sequential", {})
+    for op in ("add", "del"):
+        row = [f"sequential {op.upper()}"]
+        totals = []
+        for side in ("reference", "ours"):
+            recs = seq.get(op, {}).get(side, [])
+            tree = _median([float(r["exec_cpu_ms"]) for r in recs if "exec_cpu_ms" in r])
+            daemon = _cpu_per_op(recs)
+            row.append(fmt_ms(tree))
+            totals.append(None if tree is None or daemon is None else tree + daemon)
+        if row[1:] != [fmt_ms(None)] * 2:
+            rows.append(row + [fmt_ms(t) for t in totals])
+    return rows
+
+
 def daemon_cpu_rows(data: Mapping[str, Any]) -> list[list[str]]:
     """Mean daemon CPU per operation, sequential and per concurrent batch."""
     rows = []
@@ -473,6 +492,24 @@ def _section_breakdown(data: Mapping[str, Any]) -> str:
             "not included). When the agent's CPU per op times N approaches its in-agent time, "
             "concurrent operations queue on the agent's one core (GIL).\n\n"
             + md_table(("operations", "reference daemon", "our agent"), cpu_rows)
+        )
+    machine = machine_cpu_rows(data)
+    if machine:
+        text += (
+            "\n\nThe machine's CPU per operation: the exec tree (nsenter, cnitool, the plugin "
+            "and, for the reference, the dhcp plugin it execs; getrusage of the reaped "
+            "children, median) plus the daemon's figure above. N operations at once on this "
+            "machine's cores need about N times the total.\n\n"
+            + md_table(
+                (
+                    "operations",
+                    "reference exec tree",
+                    "our exec tree",
+                    "reference total",
+                    "our total",
+                ),
+                machine,
+            )
         )
     retries = data.get("reference_retries", {})
     if retries:

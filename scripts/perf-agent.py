@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import signal
 import statistics
@@ -55,6 +56,12 @@ def summary(name: str, ops: list[Op]) -> str:
     )
 
 
+def reaped_ticks(pid: int) -> int:
+    """cutime + cstime: the CPU of the process's children it waited for (iptables-*, ...)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[13]) + int(fields[14])
+
+
 def user_sys(pid: int) -> tuple[int, int]:
     """(utime, stime) of the whole process in clock ticks."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -88,6 +95,14 @@ def host_table(rules: int) -> str:
     return "\n".join(lines) + "\n"
 
 
+def iptables_host_table(rules: int) -> str:
+    """An iptables-nft filter table of ``rules`` REJECTs in one chain (a fail2ban ban list)."""
+    lines = ["*filter", ":f2b-sshd - [0:0]"]
+    for i in range(rules):
+        lines.append(f"-A f2b-sshd -s 203.0.{i // 250}.{i % 250 + 1}/32 -j REJECT")
+    return "\n".join([*lines, "-A FORWARD -j f2b-sshd", "COMMIT"]) + "\n"
+
+
 def main() -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--seq", type=int, default=20)
@@ -102,6 +117,12 @@ def main() -> int:
         default=0,
         help="a host nftables table of N rules (and a forward chain) in the node, as "
         "kube-proxy's nftables mode or firewalld would have",
+    )
+    p.add_argument(
+        "--host-iptables-rules",
+        type=int,
+        default=0,
+        help="an iptables-nft filter table of N rules in the node (fail2ban, ufw, Docker)",
     )
     p.add_argument("--log-level", default="info")
     p.add_argument("--keep-log", help="copy the agent's log here at the end")
@@ -122,6 +143,12 @@ def main() -> int:
             zipapp = install_zipapp(sys.executable, REPO_ROOT, Path(tmp) / "zipapp")
             if args.host_rules:
                 run(["nft", "-f", "-"], netns=ours_sb.node, input=host_table(args.host_rules))
+            if args.host_iptables_rules:
+                run(
+                    ["iptables-nft-restore"],
+                    netns=ours_sb.node,
+                    input=iptables_host_table(args.host_iptables_rules),
+                )
             ours = start_ours(ours_sb, zipapp, log_level=args.log_level)
             ipam: dict[str, object] = {"type": "dhcp"}
             if args.arp_probe_wait is not None:
@@ -177,7 +204,14 @@ def run_all(ours: Side, ref: Side | None, args: argparse.Namespace) -> int:
     return 0
 
 
+def children_cpu_ms() -> float:
+    """user+sys of every reaped child so far (each cni() exec reaps its whole tree)."""
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return (r.ru_utime + r.ru_stime) * 1000
+
+
 def seq(ours: Side, ref: Side | None, pid: int, n: int) -> None:
+    tree: dict[str, list[float]] = {"ours ADD": [], "ours DEL": [], "ref ADD": [], "ref DEL": []}
     add_ops: list[Op] = []
     del_ops: list[Op] = []
     ref_del: list[Op] = []
@@ -185,11 +219,16 @@ def seq(ours: Side, ref: Side | None, pid: int, n: int) -> None:
     add_cpu: list[float] = []
     del_cpu: list[float] = []
     split = {"add": [0, 0], "del": [0, 0]}
+    reaped = {"add": 0, "del": 0}
     for i in range(n):
         bp = ours.new_pod(f"s{i}")
         before = sample_proc(pid)
         u0, s0 = user_sys(pid)
+        c0 = children_cpu_ms()
+        r0 = reaped_ticks(pid)
         add_ops.append(ours.cni("add", bp))
+        reaped["add"] += reaped_ticks(pid) - r0
+        tree["ours ADD"].append(children_cpu_ms() - c0)
         add_cpu.append(cpu_ms(before, sample_proc(pid)))
         u1, s1 = user_sys(pid)
         split["add"][0] += u1 - u0
@@ -197,21 +236,29 @@ def seq(ours: Side, ref: Side | None, pid: int, n: int) -> None:
         rbp: BenchPod | None = None
         if ref is not None:
             rbp = ref.new_pod(f"s{i}")
+            c0 = children_cpu_ms()
             ref.cni("add", rbp)
+            tree["ref ADD"].append(children_cpu_ms() - c0)
         # interleave the DELs (order flipped every pair) so load drifts hit all alike
         steps = ["ours", "ref", "floor"] if i % 2 == 0 else ["floor", "ref", "ours"]
         for step in steps:
             if step == "ours":
                 mid = sample_proc(pid)
                 u0, s0 = user_sys(pid)
+                c0 = children_cpu_ms()
+                r0 = reaped_ticks(pid)
                 del_ops.append(ours.cni("del", bp))
+                reaped["del"] += reaped_ticks(pid) - r0
+                tree["ours DEL"].append(children_cpu_ms() - c0)
                 after = sample_proc(pid)
                 u1, s1 = user_sys(pid)
                 split["del"][0] += u1 - u0
                 split["del"][1] += s1 - s0
                 del_cpu.append(cpu_ms(mid, after))
             elif step == "ref" and ref is not None and rbp is not None:
+                c0 = children_cpu_ms()
                 ref_del.append(ref.cni("del", rbp))
+                tree["ref DEL"].append(children_cpu_ms() - c0)
             elif step == "floor" and ref is not None:
                 floor.append(floor_del(ours.sb, str(i)))
         ours.drop_pod(bp)
@@ -228,6 +275,15 @@ def seq(ours: Side, ref: Side | None, pid: int, n: int) -> None:
     print(f"agent CPU per ADD {sum(add_cpu) / n:.1f} ms, per DEL {sum(del_cpu) / n:.1f} ms")
     for op, (user, system) in split.items():
         print(f"  {op}: user {ticks_ms(user) / n:.1f} ms, system {ticks_ms(system) / n:.1f} ms")
+    print(
+        f"agent's children (tools it runs) CPU per ADD {ticks_ms(reaped['add']) / n:.1f} ms, "
+        f"per DEL {ticks_ms(reaped['del']) / n:.1f} ms"
+    )
+    # the exec chain (nsenter, cnitool, plugin, and the reference's dhcp plugin exec); the
+    # daemons are not children, so their CPU is not in here
+    for name, values in tree.items():
+        if values:
+            print(f"exec tree CPU per {name}: median {statistics.median(values):.1f} ms")
     left = parse_dnsmasq_leases(ours.sb.dnsmasq_leases_path)
     print(f"leases left at the server after DEL: {len(left)}")
 

@@ -131,3 +131,125 @@ def test_pod_rules_on_a_large_host_ruleset_read_only_the_chains_they_edit(node: 
     assert chain not in after_del and "c0ffee1" not in after_del, after_del
     assert _host_rules(node) == before
     assert "cni-bridge-dhcp" not in run(["nft", "list", "tables"], netns=node).stdout
+
+
+# ------------------------------------------------------------------ iptables-nft
+
+IPT_HELPER = r"""
+import ipaddress, json, subprocess, sys
+from cni_bridge_dhcp.agent.firewall import Firewall, PodRules
+
+execs = []
+real_run = subprocess.run
+
+def recording(cmd, *args, **kwargs):
+    if isinstance(cmd, list) and cmd and "tables" in cmd[0]:
+        execs.append(list(cmd))
+    return real_run(cmd, *args, **kwargs)
+
+subprocess.run = recording
+
+def pod(cid, last):
+    return PodRules(
+        network="lan", container_id=cid, ifname="eth0", bridge="cni0", host_veth="veth" + cid,
+        mac="02:00:00:00:00:01", ips=(ipaddress.ip_interface(f"192.168.77.{last}/24"),),
+        ip_masq=False, macspoofchk=False,
+    )
+
+fw = Firewall("nftables")
+out = []
+for step in sys.argv[1:]:
+    verb, cid, last = step.split(":")
+    execs.clear()
+    if verb == "del_pod":
+        res = fw.del_pod("lan", cid, "eth0")
+    elif verb == "remove_bridge":
+        res = fw.remove_bridge("cni0")
+    else:
+        res = getattr(fw, verb)(pod(cid, int(last)))
+    out.append({"step": step, "result": res, "execs": list(execs)})
+print(json.dumps(out))
+"""
+
+BANNED = 1000  # fail2ban-style: one chain of REJECTs, plus ufw/Docker-sized others
+
+
+def _iptables_host_table() -> str:
+    lines = ["*filter", ":FORWARD DROP [0:0]", ":f2b-sshd - [0:0]", ":DOCKER-USER - [0:0]"]
+    for i in range(BANNED):
+        lines.append(f"-A f2b-sshd -s 203.0.{i // 250}.{i % 250 + 1}/32 -j REJECT")
+    lines += ["-A f2b-sshd -j RETURN", "-A FORWARD -j DOCKER-USER", "-A DOCKER-USER -j RETURN"]
+    return "\n".join([*lines, "COMMIT"]) + "\n"
+
+
+@pytest.fixture
+def ipt_node() -> Iterator[str]:
+    name = f"cbd-bigipt-{uuid.uuid4().hex[:8]}"
+    run(["ip", "netns", "add", name])
+    try:
+        run(["iptables-nft-restore"], netns=name, input=_iptables_host_table())
+        yield name
+    finally:
+        run(["ip", "netns", "delete", name], check=False)
+
+
+class StepOut(TypedDict):
+    step: str
+    result: object
+    execs: list[list[str]]
+
+
+def test_a_large_iptables_nft_filter_table_is_read_chain_by_chain(ipt_node: str) -> None:
+    """fail2ban's ban list in the iptables-nft filter table: after the first save shows the
+    table is big, the pod steps read only FORWARD, CBD-FORWARD and their pod's chain, and
+    what they write stays in iptables-nft's own encoding (iptables-nft-save still works)."""
+    save = ["iptables-nft-save", "-t", "filter"]
+    host_before = run(save, netns=ipt_node).stdout
+    first = ["add_pod:aaa1:50"]
+    second = ["add_pod:bbb2:51", "check_pod:bbb2:51"]
+    proc = run(
+        [sys.executable, "-c", IPT_HELPER, *first, *second],
+        netns=ipt_node,
+        env={"PYTHONPATH": str(REPO_ROOT)},
+        timeout=120,
+    )
+    steps: list[StepOut] = json.loads(proc.stdout)
+    mid = run(save, netns=ipt_node).stdout
+    proc = run(
+        [sys.executable, "-c", IPT_HELPER, "add_pod:ccc3:52", "del_pod:bbb2:0", "del_pod:ccc3:0"],
+        netns=ipt_node,
+        env={"PYTHONPATH": str(REPO_ROOT)},
+        timeout=120,
+    )
+    steps += json.loads(proc.stdout)
+    proc = run(
+        [sys.executable, "-c", IPT_HELPER, "del_pod:aaa1:0", "remove_bridge:-:0"],
+        netns=ipt_node,
+        env={"PYTHONPATH": str(REPO_ROOT)},
+        timeout=120,
+    )
+    steps += json.loads(proc.stdout)
+    by_step = {s["step"]: s for s in steps}
+
+    # The first step of each process learns the table's size from one whole save...
+    assert any(e[0] == "iptables-nft-save" for e in by_step["add_pod:aaa1:50"]["execs"])
+    # ... then every later step lists single chains only: the hook, ours and its pod's.
+    for step in ("add_pod:bbb2:51", "check_pod:bbb2:51", "del_pod:ccc3:0", "remove_bridge:-:0"):
+        execs = by_step[step]["execs"]
+        assert not [e for e in execs if e[0].endswith("-save")], f"{step} saved: {execs}"
+        listed = {e[e.index("-S") + 1] for e in execs if "-S" in e}
+        assert listed, f"{step} read nothing: {execs}"
+        cid = step.split(":")[1]
+        allowed = {"FORWARD", "CBD-FORWARD", pod_chain("lan", cid, "eth0")}
+        assert listed <= allowed, f"{step} read {sorted(listed - allowed)}"
+    assert by_step["check_pod:bbb2:51"]["result"] == [], "CHECK found the pod's rules missing"
+
+    # The rules are iptables-nft's own: its save reads them back, incompatible nowhere.
+    assert "incompatible" not in mid
+    assert "-A FORWARD -m comment --comment" in mid and "-j CBD-FORWARD" in mid, mid
+    for cid, last in (("aaa1", 50), ("bbb2", 51)):
+        chain = pod_chain("lan", cid, "eth0")
+        assert "-A CBD-FORWARD" in mid and f"-j {chain}" in mid, mid
+        assert f"-A {chain} -s 192.168.77.{last}/32 -i cni0" in mid, mid
+    # Everything goes with DEL and the bridge's removal: the host's table is as it was.
+    assert run(save, netns=ipt_node).stdout.splitlines()[1:-1] == host_before.splitlines()[1:-1]

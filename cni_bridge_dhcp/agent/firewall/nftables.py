@@ -72,9 +72,7 @@ class NftTable:
         self.label = f"nft {family} {table}"
         # Which chains the table has (``chains``: every chain of the ruleset, no rules);
         # ``apply`` keeps it up to date. The rules are listed when first read.
-        self._names = [
-            str(item["chain"].get("name")) for item in chains if _is(item, "chain", family, table)
-        ]
+        self._names = chain_names(chains, family, table)
         self._items: list[JsonObj] | None = None
 
     def _wanted(self, name: str) -> bool:
@@ -194,6 +192,11 @@ def forward_chains(chains: list[JsonObj]) -> dict[tuple[str, str], list[str]]:
     return out
 
 
+def chain_names(chains: list[JsonObj], family: str, table: str) -> list[str]:
+    """The names of ``family table``'s chains in ``chains`` (a chain list)."""
+    return [str(item["chain"].get("name")) for item in chains if _is(item, "chain", family, table)]
+
+
 def own_places(nft: Nft, chains: list[JsonObj]) -> list[Place]:
     nat = NftTable(nft, "inet", OWN_TABLE, chains, ("postrouting",), own=True, base=NAT_BASE)
     return [
@@ -222,7 +225,10 @@ def discover(nft: Nft, chains: list[JsonObj]) -> list[Place]:
     for (family, table), hooks in sorted(forward_chains(chains).items()):
         if family in ("ip", "ip6") and table == "filter" and "FORWARD" in hooks:
             compat = RestoreTable(
-                "iptables-nft" if family == "ip" else "ip6tables-nft", table, "FORWARD"
+                "iptables-nft" if family == "ip" else "ip6tables-nft",
+                table,
+                "FORWARD",
+                chains=chain_names(chains, family, table),
             )
             if compat.load() != INCOMPATIBLE:
                 places.append(Place(compat, "filter", ("FORWARD",), FAMILIES[family]))
