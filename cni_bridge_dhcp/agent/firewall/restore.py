@@ -79,15 +79,16 @@ class RestoreTable:
             if shutil.which(tool) is None:
                 raise CNIError(ErrorCode.FIREWALL_FAILED, f"{self.label}: {tool} is not installed")
 
-    def load(self) -> str | None:
-        """Read the table now; returns INCOMPATIBLE if the tool cannot parse it."""
+    def load(self, focus: str | None = None) -> str | None:
+        """Read the table now (chain by chain: also ``focus``); returns INCOMPATIBLE if the
+        tool cannot parse it."""
         self._loaded = True
         self._state = None
         if not self._exists():
             return None
         self._need_tools()
         if self.by_chain():
-            return self._load_chains(None)
+            return self._load_chains(focus)
         proc = subprocess.run(
             [self.save, "-t", self.table], capture_output=True, text=True, timeout=30, check=False
         )
@@ -139,22 +140,22 @@ class RestoreTable:
         return nullcontext()
 
     def read(self, focus: str | None = None) -> TableState | None:
-        if self._loaded and self.by_chain():
+        if self._loaded:
             self._add_chain(focus)  # load() came before the step knew its pod chain
-        elif not self._loaded and self.by_chain():
-            self._state = None
-            if self._exists() and self._load_chains(focus) == INCOMPATIBLE:
+        else:
+            by_chain = self.by_chain()
+            if self.load(focus) == INCOMPATIBLE and by_chain:
                 raise CNIError(
                     ErrorCode.FIREWALL_FAILED,
                     f"{self.label}: a chain vanished while being read, or "
                     f"{self.save.removesuffix('-save')} cannot read it",
                 )
-        elif not self._loaded:
-            self.load()
         self._loaded = False  # the next read in a later step re-reads
         return self._state
 
     def _add_chain(self, name: str | None) -> None:
+        """``name`` into the loaded state, if the table has it and the state does not (a
+        save holds every chain of ours already)."""
         state, names = self._state, self._names or set()
         if state is None or name is None or name not in names or name in state.chains:
             return
