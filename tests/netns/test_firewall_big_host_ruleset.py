@@ -253,3 +253,51 @@ def test_a_large_iptables_nft_filter_table_is_read_chain_by_chain(ipt_node: str)
         assert f"-A {chain} -s 192.168.77.{last}/32 -i cni0" in mid, mid
     # Everything goes with DEL and the bridge's removal: the host's table is as it was.
     assert run(save, netns=ipt_node).stdout.splitlines()[1:-1] == host_before.splitlines()[1:-1]
+
+
+GONE_HELPER = r"""
+import json, subprocess, time
+from cni_bridge_dhcp.agent.firewall import libnft, restore
+from cni_bridge_dhcp.agent.firewall.nftables import discover
+
+nft = libnft.shared()
+chains = nft.list({"chains": None})
+# Our shared chain: the chain list names it, an admin removed it right after (iptables -X).
+gone = {"chain": {"family": "ip", "table": "filter", "name": "CBD-FORWARD"}}
+restore._last_save["iptables-nft filter"] = (100_000, time.monotonic())  # a big table
+execs = []
+real_run = subprocess.run
+
+def recording(cmd, *args, **kwargs):
+    execs.append(list(cmd))
+    return real_run(cmd, *args, **kwargs)
+
+subprocess.run = recording
+places = discover(nft, [*chains, gone])
+table = places[0].access
+state = table.read()
+print(json.dumps({
+    "places": [p.label for p in places],
+    "chains": None if state is None else sorted(state.chains),
+    "execs": execs,
+}))
+"""
+
+
+def test_a_chain_gone_since_the_chain_list_does_not_turn_the_table_native(ipt_node: str) -> None:
+    """iptables 1.8.9 answers "incompatible" for a chain that is not there. A chain removed
+    between our chain list and its listing must not make us write native nftables rules
+    into iptables-nft's table (that breaks iptables-nft-save for Docker and kube-proxy):
+    the whole table is saved instead, and it says the table is fine."""
+    proc = run(
+        [sys.executable, "-c", GONE_HELPER],
+        netns=ipt_node,
+        env={"PYTHONPATH": str(REPO_ROOT)},
+        timeout=60,
+    )
+    out = json.loads(proc.stdout)
+    assert out["places"][0] == "iptables-nft filter", out["places"]
+    assert out["chains"] == ["FORWARD"], out
+    listed = [e for e in out["execs"] if "-S" in e]
+    assert ["iptables-nft", "-t", "filter", "-S", "CBD-FORWARD"] in listed, out["execs"]
+    assert ["iptables-nft-save", "-t", "filter"] in out["execs"], out["execs"]

@@ -87,8 +87,12 @@ class RestoreTable:
         if not self._exists():
             return None
         self._need_tools()
-        if self.by_chain():
-            return self._load_chains(focus)
+        if self.by_chain() and self._load_chains(focus):
+            return None
+        return self._save()
+
+    def _save(self) -> str | None:
+        self._state = None
         proc = subprocess.run(
             [self.save, "-t", self.table], capture_output=True, text=True, timeout=30, check=False
         )
@@ -102,8 +106,9 @@ class RestoreTable:
         self._state = parse_save(proc.stdout, self.hook, self._saved)
         return None
 
-    def _load_chains(self, focus: str | None) -> str | None:
-        """The hook chain, ours and ``focus`` (those that exist), one ``-S`` each."""
+    def _load_chains(self, focus: str | None) -> bool:
+        """The hook chain, ours and ``focus`` (those that exist), one ``-S`` each; False if
+        one of them could not be listed (then only a whole save can tell why)."""
         assert self._names is not None
         self._saved.clear()
         state = TableState()
@@ -111,10 +116,10 @@ class RestoreTable:
             if name is not None and name in self._names:
                 text = self._list_chain(name)
                 if text is None:
-                    return INCOMPATIBLE
+                    return False
                 parse_save(text, self.hook, self._saved, state, keep={name})
         self._state = state
-        return None
+        return True
 
     def _list_chain(self, name: str) -> str | None:
         tool = self.save.removesuffix("-save")
@@ -125,8 +130,8 @@ class RestoreTable:
             timeout=30,
             check=False,
         )
-        # iptables 1.8.9 also says "incompatible" for a chain that does not exist: the
-        # names come from the same moment's chain list, so this one is not ours to read.
+        # iptables 1.8.9 says "incompatible" for a chain that is not there too (removed
+        # since the chain list was taken): None either way, and the caller saves the table.
         if INCOMPATIBLE in proc.stdout or INCOMPATIBLE in proc.stderr:
             return None
         if proc.returncode != 0:
@@ -143,13 +148,7 @@ class RestoreTable:
         if self._loaded:
             self._add_chain(focus)  # load() came before the step knew its pod chain
         else:
-            by_chain = self.by_chain()
-            if self.load(focus) == INCOMPATIBLE and by_chain:
-                raise CNIError(
-                    ErrorCode.FIREWALL_FAILED,
-                    f"{self.label}: a chain vanished while being read, or "
-                    f"{self.save.removesuffix('-save')} cannot read it",
-                )
+            self.load(focus)
         self._loaded = False  # the next read in a later step re-reads
         return self._state
 
@@ -161,8 +160,9 @@ class RestoreTable:
             return
         text = self._list_chain(name)
         if text is None:
-            raise CNIError(ErrorCode.FIREWALL_FAILED, f"{self.label}: chain {name} cannot be read")
-        parse_save(text, self.hook, self._saved, state, keep={name})
+            self._save()
+        else:
+            parse_save(text, self.hook, self._saved, state, keep={name})
 
     def apply(self, ops: Sequence[Op]) -> None:
         self._need_tools()
