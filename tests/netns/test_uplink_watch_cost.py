@@ -95,6 +95,14 @@ def test_pod_veth_events_do_not_trigger_uplink_checks(
         run([*ipn, "link", "set", "eth0", "down"])
         run([*ipn, "link", "set", "eth0", "up"])
         assert _wait_count(calls, baseline + 1, 3) > baseline, "no check after an uplink event"
+
+        # so is a link that comes with the uplink's MAC under another name (a NIC back after
+        # a driver reload, renamed by udev): found by the MAC's bytes, not by its name
+        time.sleep(SETTLE)
+        seen = len(calls)
+        mac = json.loads(run([*ipn, "-j", "link", "show", "eth0"]).stdout)[0]["address"]
+        run([*ipn, "link", "add", "nic1", "address", mac, "type", "veth", "peer", "name", "nic1p"])
+        assert _wait_count(calls, seen + 1, 3) > seen, "no check for a link with the uplink's MAC"
     finally:
         watcher.stop()
         os.close(fd)

@@ -31,6 +31,7 @@ from .reattach import RELEASED, check_port
 log = logging.getLogger(__name__)
 
 DEBOUNCE = 0.2  # one check for a burst of events (a re-created veth sends several)
+GATHER = 0.05  # after a read, let events gather this long before reading again
 
 
 class UplinkWatcher:
@@ -74,6 +75,10 @@ class UplinkWatcher:
                     ready = poller.poll(wait * 1000)
                     if ready and self._link_changed(ipr):
                         next_check = min(next_check, time.monotonic() + DEBOUNCE)
+                    if ready:
+                        # A burst of pod ADDs/DELs is read in a few batches, not one
+                        # wake-up (and GIL hand-over) per event.
+                        self._stop.wait(GATHER)
                 except (OSError, ValueError) as exc:  # overrun (ENOBUFS) or a closed socket
                     log.warning("uplink watcher: netlink events lost (%s); resubscribing", exc)
                     with contextlib.suppress(Exception):
@@ -98,7 +103,16 @@ class UplinkWatcher:
         return ipr
 
     def _link_changed(self, ipr: LinkEvents) -> bool:
-        return any(self.relevant(link) for link in ipr.read() if link.event == RTM_NEWLINK)
+        links = ipr.read(self._needles())
+        return any(self.relevant(link) for link in links if link.event == RTM_NEWLINK)
+
+    def _needles(self) -> tuple[bytes, ...]:
+        """What an event about a possible uplink holds: its name (IFLA_IFNAME, NUL-ended)
+        or its MAC. Nothing known yet: every event is decoded."""
+        if self._interest is None:
+            return ()
+        uplink, mac, _ = self._interest
+        return (uplink.encode() + b"\0", bytes.fromhex(mac.replace(":", "")))
 
     def relevant(self, link: Link) -> bool:
         """Whether a new/changed link can be the uplink: check_port looks for it by name or,
