@@ -19,7 +19,6 @@ import importlib.util
 import json
 import os
 import platform
-import resource
 import shutil
 import signal
 import subprocess
@@ -47,6 +46,7 @@ from bench_fixture import (  # noqa: E402
     cpu_percent,
     in_batches,
     install_zipapp,
+    reaped_cpu_ms,
     sample_proc,
     start_ours,
     start_reference,
@@ -208,12 +208,6 @@ class LogTail:
 
 def daemon_ticks(side: Side) -> int:
     return sample_proc(side.daemon_pid).cpu_ticks if side.daemon_pid is not None else 0
-
-
-def reaped_cpu_ms() -> float:
-    """user+sys of every child this process waited for: the whole exec tree of each op."""
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return (usage.ru_utime + usage.ru_stime) * 1000
 
 
 def seq_op(side: Side, op: str, bp: BenchPod) -> dict[str, Any]:

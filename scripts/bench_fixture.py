@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import resource
 import secrets
 import shutil
 import subprocess
@@ -155,6 +156,12 @@ def cpu_percent(before: ProcSample, after: ProcSample) -> float:
     hz = os.sysconf("SC_CLK_TCK")
     elapsed = after.at - before.at
     return 100.0 * (after.cpu_ticks - before.cpu_ticks) / hz / elapsed if elapsed > 0 else 0.0
+
+
+def reaped_cpu_ms() -> float:
+    """user+sys of every child this process waited for: around one exec, its whole tree."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return (usage.ru_utime + usage.ru_stime) * 1000
 
 
 def ticks_ms(ticks: int) -> float:

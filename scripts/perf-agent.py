@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import shutil
 import signal
 import statistics
@@ -30,6 +29,7 @@ from bench_fixture import (
     Side,
     cpu_ms,
     install_zipapp,
+    reaped_cpu_ms,
     sample_proc,
     start_ours,
     start_reference,
@@ -56,15 +56,20 @@ def summary(name: str, ops: list[Op]) -> str:
     )
 
 
+def _stat(pid: int) -> list[str]:
+    """/proc/<pid>/stat's fields after the command name (field 3 on)."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
 def reaped_ticks(pid: int) -> int:
     """cutime + cstime: the CPU of the process's children it waited for (iptables-*, ...)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    fields = _stat(pid)
     return int(fields[13]) + int(fields[14])
 
 
 def user_sys(pid: int) -> tuple[int, int]:
     """(utime, stime) of the whole process in clock ticks."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    fields = _stat(pid)
     return int(fields[11]), int(fields[12])
 
 
@@ -204,12 +209,6 @@ def run_all(ours: Side, ref: Side | None, args: argparse.Namespace) -> int:
     return 0
 
 
-def children_cpu_ms() -> float:
-    """user+sys of every reaped child so far (each cni() exec reaps its whole tree)."""
-    r = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return (r.ru_utime + r.ru_stime) * 1000
-
-
 def seq(ours: Side, ref: Side | None, pid: int, n: int) -> None:
     tree: dict[str, list[float]] = {"ours ADD": [], "ours DEL": [], "ref ADD": [], "ref DEL": []}
     add_ops: list[Op] = []
@@ -224,11 +223,11 @@ def seq(ours: Side, ref: Side | None, pid: int, n: int) -> None:
         bp = ours.new_pod(f"s{i}")
         before = sample_proc(pid)
         u0, s0 = user_sys(pid)
-        c0 = children_cpu_ms()
+        c0 = reaped_cpu_ms()
         r0 = reaped_ticks(pid)
         add_ops.append(ours.cni("add", bp))
         reaped["add"] += reaped_ticks(pid) - r0
-        tree["ours ADD"].append(children_cpu_ms() - c0)
+        tree["ours ADD"].append(reaped_cpu_ms() - c0)
         add_cpu.append(cpu_ms(before, sample_proc(pid)))
         u1, s1 = user_sys(pid)
         split["add"][0] += u1 - u0
@@ -236,29 +235,29 @@ def seq(ours: Side, ref: Side | None, pid: int, n: int) -> None:
         rbp: BenchPod | None = None
         if ref is not None:
             rbp = ref.new_pod(f"s{i}")
-            c0 = children_cpu_ms()
+            c0 = reaped_cpu_ms()
             ref.cni("add", rbp)
-            tree["ref ADD"].append(children_cpu_ms() - c0)
+            tree["ref ADD"].append(reaped_cpu_ms() - c0)
         # interleave the DELs (order flipped every pair) so load drifts hit all alike
         steps = ["ours", "ref", "floor"] if i % 2 == 0 else ["floor", "ref", "ours"]
         for step in steps:
             if step == "ours":
                 mid = sample_proc(pid)
                 u0, s0 = user_sys(pid)
-                c0 = children_cpu_ms()
+                c0 = reaped_cpu_ms()
                 r0 = reaped_ticks(pid)
                 del_ops.append(ours.cni("del", bp))
                 reaped["del"] += reaped_ticks(pid) - r0
-                tree["ours DEL"].append(children_cpu_ms() - c0)
+                tree["ours DEL"].append(reaped_cpu_ms() - c0)
                 after = sample_proc(pid)
                 u1, s1 = user_sys(pid)
                 split["del"][0] += u1 - u0
                 split["del"][1] += s1 - s0
                 del_cpu.append(cpu_ms(mid, after))
             elif step == "ref" and ref is not None and rbp is not None:
-                c0 = children_cpu_ms()
+                c0 = reaped_cpu_ms()
                 ref_del.append(ref.cni("del", rbp))
-                tree["ref DEL"].append(children_cpu_ms() - c0)
+                tree["ref DEL"].append(reaped_cpu_ms() - c0)
             elif step == "floor" and ref is not None:
                 floor.append(floor_del(ours.sb, str(i)))
         ours.drop_pod(bp)
