@@ -50,6 +50,12 @@ def global_addrs(sb: Sandbox, ifname: str) -> list[str]:
     return out
 
 
+def tentative(sb: Sandbox, ifname: str) -> list[str]:
+    """``ifname``'s IPv6 addresses still in duplicate address detection."""
+    out = run(["ip", "-6", "-o", "addr", "show", "dev", ifname, "tentative"], netns=sb.node)
+    return [line.split()[3] for line in out.stdout.splitlines()]
+
+
 def recreate_nic(sb: Sandbox) -> None:
     """The node's NIC disappears and comes back (re-plug, driver reload): a new eth0, down."""
     run(["ip", "-n", sb.lan, "link", "del", "node0"])
@@ -262,6 +268,9 @@ def test_slaac_node_keeps_ipv6_after_takeover(sandbox: Sandbox, ipv4_default: bo
     sb = sandbox
     slaac_lan(sb, ipv4_default=ipv4_default)
     ok(sb, "ensure", "cni0", "eth0")
+    # The node's IPv6 addresses are usable the moment the takeover returns: they were
+    # checked on the uplink already, and no second DAD round leaves them tentative.
+    assert tentative(sb, "cni0") == [], tentative(sb, "cni0")
 
     def via_bridge() -> bool:
         out = run(["ip", "-6", "route", "get", ROUTER6], netns=sb.node).stdout
@@ -291,3 +300,22 @@ def test_slaac_node_keeps_ipv6_after_takeover(sandbox: Sandbox, ipv4_default: bo
     ok(sb, "restore")
     wait_for("IPv6 back on eth0 after restore", lambda: ping(sb.node, ROUTER6), 10)
     assert ping(sb.node, ROUTER_IP)  # on-link either way
+
+
+def test_an_existing_bridge_gets_its_own_dad_setting_back_on_rollback(sandbox: Sandbox) -> None:
+    """The takeover turns DAD off on the bridge (the node's addresses are already checked);
+    a bridge that existed before a takeover that fails gets its own setting back."""
+    sb = sandbox
+    sh(sb, "ip link add cni0 type bridge", "ip link set cni0 up")
+    sysctl = "net.ipv6.conf.cni0.accept_dad"
+    run(["sysctl", "-qw", f"{sysctl}=2"], netns=sb.node)
+    # The router stops answering ARP: after the move the gateway looks unreachable.
+    run(["sysctl", "-qw", "net.ipv4.conf.lan0.arp_ignore=8"], netns=sb.lan)
+    assert error(sb, "ensure", "cni0", "eth0")["code"] == 102
+    assert journal(sb)["phase"] == "rolled_back"
+    assert _exists(sb, "cni0"), "the bridge existed before: the rollback keeps it"
+    assert run(["sysctl", "-n", sysctl], netns=sb.node).stdout.strip() == "2"
+
+    run(["sysctl", "-qw", "net.ipv4.conf.lan0.arp_ignore=0"], netns=sb.lan)
+    ok(sb, "ensure", "cni0", "eth0")
+    assert run(["sysctl", "-n", sysctl], netns=sb.node).stdout.strip() == "0"

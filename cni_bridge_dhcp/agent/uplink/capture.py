@@ -48,6 +48,7 @@ def capture(ipr: Netlink, ifname: str, bridge: str | None) -> UplinkSnapshot:
             mac=str(br.get_attr("IFLA_ADDRESS")),
             mtu=int(br.get_attr("IFLA_MTU")),
             accept_ra=read_sysctl(f"net/ipv6/conf/{bridge}/accept_ra"),
+            accept_dad=read_sysctl(f"net/ipv6/conf/{bridge}/accept_dad"),
         )
     return UplinkSnapshot(
         uplink=ifname,

@@ -195,8 +195,8 @@ def check_snapshot(snap: dict[str, Any]) -> None:
     if pre is not None:
         if not isinstance(pre, dict):
             raise ShapeError("snapshot.bridge_pre", "is not an object")
-        _check_scalars(pre, {"ifindex": int, "mac": str, "mtu": int, "accept_ra": str},
-                       "snapshot.bridge_pre.")  # fmt: skip
+        _check_scalars(pre, {"ifindex": int, "mac": str, "mtu": int, "accept_ra": str,
+                             "accept_dad": str}, "snapshot.bridge_pre.")  # fmt: skip
 
 
 def boot_id() -> str:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 from ...cni.errors import CNIError, ErrorCode
@@ -159,6 +159,7 @@ class BridgePre:
     mac: str
     mtu: int
     accept_ra: str | None = None
+    accept_dad: str | None = None  # None in journals written before it was recorded
 
 
 @dataclass(frozen=True)
@@ -195,7 +196,7 @@ class UplinkSnapshot:
             neighbours=tuple(NeighSnap(**n) for n in data.get("neighbours", ())),
             accept_ra=data.get("accept_ra"),
             autoconf=data.get("autoconf"),
-            bridge_pre=BridgePre(**pre) if pre else None,
+            bridge_pre=_bridge_pre(pre) if pre else None,
             taken_at=float(data.get("taken_at", 0.0)),
             disable_ipv6=_sysctl_value(data.get("disable_ipv6")),
         )
@@ -204,6 +205,12 @@ class UplinkSnapshot:
 def _sysctl_value(value: object) -> str | None:
     """A recorded boolean sysctl ("0" or "1"), or None when absent or anything else."""
     return value if value in ("0", "1") else None
+
+
+def _bridge_pre(data: Mapping[str, Any]) -> BridgePre:
+    """Keys this version knows: a journal from a newer one may record more."""
+    known = {f.name for f in fields(BridgePre)}
+    return BridgePre(**{k: v for k, v in data.items() if k in known})
 
 
 def _route_from_dict(data: Mapping[str, Any]) -> RouteSnap:

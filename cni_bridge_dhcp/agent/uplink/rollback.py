@@ -184,8 +184,9 @@ def _settle_bridge(
         if link.get_attr("IFLA_ADDRESS") != pre.mac:
             ipr.link("set", index=index, address=pre.mac)
         pin_mtu(ipr, index, int(link.get_attr("IFLA_MTU")), pre.mtu, fresh=False)
-        if pre.accept_ra is not None:
-            write_sysctl(f"net/ipv6/conf/{name}/accept_ra", pre.accept_ra)
+        for key, value in (("accept_ra", pre.accept_ra), ("accept_dad", pre.accept_dad)):
+            if value is not None:
+                write_sysctl(f"net/ipv6/conf/{name}/{key}", value)
     else:
         log.warning("bridge %s kept: pods are still attached (%s)", name, ", ".join(ports))
 
