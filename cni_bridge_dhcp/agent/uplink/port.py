@@ -17,8 +17,7 @@ def bridge_ipv6(brname: str, snap: UplinkSnapshot) -> None:
     The addresses moved onto the bridge, and the link-local it forms from the uplink's MAC,
     are the node's own, already checked on the uplink. With DAD on, each went tentative
     again until the bridge had a port and one DAD probe had gone unanswered: the node had no
-    usable IPv6 address, and sent no router solicitation, for ~1.7 s after every takeover
-    (and after every carrier return on the bridge, such as a NIC re-plug)."""
+    usable IPv6 address, and sent no router solicitation, for ~1.7 s after every takeover."""
     for key, value in (("accept_ra", _bridge_accept_ra(snap)), ("autoconf", snap.autoconf)):
         if value is not None:
             write_sysctl(f"net/ipv6/conf/{brname}/{key}", value)
