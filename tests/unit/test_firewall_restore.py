@@ -60,7 +60,7 @@ class Clock:
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
     fake = Clock()
-    monkeypatch.setattr("cni_bridge_dhcp.agent.firewall.restore.time.monotonic", fake)
+    monkeypatch.setattr(restore, "monotonic", fake)  # this module's clock only
     monkeypatch.setattr(restore, "_last_save", {})
     return fake
 

@@ -24,9 +24,9 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import time
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager, nullcontext
+from time import monotonic
 
 from ...cni.errors import CNIError, ErrorCode
 from .libnft import first_line
@@ -38,7 +38,7 @@ INCOMPATIBLE = "incompatible"
 BIG_SAVE = 300  # lines of save output from which a table is read chain by chain
 RESAVE_AFTER = 300.0  # seconds
 
-# label -> (lines of its last save, time.monotonic() of it): the size outlives the session
+# label -> (lines of its last save, monotonic() at it): the size outlives the session
 # (each firewall step builds its tables afresh), the agent being one process
 _last_save: dict[str, tuple[int, float]] = {}
 
@@ -71,7 +71,7 @@ class RestoreTable:
             return False
         last = _last_save.get(self.label)
         return (
-            last is not None and last[0] >= BIG_SAVE and time.monotonic() - last[1] < RESAVE_AFTER
+            last is not None and last[0] >= BIG_SAVE and monotonic() - last[1] < RESAVE_AFTER
         )
 
     def _need_tools(self) -> None:
@@ -102,7 +102,7 @@ class RestoreTable:
             raise CNIError(
                 ErrorCode.FIREWALL_FAILED, f"{self.save} failed: {first_line(proc.stderr)}"
             )
-        _last_save[self.label] = (proc.stdout.count("\n"), time.monotonic())
+        _last_save[self.label] = (proc.stdout.count("\n"), monotonic())
         self._state = parse_save(proc.stdout, self.hook, self._saved)
         return None
 
@@ -227,7 +227,7 @@ def parse_save(
         elif line.startswith("-A ") and line.split(" ", 2)[1] in state.chains:
             # only then: parsing every rule of a big table costs more than saving it
             parsed = parse_iptables_line(line)
-            if parsed is not None and parsed[0] in state.chains:
+            if parsed is not None:
                 state.chains[parsed[0]].append(parsed[1])
                 if saved is not None:
                     saved.setdefault(parsed, line[len("-A ") :])
