@@ -70,9 +70,7 @@ class RestoreTable:
         if self._names is None:
             return False
         last = _last_save.get(self.label)
-        return (
-            last is not None and last[0] >= BIG_SAVE and monotonic() - last[1] < RESAVE_AFTER
-        )
+        return last is not None and last[0] >= BIG_SAVE and monotonic() - last[1] < RESAVE_AFTER
 
     def _need_tools(self) -> None:
         for tool in (self.save, self.restore):
