@@ -86,4 +86,16 @@ def main(argv: Sequence[str], env: Mapping[str, str]) -> int:
 
 
 def console_main() -> None:
-    sys.exit(main(sys.argv[1:], os.environ))
+    argv = sys.argv[1:]
+    code = main(argv, os.environ)
+    if argv:
+        sys.exit(code)
+    # A plugin exec ends without the interpreter's teardown (freeing every module and
+    # object: ~1 ms of CPU of a ~9 ms exec, on every CNI call). Nothing else is buffered
+    # or owed at exit on this path: the answer is on stdout, flushed here.
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except OSError:  # the runtime closed the pipe: as the interpreter would exit then
+        code = 120
+    os._exit(code)

@@ -99,17 +99,25 @@ REPO = Path(__file__).resolve().parents[2]
 # module name and file, one per line. stdout/stderr stay the plugin's.
 # run_path imports pkgutil (and with it typing) where a real exec's runpy does not: loaded
 # before the snapshot, they do not count.
+# A plugin exec ends in os._exit (no teardown): the record is written there too.
 RECORDER = """\
-import pkgutil, runpy, sys
+import os, pkgutil, runpy, sys
 archive, out = sys.argv[1], sys.argv[2]
 sys.argv = [archive, *sys.argv[3:]]
 before = set(sys.modules)
-try:
-    runpy.run_path(archive, run_name="__main__")
-finally:
+def record():
     with open(out, "w") as f:
         for name in sorted(set(sys.modules) - before):
             f.write(f"{name} {getattr(sys.modules[name], '__file__', None) or '-'}\\n")
+real_exit = os._exit
+def recorded_exit(code):
+    record()
+    real_exit(code)
+os._exit = recorded_exit
+try:
+    runpy.run_path(archive, run_name="__main__")
+finally:
+    record()
 """
 NETCONF = {
     "cniVersion": "1.1.0",
@@ -318,3 +326,40 @@ def test_the_shipped_code_parses_and_runs_on_python_3_9() -> None:
         check=False,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_zipapp_answer_that_cannot_be_written_is_a_failure(zipapp: Path) -> None:
+    """The exec skips the interpreter's teardown (os._exit): an answer the runtime never
+    got (stdout full) must still end as a failure, never as a silent success."""
+    with open("/dev/full", "wb") as full:
+        proc = subprocess.run(
+            [str(zipapp)],
+            input=b'{"cniVersion":"1.0.0"}',
+            stdout=full,
+            stderr=subprocess.PIPE,
+            env={"PATH": os.environ.get("PATH", ""), "CNI_COMMAND": "VERSION"},
+            timeout=30,
+        )
+    assert proc.returncode != 0, proc.stderr
+
+
+def test_zipapp_answer_reaches_a_pipe_in_full(zipapp: Path) -> None:
+    """Nothing of the answer is left in a buffer at exit (stdout to a pipe is block-buffered
+    and the exec skips the interpreter's teardown): the whole ADD error JSON arrives."""
+    conf = {**NETCONF, "agentSocket": "/nonexistent/agent.sock"}
+    proc = subprocess.run(
+        [str(zipapp)],
+        input=json.dumps(conf).encode(),
+        capture_output=True,
+        env={
+            "PATH": os.environ.get("PATH", ""),
+            "CNI_COMMAND": "ADD",
+            "CNI_CONTAINERID": "boundary-2",
+            "CNI_NETNS": "/var/run/netns/boundary-none",
+            "CNI_IFNAME": "eth0",
+            "CNI_PATH": "/opt/cni/bin",
+        },
+        timeout=30,
+    )
+    assert proc.returncode == 1
+    assert json.loads(proc.stdout)["code"] == 11
