@@ -110,9 +110,9 @@ _AGENT_LINE = re.compile(
     r"(?P<msg>.*)$"
 )
 # "ADD <cid> pod=<ns>/<name> if=<if> ok: <addresses> in <secs> s" (older agents: "ok in
-# <secs> s: <addresses>"); failed operations are not matched.
+# <secs> s: <addresses>"); IPv6 addresses hold colons too. Failed operations do not match.
 _OP_DONE = re.compile(
-    r"^(?P<op>ADD|DEL) (?P<cid>\S+) pod=\S+ if=\S+ ok(?::[^:]*?)? in (?P<secs>\d+\.\d+) s"
+    r"^(?P<op>ADD|DEL) (?P<cid>\S+) pod=\S+ if=\S+ ok(?:: .*)? in (?P<secs>\d+\.\d+) s(?:: .*)?$"
 )
 
 # name -> (first mark, second mark): intervals between the marks collected below

@@ -104,6 +104,16 @@ def test_agent_add_line_of_older_agents_and_failures() -> None:
     assert bs.parse_agent_add_steps(failed, ["c1"]) == {}
 
 
+def test_agent_add_line_of_a_dual_stack_pod() -> None:
+    """A pod with an IPv6 address too: the bench's breakdown must still find its ADD."""
+    dual = AGENT_LOG.replace(
+        "ok: 192.168.77.148/24 in 0.137 s", "ok: 192.168.77.148/24, fd00:77::5:1/64 in 0.137 s"
+    )
+    steps = bs.parse_agent_add_steps(dual, ["c1"])
+    assert steps["c1"]["total"] == pytest.approx(137)
+    assert steps["c1"]["arp_probe"] == pytest.approx(100)
+
+
 def test_agent_totals_per_op() -> None:
     assert bs.parse_agent_totals(AGENT_LOG, "ADD", ["c1", "c2"]) == {"c1": pytest.approx(137)}
     assert bs.parse_agent_totals(AGENT_LOG, "DEL", ["c1"]) == {"c1": pytest.approx(25)}
