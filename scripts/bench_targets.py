@@ -278,12 +278,19 @@ def _t7_soak(data: Mapping[str, Any]) -> Target:
 
 def _t8_pictures(data: Mapping[str, Any]) -> Target:
     pics = data.get("pictures", [])
+    shown = ", ".join(f"`{p}`" for p in pics) if pics else "none made (matplotlib missing?)"
+    # A picture can be drawn with a bar missing: the breakdown needs this run's ADD steps
+    # (from the agent's log), or it shows only "before".
+    after = bool(add_breakdown(data))
+    if pics and not after:
+        shown += "; no ADD breakdown from this run (agent log lines not found)"
+    both = {"bench-concurrency.png", "bench-add-breakdown.png"} <= set(pics)
     return Target(
         "8",
         "pictures beside the tables",
         "concurrency p50/p99, ADD breakdown before/after",
-        ", ".join(f"`{p}`" for p in pics) if pics else "none made (matplotlib missing?)",
-        bool(pics) if "pictures" in data else None,
+        shown,
+        (both and after) if "pictures" in data else None,
     )
 
 

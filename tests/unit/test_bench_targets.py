@@ -73,7 +73,7 @@ def good() -> dict[str, Any]:
         },
         "fast_add": {"arpProbeWait 0": {"add": ops(55, 58), "del": ops(30), "steps": steps}},
         "soak": {"measured_cycles": 20000, "rss_growth_kib": 1024, "growth_bytes_per_cycle": 52.4},
-        "pictures": ["bench-concurrency.png"],
+        "pictures": ["bench-concurrency.png", "bench-add-breakdown.png"],
         "agent_steps": {"add": steps},
     }
 
@@ -103,6 +103,17 @@ def test_targets_not_met() -> None:
     assert t["200 pods, 20 at a time"].met is False
     assert t["(stretch) ADD median, `ipam.arpProbeWait: 0`"].met is False
     assert t["RSS growth over 20,000 ADD/DEL cycles"].met is False
+
+
+def test_pictures_without_this_runs_add_breakdown_are_not_met() -> None:
+    data = good()
+    data["agent_steps"] = {"add": {}}  # the agent's ADD lines were not recognised
+    t = run(data)["pictures beside the tables"]
+    assert t.met is False
+    assert "no ADD breakdown from this run" in t.measured
+    data = good()
+    data["pictures"] = ["bench-concurrency.png"]
+    assert run(data)["pictures beside the tables"].met is False
 
 
 def test_leases_left_fail_the_del_target_and_short_soaks_are_not_a_verdict() -> None:
