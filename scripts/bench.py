@@ -76,6 +76,7 @@ from bench_targets import (  # noqa: E402
     section_targets,
 )
 
+from cni_bridge_dhcp.agent.datapath.slaac import QUIET_LAN_CERTAIN  # noqa: E402
 from testbed.sandbox import (  # noqa: E402
     NETNS_DIR,
     Daemon,
@@ -460,15 +461,19 @@ def phase_veth_floor(ours: Side, n: int, data: dict[str, Any]) -> None:
     data["veth_floor"] = {"ip link del (veth pair)": dels, "ip link show lo (ip's exec)": shows}
 
 
+# target 6's netconf variants: name -> what they add to ipam
+FAST_VARIANTS: dict[str, dict[str, Any]] = {
+    "arpProbeWait 0": {"arpProbeWait": 0},
+    "arpProbeWait 0, ipv6 off": {"arpProbeWait": 0, "ipv6": "off"},
+}
+
+
 def phase_fast(ours: Side, n: int, data: dict[str, Any]) -> None:
     """Target 6: our ADD/DEL with `ipam.arpProbeWait: 0` (and with ipv6 off as well)."""
     original = ours.plugin
     runs: dict[str, Any] = {}
     try:
-        for name, extra in (
-            ("arpProbeWait 0", {"arpProbeWait": 0}),
-            ("arpProbeWait 0, ipv6 off", {"arpProbeWait": 0, "ipv6": "off"}),
-        ):
+        for name, extra in FAST_VARIANTS.items():
             ours.plugin = {**original, "ipam": {**original["ipam"], **extra}}
             ours.write_conflist()
             adds, dels = [], []
@@ -477,16 +482,58 @@ def phase_fast(ours: Side, n: int, data: dict[str, Any]) -> None:
                 adds.append(seq_op(ours, "add", bp))
                 dels.append(seq_op(ours, "del", bp))
                 ours.drop_pod(bp)
-            walls = {r["container"]: r["ms"] for r in adds if r["ok"]}
-            steps = parse_agent_add_steps(ours.sb.agent_logs(), walls)
-            for cid, st in steps.items():
-                st["wall"] = walls[cid]
-                st["outside_agent"] = walls[cid] - st["total"]
-            runs[name] = {"add": adds, "del": dels, "steps": steps}
+            runs[name] = {"add": adds, "del": dels, "steps": {}}  # phase_breakdown
     finally:
         ours.plugin = original
         ours.write_conflist()
     data["fast_add"] = runs
+
+
+def _add_steps(side: Side, adds: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Each ADD's milestones from ``side``'s agent log, with the wall and the outside part."""
+    walls = {r["container"]: r["ms"] for r in adds if r["ok"]}
+    steps = parse_agent_add_steps(side.sb.agent_logs(), walls)
+    for cid, st in steps.items():
+        st["wall"] = walls[cid]
+        st["outside_agent"] = walls[cid] - st["total"]
+    return {cid: {k: round(v, 3) for k, v in st.items()} for cid, st in steps.items()}
+
+
+def phase_breakdown(zipapp: Path, n: int, tmp: Path, data: dict[str, Any]) -> None:
+    """Where one ADD's time goes, for the breakdown tables and picture: the OFFER, ACK and
+    ARP milestones are debug lines, and the headline agent runs at info as the DaemonSet
+    does. So n sequential ADDs (default ipam, then each arpProbeWait 0 variant) run on an
+    agent of their own at debug level, in a sandbox of their own."""
+    sb = Sandbox(tmp / "steps")
+    try:
+        sb.setup()
+        sb.start_dnsmasq(no_ping=True, extra=[EXTRA_RANGE])
+        ours = start_ours(sb, zipapp, log_level="debug")
+        original = ours.plugin
+        variants = {"": {}, **{k: v for k, v in FAST_VARIANTS.items() if k in data["fast_add"]}}
+        warm = ours.new_pod("steps-warm")  # the takeover and lazy imports stay out
+        seq_op(ours, "add", warm)
+        seq_op(ours, "del", warm)
+        ours.drop_pod(warm)
+        # As on the headline agent, which has been up for minutes: on this IPv4-only LAN an
+        # ADD stops waiting for a router advertisement once the LAN has been quiet this long.
+        time.sleep(QUIET_LAN_CERTAIN + 0.5)
+        for name, extra in variants.items():
+            ours.plugin = {**original, "ipam": {**original["ipam"], **extra}}
+            ours.write_conflist()
+            adds = []
+            for i in range(n):
+                bp = ours.new_pod(f"steps{i}")
+                adds.append(seq_op(ours, "add", bp))
+                seq_op(ours, "del", bp)
+                ours.drop_pod(bp)
+            steps = _add_steps(ours, adds)
+            if name:
+                data["fast_add"][name]["steps"] = steps
+            else:
+                data.setdefault("agent_steps", {})["add"] = steps
+    finally:
+        sb.teardown()
 
 
 def phase_profile(zipapp: Path, n: int, tmp: Path, data: dict[str, Any]) -> None:
@@ -805,6 +852,11 @@ def bench(plan: Plan, quick: bool, argv: list[str]) -> dict[str, Any]:
             sb.teardown()
         say(f"agent resources with {plan.levels} leases on isc-dhcp-server")
         phase_resources(zipapp, plan, tmp, data)
+        say(f"where an ADD's time goes: {plan.profile_ops} ADDs per netconf, debug-level agent")
+        try:
+            phase_breakdown(zipapp, plan.profile_ops, tmp, data)
+        except Exception as exc:  # an extra like the profile: keep the run's figures
+            say(f"  breakdown failed: {exc}")
         say(f"agent under cProfile: {plan.profile_ops} ADD/DEL")
         try:
             phase_profile(zipapp, plan.profile_ops, tmp, data)

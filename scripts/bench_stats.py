@@ -469,9 +469,11 @@ def _section_breakdown(data: Mapping[str, Any]) -> str:
     if not steps.get("add") and not steps.get("del"):
         return ""
     text = (
-        "## Where our time goes\n\nFrom the agent's debug log (1 ms timestamps) for the "
-        "sequential operations above; `outside the agent` is the cnitool wall time minus the "
-        "agent's own figure.\n\nADD:\n\n"
+        "## Where our time goes\n\nFrom the agent's log (1 ms timestamps); `outside the "
+        "agent` is the cnitool wall time minus the agent's own figure. The ADD milestones "
+        "(OFFER, ACK, ARP verdict) are debug lines: those ADDs ran sequentially on an agent "
+        "of their own at debug level in a sandbox of their own (the headline agent runs at "
+        "info, as the DaemonSet does). The DEL rows are the sequential DELs above.\n\nADD:\n\n"
         + md_table(_SUMMARY_HEAD, _step_rows(steps.get("add", {}), ADD_LABELS))
     )
     add = steps.get("add", {})
