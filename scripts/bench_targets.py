@@ -424,9 +424,10 @@ def section_breakdown(data: Mapping[str, Any], before: Mapping[str, float] | Non
     rows = [[label, *(fmt_ms(v.get(key)) for _, v in cols)] for key, label in ADD_SEGMENTS.items()]
     rows.append(["sum", *(fmt_ms(sum(v.values())) for _, v in cols)])
     return (
-        "## Where one ADD's time goes, before and after\n\nMedians per segment over the "
-        "sequential ADDs, from the agent's debug log (1 ms stamps) and the cnitool wall; "
-        "'before' is `docs/bench-before.json` (the quick run on main before issue 16's work).\n\n"
+        "## Where one ADD's time goes, before and after\n\nMedians per segment over "
+        "sequential ADDs on an agent of their own at debug level (its OFFER, ACK and ARP "
+        "lines, 1 ms stamps) and the cnitool wall; 'before' is `docs/bench-before.json` (the "
+        "quick run on main before issue 16's work).\n\n"
         "![ADD breakdown](bench-add-breakdown.png)\n\n"
         + md_table(("segment", *(name for name, _ in cols)), rows)
     )
