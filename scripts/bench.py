@@ -25,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
@@ -338,18 +339,9 @@ def phase_sequential(
         "failures": bare_fail,
         "wire": parse_dhcp_wire(wire_text),
     }
-    # where our time went, from the agent's own log
-    log_text = ours.sb.agent_logs()
-    data["agent_steps"] = {}
-    for op, parse in (("add", parse_agent_add_steps), ("del", parse_agent_del_steps)):
-        walls = {r["container"]: r["ms"] for r in seq[op]["ours"] if r["ok"]}
-        steps = parse(log_text, walls)
-        for cid, st in steps.items():
-            st["wall"] = walls[cid]
-            st["outside_agent"] = walls[cid] - st["total"]
-        data["agent_steps"][op] = {
-            cid: {k: round(v, 3) for k, v in st.items()} for cid, st in steps.items()
-        }
+    # where our DELs' time went, from the agent's own log (the ADD milestones are debug
+    # lines, which this info-level agent does not write: phase_breakdown)
+    data["agent_steps"] = {"del": _op_steps(ours, seq["del"]["ours"], parse_agent_del_steps)}
     assert ref.daemon is not None
     data["reference_retries"] = {
         "adds": n + 1,  # the warm-up ADD is in the same daemon log
@@ -489,10 +481,15 @@ def phase_fast(ours: Side, n: int, data: dict[str, Any]) -> None:
     data["fast_add"] = runs
 
 
-def _add_steps(side: Side, adds: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
-    """Each ADD's milestones from ``side``'s agent log, with the wall and the outside part."""
-    walls = {r["container"]: r["ms"] for r in adds if r["ok"]}
-    steps = parse_agent_add_steps(side.sb.agent_logs(), walls)
+StepParser = Callable[[str, Iterable[str]], dict[str, dict[str, float]]]
+
+
+def _op_steps(
+    side: Side, records: list[dict[str, Any]], parse: StepParser
+) -> dict[str, dict[str, float]]:
+    """Each operation's steps from ``side``'s agent log, with its wall and the outside part."""
+    walls = {r["container"]: r["ms"] for r in records if r["ok"]}
+    steps = parse(side.sb.agent_logs(), walls)
     for cid, st in steps.items():
         st["wall"] = walls[cid]
         st["outside_agent"] = walls[cid] - st["total"]
@@ -527,7 +524,7 @@ def phase_breakdown(zipapp: Path, n: int, tmp: Path, data: dict[str, Any]) -> No
                 adds.append(seq_op(ours, "add", bp))
                 seq_op(ours, "del", bp)
                 ours.drop_pod(bp)
-            steps = _add_steps(ours, adds)
+            steps = _op_steps(ours, adds, parse_agent_add_steps)
             if name:
                 data["fast_add"][name]["steps"] = steps
             else:

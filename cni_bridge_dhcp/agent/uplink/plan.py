@@ -214,10 +214,10 @@ def _bridge_pre(data: Mapping[str, Any]) -> BridgePre:
 
 
 def _route_from_dict(data: Mapping[str, Any]) -> RouteSnap:
-    fields = dict(data)
-    fields["metrics"] = tuple((str(k), int(v)) for k, v in fields.get("metrics", ()))
-    fields["multipath"] = tuple(NextHop(**nh) for nh in fields.get("multipath", ()))
-    return RouteSnap(**fields)
+    values = dict(data)
+    values["metrics"] = tuple((str(k), int(v)) for k, v in values.get("metrics", ()))
+    values["multipath"] = tuple(NextHop(**nh) for nh in values.get("multipath", ()))
+    return RouteSnap(**values)
 
 
 # --------------------------------------------------------------------------- planning
