@@ -168,6 +168,18 @@ def write_atomic(path: Path, data: bytes, mode: int) -> bool:
     return True
 
 
+def missing_interpreter(root: Path, plugin: bytes) -> str | None:
+    """The interpreter the plugin's #! line names, when the node (under ``root``) lacks it.
+
+    The kernel runs that path itself: without it, a runtime reports the plugin as missing.
+    A dangling symlink counts as present (it may point through the host's own mounts).
+    """
+    if not plugin.startswith(b"#!"):
+        return None  # the native build runs by itself
+    path = plugin[2:256].split(b"\n", 1)[0].split(None, 1)[0].decode(errors="replace")
+    return None if os.path.lexists(root / path.lstrip("/")) else path
+
+
 def install(
     root: Path, plugin_source: Path, env: Mapping[str, str]
 ) -> tuple[dict[str, str], list[str]]:
@@ -194,6 +206,14 @@ def install(
     target = bin_dir / PLUGIN_NAME
     changed = write_atomic(target, plugin, 0o755)
     lines.append(f"{'installed' if changed else 'unchanged'} {target} ({len(plugin)} bytes)")
+    missing = missing_interpreter(root, plugin)
+    if missing:
+        lines.append(
+            f"warning: the plugin runs {missing}, which this node does not have "
+            f"({root / missing.lstrip('/')} is missing): every pod's CNI call will fail with "
+            "'no such file or directory' until python3 >= 3.9 is installed there (or install "
+            "the native build: make binary-native)"
+        )
     conf_path = conf_dir / cfg["CONFLIST_NAME"]
     body = (json.dumps(conflist, indent=2) + "\n").encode()
     changed = write_atomic(conf_path, body, 0o644)

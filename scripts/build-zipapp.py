@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # protocol, name rules) and plugin/ (skel, agent client, status), plus the entry modules.
 # tests/unit/test_plugin_boundary.py checks that the exec path loads nothing outside them.
 PLUGIN_DIRS = ("cni", "plugin")
-PLUGIN_FILES = ("__init__.py", "__main__.py", "cli.py")
+PLUGIN_FILES = ("__init__.py", "__main__.py", "cli.py", "launch.py")
 
 
 def plugin_modules() -> tuple[str, ...]:
@@ -37,53 +37,64 @@ def plugin_modules() -> tuple[str, ...]:
 PLUGIN_MODULES = plugin_modules()
 
 MAIN = '''\
-"""Entry point of the cni-bridge-dhcp zipapp."""
+"""Entry point of the cni-bridge-dhcp zipapp run as `python3 <file>` (runpy)."""
 import sys
 
-# Act as if run with -I: the runtime's environment (PYTHONPATH, user site, cwd) must not
-# change which code answers CNI requests. Only this archive and the interpreter's own
-# standard library directories stay. The default interpreter line (-IS) already does this,
-# before the interpreter imports anything; this keeps it true for a --interpreter without.
-_archive = sys.path[0]
-_stdlib = (sys.base_prefix, sys.base_exec_prefix)
-sys.path[:] = [_archive] + [
-    p for p in sys.path[1:] if p.startswith(_stdlib) and "-packages" not in p
-]
+from cni_bridge_dhcp.launch import run
 
-from cni_bridge_dhcp.cli import console_main
-
-console_main()
+run(sys.path[0])  # the archive: runpy puts it first
 '''
 
 
-# How the file starts Python. With a #! line naming python, the file is a zipapp run by path:
-# the interpreter then imports runpy to run __main__.py from the archive, and runpy's
-# imports (importlib.util, contextlib, collections, functools...) cost ~5 ms, half of the
-# interpreter's own start, on every exec. So by default the file starts as a two-line
-# shell script (sh costs ~1 ms) whose exec runs `python3 -c` with the file itself first
-# on sys.path: zipimport reads the modules from the archive that follows, and runpy is
-# never imported. `python3 <file>` still works (through __main__.py), and so does any zip
-# tool. LAUNCH_CODE trims sys.path like MAIN and makes sys.argv[0] the path the runtime
-# exec'd (the plugin's name decides its role).
+# How the file starts Python. With a #! line naming python and the file as its script, the
+# interpreter imports runpy to run __main__.py from the archive, and runpy's imports
+# (importlib.util, contextlib, collections, functools...) cost ~5 ms, half of the
+# interpreter's own start, on every exec. So the #! line runs `python3 -IS -c CODE` instead:
+# the kernel passes everything after the interpreter's path as one argument, and Python reads
+# "-ISc<code>" as -I -S -c <code>; the file's path follows it, and zipimport reads the modules
+# from the archive after the line. runpy is never imported, and no /bin/sh runs in between
+# (a two-line sh launcher cost ~0.9 ms of CPU more per exec: a second execve and dash's
+# start). `python3 <file>` still works (through __main__.py), and so does any zip tool.
+# LAUNCH_CODE makes sys.argv[0] the path the runtime exec'd (the plugin's name decides its
+# role) and puts the archive first on sys.path; cni_bridge_dhcp.launch then trims the rest
+# (a no-op under -IS; it keeps an --interpreter without -I/-S from loading the runtime's
+# site-packages). It is short: the whole line must fit the kernel's buffer.
 LAUNCH_CODE = (
-    "import sys; sys.argv[:1] = []; sys.path[:] = [sys.argv[0]] + [p for p in sys.path "
-    'if p.startswith((sys.base_prefix, sys.base_exec_prefix)) and "-packages" not in p]; '
-    "from cni_bridge_dhcp.cli import console_main; console_main()"
+    "import sys; a = sys.argv; del a[0]; sys.path.insert(0, a[0]); "
+    "from cni_bridge_dhcp.launch import run; run(a[0])"
 )
-LAUNCHER = """\
-#!/bin/sh
-# cni-bridge-dhcp, the CNI plugin: Python on the zip archive that follows these lines
-exec {interpreter} -c '{code}' "$0" "$@"
-exit 127
-"""
+# The kernel reads a #! line from the first BINPRM_BUF_SIZE (256) bytes and cuts longer
+# arguments without a word (fs/binfmt_script.c): a cut CODE would fail on every exec.
+SHEBANG_MAX = 256
+
+
+class InterpreterError(ValueError):
+    pass
 
 
 def launcher(interpreter: str) -> bytes:
-    assert "'" not in LAUNCH_CODE and "\n" not in interpreter
-    return LAUNCHER.format(interpreter=interpreter, code=LAUNCH_CODE).encode()
+    """The #! line running ``interpreter`` ("PATH [-FLAGS]", e.g. "/usr/bin/python3 -IS")
+    on LAUNCH_CODE and the file."""
+    path, *options = interpreter.split()
+    flags = "".join(o[1:] for o in options)
+    if not path.startswith("/") or any(
+        len(o) < 2 or o[0] != "-" or not o[1:].isalpha() for o in options
+    ):
+        raise InterpreterError(
+            f"--interpreter {interpreter!r}: want an absolute path and single-letter flags "
+            "(e.g. '/usr/bin/python3 -IS'); --shebang takes any interpreter line"
+        )
+    line = f"#!{path} -{flags}c{LAUNCH_CODE}\n".encode()
+    if len(line) > SHEBANG_MAX:
+        raise InterpreterError(
+            f"--interpreter {interpreter!r}: the #! line would be {len(line)} bytes, over the "
+            f"kernel's {SHEBANG_MAX}; use a shorter path (a symlink) or --shebang"
+        )
+    return line
 
 
 def build(output: Path, interpreter: str, *, shebang: bool = False) -> None:
+    head = b"" if shebang else launcher(interpreter)  # a bad interpreter fails before any work
     with tempfile.TemporaryDirectory() as tmp:
         staging = Path(tmp)
         pkg = staging / "cni_bridge_dhcp"
@@ -106,7 +117,7 @@ def build(output: Path, interpreter: str, *, shebang: bool = False) -> None:
             zipapp.create_archive(staging, output, interpreter=interpreter, compressed=False)
         else:
             with output.open("wb") as f:
-                f.write(launcher(interpreter))  # zip readers skip data before the archive
+                f.write(head)  # zip readers skip data before the archive
                 zipapp.create_archive(staging, f, compressed=False)
     output.chmod(0o755)
 
@@ -126,11 +137,16 @@ def main() -> int:
     p.add_argument(
         "--shebang",
         action="store_true",
-        help="a plain zipapp (#!INTERPRETER, no /bin/sh launcher; ~4 ms slower per exec)",
+        help="a plain zipapp (#!INTERPRETER running __main__.py through runpy; ~5 ms slower "
+        "per exec, but any interpreter line works, e.g. '/usr/bin/env python3')",
     )
     args = p.parse_args()
-    build(args.output, args.interpreter, shebang=args.shebang)
-    how = f"#!{args.interpreter}" if args.shebang else f"/bin/sh launching {args.interpreter}"
+    try:
+        build(args.output, args.interpreter, shebang=args.shebang)
+    except InterpreterError as exc:
+        sys.stderr.write(f"build-zipapp: {exc}\n")
+        return 2
+    how = f"#!{args.interpreter}" + ("" if args.shebang else " -c (launch code)")
     print(f"built {args.output} ({args.output.stat().st_size} bytes, {how})")
     return 0
 

@@ -43,15 +43,14 @@ Case = tuple[str, list[str], dict[str, str], bytes]
 
 
 def python_argv(zipapp: Path, *options: str) -> list[str]:
-    """How the file runs Python, with ``options`` added: its /bin/sh launcher's exec line
-    (scripts/build-zipapp.py), or its #! line (the kernel passes one argument after it)."""
-    lines = zipapp.read_bytes()[:4096].split(b"\n")
-    if lines[0] == b"#!/bin/sh":
-        exec_line = next(x.decode() for x in lines if x.startswith(b"exec "))
-        words = shlex.split(exec_line)[1:]
-        at = words.index("-c")
-        return [*words[:at], *options, "-c", words[at + 1], str(zipapp)]
-    path, _, arg = lines[0][2:].decode().strip().partition(" ")
+    """How the file runs Python, with ``options`` added. Its #! line passes one argument
+    after the interpreter's path: "-ISc<code>" (scripts/build-zipapp.py), or the flags of a
+    plain --shebang zipapp."""
+    first = zipapp.read_bytes()[:256].split(b"\n", 1)[0].decode()
+    path, _, arg = first.removeprefix("#!").strip().partition(" ")
+    flags, c, code = arg.partition("c")
+    if arg.startswith("-") and c and (flags == "-" or flags[1:].isalpha()):
+        return [path, *([flags] if flags != "-" else []), *options, "-c", code, str(zipapp)]
     return [path, *([arg] if arg else []), *options, str(zipapp)]
 
 

@@ -270,3 +270,20 @@ def test_the_fallback_reader_agrees_with_pyyaml_on_the_manifests() -> None:
         text = path.read_text()
         ours = [load_yaml(doc) for doc in text.split("\n---\n") if doc.strip()]
         assert ours == [norm(doc) for doc in yaml.safe_load_all(text) if doc], path
+
+
+def test_a_node_without_the_plugins_interpreter_is_warned_about(
+    tmp_path: Path, zipapp: Path
+) -> None:
+    """The kernel runs the #! line's /usr/bin/python3 itself: on a node without it, every
+    CNI call fails as 'no such file or directory'. The installer says so, and why."""
+    root = tmp_path / "host"
+    proc = install(root, zipapp, {}, "--no-exec")
+    assert proc.returncode == 0, proc.stderr
+    assert "warning: the plugin runs /usr/bin/python3, which this node does not have" in (
+        proc.stderr
+    )
+    (root / "usr" / "bin").mkdir(parents=True)
+    (root / "usr" / "bin" / "python3").symlink_to("python3.11")  # as Debian's: relative
+    proc = install(root, zipapp, {}, "--no-exec")
+    assert proc.returncode == 0 and "warning" not in proc.stderr, proc.stderr

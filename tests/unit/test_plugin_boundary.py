@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shlex
 import subprocess
 import sys
 import zipfile
@@ -31,6 +30,7 @@ SHIPPED = ("cni_bridge_dhcp.cni.", "cni_bridge_dhcp.plugin.")
 SHIPPED_TOP = {
     "cni_bridge_dhcp",
     "cni_bridge_dhcp.cli",
+    "cni_bridge_dhcp.launch",
     "cni_bridge_dhcp.cni",
     "cni_bridge_dhcp.plugin",
 }
@@ -173,7 +173,9 @@ def test_zipapp_ships_exactly_cni_plugin_and_the_entry_modules(zipapp: Path) -> 
         f"cni_bridge_dhcp/{p.relative_to(pkg).as_posix()}"
         for p in [*(pkg / "cni").rglob("*.py"), *(pkg / "plugin").rglob("*.py")]
     }
-    expected |= {f"cni_bridge_dhcp/{n}" for n in ("__init__.py", "__main__.py", "cli.py")}
+    expected |= {
+        f"cni_bridge_dhcp/{n}" for n in ("__init__.py", "__main__.py", "cli.py", "launch.py")
+    }
     with zipfile.ZipFile(zipapp) as z:
         sources = {n for n in z.namelist() if n.endswith(".py")}
     assert sources == expected
@@ -274,14 +276,15 @@ def test_zipapp_agent_round_trip_imports_no_json_re_socket_enum(
 def test_zipapp_exec_as_installed_skips_runpy_and_loads_no_json_re_enum(
     zipapp: Path, tmp_path: Path
 ) -> None:
-    """The file as the runtime execs it: its /bin/sh launcher runs `python3 -IS -c` on the
-    archive (scripts/build-zipapp.py), so runpy (~5 ms) is never imported. Run that exec
-    line with -X importtime added: it lists every module the exec imports."""
-    assert zipapp.read_bytes().startswith(b"#!/bin/sh\n")
-    exec_line = next(x for x in zipapp.read_text("latin-1").splitlines() if x.startswith("exec "))
-    words = shlex.split(exec_line)[1:]
-    at = words.index("-c")
-    cmd = [*words[:at], "-X", "importtime", "-c", words[at + 1], str(zipapp)]
+    """The file as the runtime execs it: its #! line runs `python3 -ISc<code>` on the
+    archive (scripts/build-zipapp.py), so runpy (~5 ms) is never imported and no /bin/sh
+    runs first. Run that line with -X importtime added: it lists every module the exec
+    imports."""
+    first = zipapp.read_bytes().split(b"\n", 1)[0].decode()
+    path, _, arg = first.removeprefix("#!").partition(" ")
+    assert (path, arg[:4]) == ("/usr/bin/python3", "-ISc")
+    assert len(first) < 256  # the kernel's #! buffer, newline included
+    cmd = [path, "-IS", "-X", "importtime", "-c", arg[4:], str(zipapp)]
     proc = subprocess.run(
         cmd,
         input=b'{"cniVersion":"1.0.0"}',
@@ -309,6 +312,7 @@ def test_the_shipped_code_parses_and_runs_on_python_3_9() -> None:
         pkg / "__init__.py",
         pkg / "__main__.py",
         pkg / "cli.py",
+        pkg / "launch.py",
         pkg / "cni",
         pkg / "plugin",
     ]

@@ -85,3 +85,75 @@ def test_zipapp_admin_commands_needing_the_agent_say_where_the_full_install_is(
         assert "needs the installed package" in proc.stderr
         assert "/opt/cni-bridge-dhcp/venv/bin/cni-bridge-dhcp" in proc.stderr
         assert not state.exists()  # nothing was done
+
+
+def test_an_interpreter_without_isolation_still_runs_only_the_archive_and_stdlib(
+    tmp_path: Path,
+) -> None:
+    """Built for an interpreter started without -I -S (its cwd and PYTHONPATH are on
+    sys.path): modules of the same names as ours and the stdlib's, in the runtime's cwd and
+    PYTHONPATH, are never loaded. The #! code imports our launch module before sys.path is
+    trimmed, so only the archive's first place on it keeps them out."""
+    out = tmp_path / "cni-bridge-dhcp"
+    subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "build-zipapp.py"),
+            str(out),
+            "--interpreter",
+            sys.executable,
+        ],
+        check=True,
+        timeout=60,
+        capture_output=True,
+    )
+    hostile = tmp_path / "hostile"
+    marker = tmp_path / "loaded"
+    trap = f"open({str(marker)!r}, 'a').write(__name__ + '\\n')\n"
+    for name in ("cni_bridge_dhcp/__init__.py", "cni_bridge_dhcp/launch.py", "socket.py"):
+        (hostile / name).parent.mkdir(parents=True, exist_ok=True)
+        (hostile / name).write_text(trap)
+    (hostile / "struct.py").write_text(trap)
+    conf = {"cniVersion": "1.0.0", "name": "lan", "agentSocket": str(tmp_path / "absent.sock")}
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "PYTHONPATH": str(hostile),
+        "CNI_COMMAND": "ADD",
+        "CNI_CONTAINERID": "c1",
+        "CNI_NETNS": "/var/run/netns/none",
+        "CNI_IFNAME": "eth0",
+        "CNI_PATH": "/opt/cni/bin",
+    }
+    proc = subprocess.run(
+        [str(out)],
+        input=json.dumps(conf).encode(),
+        env=env,
+        capture_output=True,
+        timeout=30,
+        cwd=hostile,
+    )
+    assert not marker.exists(), marker.read_text()
+    assert proc.returncode == 1, proc.stderr
+    assert json.loads(proc.stdout)["code"] == 11  # it got as far as the agent's socket
+
+
+def test_an_interpreter_line_the_kernel_would_cut_is_refused(tmp_path: Path) -> None:
+    """The kernel reads 256 bytes of a #! line and passes a longer one cut short: the code
+    would fail on every exec. The build refuses it, naming the reason, and writes nothing."""
+    out = tmp_path / "cni-bridge-dhcp"
+    long_path = "/opt/" + "p" * 200 + "/bin/python3"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "build-zipapp.py"),
+            str(out),
+            "--interpreter",
+            f"{long_path} -IS",
+        ],
+        timeout=60,
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 2
+    assert "over the kernel's 256" in proc.stderr and long_path in proc.stderr
+    assert not out.exists()
