@@ -37,6 +37,7 @@ from .datapath.rtnl import Rtnl
 from .datapath.vethreaper import VethReaper
 from .dhcp import LeaseManager
 from .dhcp.manager import default_node_transports
+from .dhcp.node_release import BridgeSender
 from .dhcp.v6.manager import Lease6Manager
 from .firewall import enable_forwarding
 from .firewall.registry import FirewallRegistry
@@ -125,6 +126,7 @@ class Agent:
             self.state_dir,
             on_change=functools.partial(on_lease_change, self),
             node_transports=default_node_transports,
+            bridge_sender=BridgeSender(),
         )
         await self._leases.start()
         self._leases6 = Lease6Manager(

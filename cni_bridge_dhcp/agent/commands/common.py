@@ -267,7 +267,10 @@ async def teardown(
             fd = None
     try:
         if att.ipam == "dhcp":
-            await step("lease release", services.leases.release(att.key))
+            # Its port on our bridge (main role) is untagged: vlan and vlanTrunk are refused
+            # at ADD (not implemented), so the RELEASE may be written on the bridge.
+            bridge = att.bridge if att.role != "ipam" else None
+            await step("lease release", services.leases.release(att.key, from_bridge=bridge))
             await step("DHCPv6 lease release", services.leases6.release(att.key))
         elif att.ipam:
             delegate = att.delegate

@@ -23,7 +23,7 @@ from .clock import Clock, SystemClock
 from .lease import Lease, LeaseRequest, LeaseState, bind
 from .lease_book import cancel_task, durably
 from .lease_table import ChangeHook, Entry, NodeTransports, current, target_of
-from .node_release import open_node_transport
+from .node_release import BridgeSender, NodeReleaseError, open_node_transport
 from .releases import send_release
 from .session import Bound, DhcpNaked, DhcpTimeout, Timing
 from .transport import (
@@ -65,6 +65,7 @@ class LeaseManager(LeaseUpkeep):
         arp_probe_wait: float | None = None,
         transports: TransportFactory | None = None,
         node_transports: NodeTransports | None = None,
+        bridge_sender: BridgeSender | None = None,
         on_change: ChangeHook | None = default_on_change,
         reacquire_timeout: float = 30.0,
         reacquire_max_backoff: float = 60.0,
@@ -86,6 +87,10 @@ class LeaseManager(LeaseUpkeep):
         )
         # Client ids chosen by ADDs still obtaining their lease (key -> client id).
         self._claims: dict[str, bytes] = {}
+        # A DEL's RELEASE written on the pod's bridge (None: always from inside the pod). Not
+        # the default, so that a manager built elsewhere (tests) never sends from its own
+        # namespace.
+        self.bridge_sender = bridge_sender
 
     async def start(self) -> None:
         """Re-adopt journaled leases whose pod interface still exists; drop the others."""
@@ -212,7 +217,9 @@ class LeaseManager(LeaseUpkeep):
         finally:
             tr.close()
 
-    async def release(self, key: str) -> bool:
+    async def release(self, key: str, *, from_bridge: str | None = None) -> bool:
+        """Give ``key``'s lease back. ``from_bridge``: the pod's port is on that bridge, so
+        its RELEASE may be written there (BridgeSender) rather than from inside the pod."""
         async with self._lock(key):
             entry = self._entries.pop(key, None)
             if entry is None:
@@ -228,6 +235,8 @@ class LeaseManager(LeaseUpkeep):
                     key,
                     lease.address.ip,
                 )
+            elif from_bridge and await self._release_on_bridge(entry, from_bridge):
+                pass
             else:
                 try:
                     tr = await self.transports.open(target_of(lease), unicast_from=lease.address.ip)
@@ -246,6 +255,23 @@ class LeaseManager(LeaseUpkeep):
             await durably(self.journal.remove, key)
             podif.forget(key)
             return True
+
+    async def _release_on_bridge(self, entry: Entry, bridge: str) -> bool:
+        """RELEASE written on ``bridge``; False when it cannot be (the pod's own path then)."""
+        lease = entry.lease
+        sender = self.bridge_sender
+        tr = sender.transport(bridge, lease.mac, lease.server_mac) if sender else None
+        if tr is None:
+            return False
+        try:
+            await send_release(entry.client, tr, lease)
+        except NodeReleaseError as exc:
+            log.debug("%s: RELEASE from the pod instead: %s", lease.key, exc)
+            return False
+        log.info(
+            "%s: state=RELEASED address=%s server=%s", lease.key, lease.address.ip, lease.server_id
+        )
+        return True
 
     async def forget(self, key: str) -> None:
         async with self._lock(key):
