@@ -62,9 +62,10 @@ def test_a_dhcp_server_on_the_node_itself_gets_the_release(sandbox: Sandbox) -> 
     ]
     server = sb._spawn("node-dnsmasq", cmd, netns=sb.node)
     deadline = time.monotonic() + 10
-    while f"pid={server.proc.pid}," not in run(
-        ["ss", "-Hulpn", "sport = :67"], netns=sb.node, check=False
-    ).stdout:
+    while (
+        f"pid={server.proc.pid},"
+        not in run(["ss", "-Hulpn", "sport = :67"], netns=sb.node, check=False).stdout
+    ):
         assert server.alive() and time.monotonic() < deadline, server.log()
         time.sleep(0.05)
     sb.start_agent()

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from cni_bridge_dhcp.agent.datapath.netns import open_netns, run_in_netns
+from cni_bridge_dhcp.agent.datapath.rtnl import Link
 from cni_bridge_dhcp.agent.uplink import journal as uj
 from cni_bridge_dhcp.agent.uplink import watch
 from cni_bridge_dhcp.agent.uplink.plan import UplinkSnapshot
@@ -58,6 +59,10 @@ def test_pod_veth_events_do_not_trigger_uplink_checks(
     sb = sandbox
     ipn = ["ip", "-n", sb.node]
     run([*ipn, "link", "add", "cni0", "type", "bridge"])
+    # as a takeover leaves it: the bridge wears the uplink's MAC, so every port's events
+    # carry that MAC too (in the bridge id)
+    uplink_mac = json.loads(run([*ipn, "-j", "link", "show", "eth0"]).stdout)[0]["address"]
+    run([*ipn, "link", "set", "cni0", "address", uplink_mac])
     run([*ipn, "link", "set", "cni0", "up"])
     state_dir = tmp_path / "state"
     state_dir.mkdir()
@@ -72,6 +77,14 @@ def test_pod_veth_events_do_not_trigger_uplink_checks(
         return None
 
     monkeypatch.setattr(watch, "check_port", counting_check)
+    decoded: list[str] = []  # every link event the watcher decoded (then judged)
+    real_relevant = watch.UplinkWatcher.relevant
+
+    def counting_relevant(self: watch.UplinkWatcher, link: Link) -> bool:
+        decoded.append(link.name)
+        return real_relevant(self, link)
+
+    monkeypatch.setattr(watch.UplinkWatcher, "relevant", counting_relevant)
     watcher = watch.UplinkWatcher(state_dir, interval=3600)
     fd = open_netns(f"/run/netns/{sb.node}")
     try:
@@ -80,6 +93,7 @@ def test_pod_veth_events_do_not_trigger_uplink_checks(
         assert _wait_count(calls, 1, 5) == 1, "the start-up check did not run"
         time.sleep(SETTLE)
         baseline = len(calls)
+        decoded.clear()
 
         # what ADDs and DELs do on the node: veths come, join the bridge, go
         for n in range(5):
@@ -90,6 +104,10 @@ def test_pod_veth_events_do_not_trigger_uplink_checks(
             time.sleep(watch.DEBOUNCE + 0.05)
         time.sleep(SETTLE)
         assert len(calls) == baseline, f"{len(calls) - baseline} uplink checks for pod veths"
+        # only events naming the uplink or holding its MAC as a link address are decoded:
+        # the bridge's own (its carrier comes and goes), none of the veths' (their port
+        # info holds the bridge id, with the uplink's MAC in it)
+        assert set(decoded) <= {"cni0"}, decoded
 
         # the uplink itself changing is still checked at once
         run([*ipn, "link", "set", "eth0", "down"])

@@ -18,17 +18,19 @@ from __future__ import annotations
 import contextlib
 import logging
 import select
+import struct
 import threading
 import time
 from pathlib import Path
 
 from ...cni.errors import CNIError
 from ..datapath.netlink import LinkEvents, link_events
-from ..datapath.rtnl import RTM_NEWLINK, Link
+from ..datapath.rtnl import IFLA_ADDRESS, IFLA_IFNAME, IFLA_PERM_ADDRESS, RTM_NEWLINK, Link
 from . import journal as uj
 from .reattach import RELEASED, check_port
 
 log = logging.getLogger(__name__)
+_NLA = struct.Struct("=HH")  # a netlink attribute header: length, type (host order)
 
 DEBOUNCE = 0.2  # one check for a burst of events (a re-created veth sends several)
 GATHER = 0.05  # after a read, let events gather this long before reading again
@@ -107,12 +109,22 @@ class UplinkWatcher:
         return any(self.relevant(link) for link in links if link.event == RTM_NEWLINK)
 
     def _needles(self) -> tuple[bytes, ...]:
-        """What an event about a possible uplink holds: its name (IFLA_IFNAME, NUL-ended)
-        or its MAC. Nothing known yet: every event is decoded."""
+        """What an event about a possible uplink holds, attribute header included: its name
+        (IFLA_IFNAME, NUL-ended) or its MAC as IFLA_ADDRESS or IFLA_PERM_ADDRESS. The bare
+        MAC is in every bridge port's event too (the bridge's id, IFLA_BRPORT_BRIDGE_ID,
+        holds the bridge's MAC, which is the uplink's): searched for alone, it had 91 of 181
+        events of 10 veths added to the bridge and deleted decoded, against 1 (the bridge's
+        own) now. Nothing known yet: every event is decoded."""
         if self._interest is None:
             return ()
         uplink, mac, _ = self._interest
-        return (uplink.encode() + b"\0", bytes.fromhex(mac.replace(":", "")))
+        name = uplink.encode() + b"\0"
+        raw = bytes.fromhex(mac.replace(":", ""))
+        return (
+            _NLA.pack(_NLA.size + len(name), IFLA_IFNAME) + name,
+            _NLA.pack(_NLA.size + len(raw), IFLA_ADDRESS) + raw,
+            _NLA.pack(_NLA.size + len(raw), IFLA_PERM_ADDRESS) + raw,
+        )
 
     def relevant(self, link: Link) -> bool:
         """Whether a new/changed link can be the uplink: check_port looks for it by name or,
