@@ -235,23 +235,8 @@ class LeaseManager(LeaseUpkeep):
                     key,
                     lease.address.ip,
                 )
-            elif from_bridge and await self._release_on_bridge(entry, from_bridge):
-                pass
-            else:
-                try:
-                    tr = await self.transports.open(target_of(lease), unicast_from=lease.address.ip)
-                except (Gone, OSError) as exc:
-                    # The pod's namespace or interface is gone before its DEL: release from
-                    # the node instead.
-                    await self._release_vanished(lease, f"pod gone: {exc}", entry.client)
-                else:
-                    await send_release(entry.client, tr, lease)
-                    log.info(
-                        "%s: state=RELEASED address=%s server=%s",
-                        key,
-                        lease.address.ip,
-                        lease.server_id,
-                    )
+            elif not (from_bridge and await self._release_on_bridge(entry, from_bridge)):
+                await self._release_from_pod(entry)
             await durably(self.journal.remove, key)
             podif.forget(key)
             return True
@@ -268,10 +253,26 @@ class LeaseManager(LeaseUpkeep):
         except NodeReleaseError as exc:
             log.debug("%s: RELEASE from the pod instead: %s", lease.key, exc)
             return False
+        self._log_released(lease)
+        return True
+
+    async def _release_from_pod(self, entry: Entry) -> None:
+        lease = entry.lease
+        try:
+            tr = await self.transports.open(target_of(lease), unicast_from=lease.address.ip)
+        except (Gone, OSError) as exc:
+            # The pod's namespace or interface is gone before its DEL: release from the
+            # node instead.
+            await self._release_vanished(lease, f"pod gone: {exc}", entry.client)
+        else:
+            await send_release(entry.client, tr, lease)
+            self._log_released(lease)
+
+    @staticmethod
+    def _log_released(lease: Lease) -> None:
         log.info(
             "%s: state=RELEASED address=%s server=%s", lease.key, lease.address.ip, lease.server_id
         )
-        return True
 
     async def forget(self, key: str) -> None:
         async with self._lock(key):

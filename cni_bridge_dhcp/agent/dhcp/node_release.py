@@ -122,8 +122,8 @@ class BridgeSender:
     It is the frame the pod would send (its MAC and address, to the server's MAC), so the
     LAN gets the same bytes. Sent from inside the pod instead, it cost four sockets opened
     in the pod's namespace (setns there and back, ioctls, a protocol hook, two trips to a
-    worker thread): 1.2-2 ms of the agent's CPU per DEL, a third of it (perf-agent.py,
-    with the RELEASE left out). The socket is unbound (protocol 0): it receives nothing,
+    worker thread): 1.2-2 ms of the agent's CPU per DEL of ~6 (perf-agent.py with the
+    RELEASE left out, twice). The socket is unbound (protocol 0): it receives nothing,
     and each frame names its bridge, so a bridge re-created under the same name is found.
 
     No transport (the caller then sends from the pod) when the server's MAC is unknown, or
