@@ -64,6 +64,7 @@ class FakeLeases:
     def __init__(self) -> None:
         self.held: dict[str, Lease] = {}
         self.released: list[str] = []
+        self.released_on: list[str | None] = []  # the bridge each RELEASE may be written on
         self.claims: dict[str, bytes] = {}
         self.fail_acquire: CNIError | None = None
         self.fail_release: CNIError | None = None
@@ -107,10 +108,11 @@ class FakeLeases:
         self.held[req.key] = lease
         return lease
 
-    async def release(self, key: str) -> bool:
+    async def release(self, key: str, *, from_bridge: str | None = None) -> bool:
         if self.fail_release is not None:
             raise self.fail_release
         self.released.append(key)
+        self.released_on.append(from_bridge)
         return self.held.pop(key, None) is not None
 
     def get(self, key: str) -> Lease | None:
@@ -302,6 +304,8 @@ def test_add_then_del_leaves_nothing(services: FakeServices, links: FakeLinks) -
     assert (("lan", "c1", "eth0")) in services.fw.pods
     assert _del(services) == {}
     assert services.fake_leases.released == [KEY]
+    # the pod's port is on our bridge: its RELEASE may be written there
+    assert services.fake_leases.released_on == [att.bridge] and att.bridge
     _nothing_left(services, links)
     assert _del(services) == {}  # DEL is idempotent
 
