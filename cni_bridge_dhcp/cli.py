@@ -6,8 +6,9 @@ imported only when that subcommand runs.
 
 from __future__ import annotations
 
-import os
 import sys
+
+from .cni import lean_os
 
 TYPE_CHECKING = False  # not typing's: the exec path does not import typing (~1 ms)
 if TYPE_CHECKING:
@@ -87,7 +88,7 @@ def main(argv: Sequence[str], env: Mapping[str, str]) -> int:
 
 def console_main() -> None:
     argv = sys.argv[1:]
-    code = main(argv, os.environ)
+    code = main(argv, lean_os.environ())
     if argv:
         sys.exit(code)
     # A plugin exec ends without the interpreter's teardown (freeing every module and
@@ -98,4 +99,4 @@ def console_main() -> None:
         sys.stderr.flush()
     except OSError:  # the runtime closed the pipe: as the interpreter would exit then
         code = 120
-    os._exit(code)
+    lean_os.exit_now(code)

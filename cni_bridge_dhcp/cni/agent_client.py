@@ -8,10 +8,9 @@ from __future__ import annotations
 # _socket, not socket: the socket module wraps the same type in Python and builds its
 # AddressFamily/SocketKind enums at import (with selectors), a few ms on every exec.
 import _socket
-import os
-import stat
 import struct
 
+from . import lean_os
 from .errors import CNIError, ErrorCode
 from .wire import HEADER, frame, frame_length, parse_response
 
@@ -125,8 +124,6 @@ def open_netns_path(path: str) -> int | None:
         return None
     try:
         # Only regular files can be nsfs bind mounts; never open devices or FIFOs.
-        if not stat.S_ISREG(os.stat(path).st_mode):
-            return None
-        return os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY | os.O_NONBLOCK)
+        return lean_os.open_regular_file(path)
     except OSError:
         return None

@@ -6,10 +6,9 @@ here; everything else is validated here and forwarded to the agent.
 
 from __future__ import annotations
 
-import os
 import sys
 
-from ..cni import jsonfast
+from ..cni import jsonfast, lean_os
 from ..cni.errors import CNIError, ErrorCode
 from ..cni.result import LATEST, SUPPORTED_VERSIONS, convert, is_supported, version_tuple
 
@@ -105,7 +104,7 @@ def _build_env(command: str, env: Mapping[str, str]) -> dict[str, Any]:
         netns = env.get("CNI_NETNS", "")
         if command != "DEL":
             netns = _need(env, "CNI_NETNS")
-        if netns and not os.path.isabs(netns):
+        if netns and not lean_os.isabs(netns):
             raise CNIError(ErrorCode.INVALID_ENV, f"CNI_NETNS {netns!r} must be an absolute path")
         out["netns"] = netns
         out["args"] = parse_cni_args(env.get("CNI_ARGS", ""))
@@ -127,7 +126,7 @@ def _agent_socket(conf: Mapping[str, Any], role: str) -> str:
         from ..cni.defaults import DEFAULT_SOCKET
 
         return DEFAULT_SOCKET
-    if not isinstance(path, str) or not os.path.isabs(path):
+    if not isinstance(path, str) or not lean_os.isabs(path):
         raise CNIError(ErrorCode.INVALID_CONFIG, f"{key} {path!r} must be an absolute path")
     return path
 
@@ -147,7 +146,7 @@ DEFAULT_NAME = "cni-bridge-dhcp"
 
 def executable_name(argv0: str) -> str:
     """The name the runtime exec'd us by (what a config's type or ipam.type refers to)."""
-    name = os.path.basename(argv0)
+    name = lean_os.basename(argv0)
     if not name or name.endswith(".py") or name.startswith("python"):
         return DEFAULT_NAME
     return name
@@ -215,7 +214,7 @@ def dispatch(
             raise
     finally:
         if netns_fd is not None:
-            os.close(netns_fd)
+            lean_os.close(netns_fd)
     if command == "ADD":
         return convert(result, version)
     return None
@@ -264,4 +263,4 @@ def main(
 
 def plugin_main() -> int:
     data = sys.stdin.buffer.read(MAX_STDIN + 1)
-    return main(os.environ, data, sys.stdout, name=executable_name(sys.argv[0]))
+    return main(lean_os.environ(), data, sys.stdout, name=executable_name(sys.argv[0]))
