@@ -399,8 +399,10 @@ class Sandbox:
         run([*ip_lan, "link", "set", "wan0", "up"])
         run([*ip_lan, "-6", "route", "add", "default", "dev", "wan0"])
 
-    def _listening_dhcp(self, pid: int) -> bool:
-        out = run(["ss", "-Hulpn", "sport = :67"], netns=self.lan, check=False, timeout=5).stdout
+    def _listening_dhcp(self, pid: int, netns: str | None = None) -> bool:
+        out = run(
+            ["ss", "-Hulpn", "sport = :67"], netns=netns or self.lan, check=False, timeout=5
+        ).stdout
         return f"pid={pid}," in out
 
     def start_dnsmasq(
@@ -410,11 +412,16 @@ class Sandbox:
         lease: str = "2m",
         extra: list[str] | None = None,
         ipv6_ra: bool = False,
+        netns: str | None = None,
+        interface: str = "lan0",
+        pool: tuple[str, str] = (POOL_START, POOL_END),
+        router: str = ROUTER_IP,
     ) -> Daemon:
         """dnsmasq as the LAN's DHCP server on lan0 (no DNS); returns once it listens on :67.
 
         ``ipv6_ra``: the LAN also announces IPv6 (router advertisements for SLAAC of
-        LAN_PREFIX6/64, see ``enable_lan_ipv6``), as most home routers do.
+        LAN_PREFIX6/64, see ``enable_lan_ipv6``), as most home routers do. ``netns``,
+        ``interface``, ``pool`` and ``router``: a server elsewhere (the node itself, say).
         """
         self.dnsmasq_leases_path.touch()
         if ipv6_ra:
@@ -436,12 +443,12 @@ class Sandbox:
             "--user=root",  # uid 0: dnsmasq skips its privilege drop entirely
             "--group=root",
             "--bind-interfaces",
-            "--interface=lan0",
+            f"--interface={interface}",
             "--except-interface=lo",
             "--port=0",
-            f"--dhcp-range={POOL_START},{POOL_END},255.255.255.0,{lease}",
-            f"--dhcp-option=option:router,{ROUTER_IP}",
-            f"--dhcp-option=option:dns-server,{ROUTER_IP}",
+            f"--dhcp-range={pool[0]},{pool[1]},255.255.255.0,{lease}",
+            f"--dhcp-option=option:router,{router}",
+            f"--dhcp-option=option:dns-server,{router}",
             f"--domain={LAN_DOMAIN}",
             f"--dhcp-leasefile={self.dnsmasq_leases_path}",
             "--log-dhcp",
@@ -451,8 +458,11 @@ class Sandbox:
         if no_ping:
             cmd.append("--no-ping")
         cmd += extra or []
-        daemon = self._spawn("dnsmasq", cmd, netns=self.lan, log_path=log_path)
-        self._wait_until(daemon, lambda: self._listening_dhcp(daemon.pid), "listening on :67")
+        where = netns or self.lan
+        daemon = self._spawn("dnsmasq", cmd, netns=where, log_path=log_path)
+        self._wait_until(
+            daemon, lambda: self._listening_dhcp(daemon.pid, where), "listening on :67"
+        )
         return daemon
 
     def start_dhcpd(

@@ -8,7 +8,6 @@ MAC is not delivered to the node: that RELEASE must still come from inside the p
 
 from __future__ import annotations
 
-import shutil
 import time
 from pathlib import Path
 
@@ -40,34 +39,10 @@ def test_a_dhcp_server_on_the_node_itself_gets_the_release(sandbox: Sandbox) -> 
     run(["ip", "link", "add", BRIDGE, "type", "bridge"], netns=sb.node)
     run(["ip", "addr", "add", f"{NODE_IP}/24", "dev", BRIDGE], netns=sb.node)
     run(["ip", "link", "set", BRIDGE, "up"], netns=sb.node)
-    leases = sb.tmp / "node-dnsmasq.leases"
-    leases.touch()
-    cmd = [
-        shutil.which("dnsmasq") or "/usr/sbin/dnsmasq",
-        "--keep-in-foreground",
-        "--conf-file=/dev/null",
-        "--no-resolv",
-        "--no-hosts",
-        "--user=root",
-        "--group=root",
-        "--bind-interfaces",
-        f"--interface={BRIDGE}",
-        "--except-interface=lo",
-        "--port=0",
-        "--no-ping",
-        "--dhcp-range=10.31.0.50,10.31.0.99,255.255.255.0,2m",
-        f"--dhcp-option=option:router,{NODE_IP}",
-        f"--dhcp-leasefile={leases}",
-        f"--pid-file={sb.tmp / 'node-dnsmasq.pid'}",
-    ]
-    server = sb._spawn("node-dnsmasq", cmd, netns=sb.node)
-    deadline = time.monotonic() + 10
-    while (
-        f"pid={server.proc.pid},"
-        not in run(["ss", "-Hulpn", "sport = :67"], netns=sb.node, check=False).stdout
-    ):
-        assert server.alive() and time.monotonic() < deadline, server.log()
-        time.sleep(0.05)
+    sb.start_dnsmasq(
+        netns=sb.node, interface=BRIDGE, pool=("10.31.0.50", "10.31.0.99"), router=NODE_IP
+    )
+    leases = sb.dnsmasq_leases_path
     sb.start_agent()
     conf = conflist(sb, bridge=BRIDGE)
     del conf["plugins"][0]["uplinkInterface"]
@@ -77,4 +52,4 @@ def test_a_dhcp_server_on_the_node_itself_gets_the_release(sandbox: Sandbox) -> 
         ip = result["ips"][0]["address"].split("/")[0]
         assert ip.startswith("10.31.0.") and ip in _leased(leases)
         sb.cnitool("del", NET, pod, conflist=conf)
-        assert _wait_gone(leases, ip), f"{ip} still leased at the node's server: {server.log()}"
+        assert _wait_gone(leases, ip), f"{ip} still leased at the node's server"
