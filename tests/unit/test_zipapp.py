@@ -10,14 +10,20 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_zipapp_runs_with_a_scrubbed_environment(tmp_path: Path) -> None:
-    out = tmp_path / "cni-bridge-dhcp"
-    subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "build-zipapp.py"), str(out)],
-        check=True,
+def build(out: Path, *options: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """scripts/build-zipapp.py OUT OPTIONS..."""
+    return subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "build-zipapp.py"), str(out), *options],
+        check=check,
         timeout=60,
         capture_output=True,
+        text=True,
     )
+
+
+def test_zipapp_runs_with_a_scrubbed_environment(tmp_path: Path) -> None:
+    out = tmp_path / "cni-bridge-dhcp"
+    build(out)
     env = {
         "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
         "CNI_COMMAND": "VERSION",
@@ -61,12 +67,7 @@ def test_zipapp_admin_commands_needing_the_agent_say_where_the_full_install_is(
 ) -> None:
     """`uplink restore` and `doctor` from the single-file plugin: a clear message, no traceback."""
     out = tmp_path / "cni-bridge-dhcp"
-    subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "build-zipapp.py"), str(out)],
-        check=True,
-        timeout=60,
-        capture_output=True,
-    )
+    build(out)
     env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "PYTHONPATH": "/nonexistent"}
     state = tmp_path / "state"
     for argv in (["uplink", "restore", "--state-dir", str(state)], ["doctor"]):
@@ -95,18 +96,7 @@ def test_an_interpreter_without_isolation_still_runs_only_the_archive_and_stdlib
     PYTHONPATH, are never loaded. The #! code imports our launch module before sys.path is
     trimmed, so only the archive's first place on it keeps them out."""
     out = tmp_path / "cni-bridge-dhcp"
-    subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "scripts" / "build-zipapp.py"),
-            str(out),
-            "--interpreter",
-            sys.executable,
-        ],
-        check=True,
-        timeout=60,
-        capture_output=True,
-    )
+    build(out, "--interpreter", sys.executable)
     hostile = tmp_path / "hostile"
     marker = tmp_path / "loaded"
     trap = f"open({str(marker)!r}, 'a').write(__name__ + '\\n')\n"
@@ -142,18 +132,7 @@ def test_an_interpreter_line_the_kernel_would_cut_is_refused(tmp_path: Path) -> 
     would fail on every exec. The build refuses it, naming the reason, and writes nothing."""
     out = tmp_path / "cni-bridge-dhcp"
     long_path = "/opt/" + "p" * 200 + "/bin/python3"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "scripts" / "build-zipapp.py"),
-            str(out),
-            "--interpreter",
-            f"{long_path} -IS",
-        ],
-        timeout=60,
-        capture_output=True,
-        text=True,
-    )
+    proc = build(out, "--interpreter", f"{long_path} -IS", check=False)
     assert proc.returncode == 2
     assert "over the kernel's 256" in proc.stderr and long_path in proc.stderr
     assert not out.exists()
