@@ -45,7 +45,7 @@ def main(argv: Sequence[str], env: Mapping[str, str]) -> int:
             return 2
         from .plugin.skel import plugin_main
 
-        return plugin_main()
+        return plugin_main(env)
     command, rest = argv[0], list(argv[1:])
     if command == "daemon":
         try:

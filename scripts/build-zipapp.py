@@ -53,7 +53,7 @@ run(sys.path[0])  # the archive: runpy puts it first
 # the kernel passes everything after the interpreter's path as one argument, and Python reads
 # "-ISc<code>" as -I -S -c <code>; the file's path follows it, and zipimport reads the modules
 # from the archive after the line. runpy is never imported, and no /bin/sh runs in between
-# (a two-line sh launcher cost ~0.9 ms of CPU more per exec: a second execve and dash's
+# (a two-line sh launcher cost ~0.6-0.9 ms of CPU more per exec: a second execve and dash's
 # start). `python3 <file>` still works (through __main__.py), and so does any zip tool.
 # LAUNCH_CODE makes sys.argv[0] the path the runtime exec'd (the plugin's name decides its
 # role) and puts the archive first on sys.path; cni_bridge_dhcp.launch then trims the rest
@@ -77,11 +77,14 @@ def launcher(interpreter: str) -> bytes:
     on LAUNCH_CODE and the file."""
     path, *options = interpreter.split()
     flags = "".join(o[1:] for o in options)
+    # flags that take a value (-W, -X, -m, -c) would swallow the -c that follows them
     if not path.startswith("/") or any(
-        len(o) < 2 or o[0] != "-" or not o[1:].isalpha() for o in options
+        len(o) < 2 or o[0] != "-" or not o[1:].isalpha() or set(o[1:]) & set("WXmc")
+        for o in options
     ):
         raise InterpreterError(
             f"--interpreter {interpreter!r}: want an absolute path and single-letter flags "
+            "that take no value "
             "(e.g. '/usr/bin/python3 -IS'); --shebang takes any interpreter line"
         )
     line = f"#!{path} -{flags}c{LAUNCH_CODE}\n".encode()

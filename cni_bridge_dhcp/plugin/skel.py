@@ -261,6 +261,6 @@ def main(
     return 0
 
 
-def plugin_main() -> int:
+def plugin_main(env: Mapping[str, str]) -> int:
     data = sys.stdin.buffer.read(MAX_STDIN + 1)
-    return main(lean_os.environ(), data, sys.stdout, name=executable_name(sys.argv[0]))
+    return main(env, data, sys.stdout, name=executable_name(sys.argv[0]))

@@ -136,3 +136,13 @@ def test_an_interpreter_line_the_kernel_would_cut_is_refused(tmp_path: Path) -> 
     assert proc.returncode == 2
     assert "over the kernel's 256" in proc.stderr and long_path in proc.stderr
     assert not out.exists()
+
+
+def test_interpreter_lines_python_would_misread_are_refused(tmp_path: Path) -> None:
+    """The #! line passes "-<flags>c<code>" as one argument: a flag taking a value (-X, -W)
+    would swallow the c and the code, a relative path or a word would not run at all."""
+    out = tmp_path / "cni-bridge-dhcp"
+    for interpreter in ("/usr/bin/python3 -X importtime", "/usr/bin/python3 -IW", "python3"):
+        proc = build(out, "--interpreter", interpreter, check=False)
+        assert proc.returncode == 2 and interpreter in proc.stderr, proc.stderr
+        assert not out.exists()
