@@ -1,9 +1,10 @@
-"""Where a DEL's DHCPRELEASE leaves from, and that it arrives either way.
+"""A DEL's DHCPRELEASE reaches a DHCP server on the node itself.
 
 The agent writes a DEL's RELEASE on the pod's bridge, from one socket it keeps, as the
-frame the pod would send (dhcp/node_release.py BridgeSender). A DHCP server on the node
-itself answers from the bridge's own MAC, and a frame the bridge device sends to that
-MAC is not delivered to the node: that RELEASE must still come from inside the pod.
+frame the pod would send (dhcp/node_release.py BridgeSender); every DEL test with the LAN's
+server checks that path. A DHCP server on the node itself answers from the bridge's own
+MAC, and a frame the bridge device sends to that MAC is not delivered to the node: that
+RELEASE must still come from inside the pod.
 """
 
 from __future__ import annotations
