@@ -369,7 +369,7 @@ def test_the_shipped_code_parses_and_runs_on_python_3_9() -> None:
 
 
 def test_zipapp_answer_that_cannot_be_written_is_a_failure(zipapp: Path) -> None:
-    """The exec skips the interpreter's teardown (os._exit): an answer the runtime never
+    """The exec skips the interpreter's teardown (_exit): an answer the runtime never
     got (stdout full) must still end as a failure, never as a silent success."""
     with open("/dev/full", "wb") as full:
         proc = subprocess.run(

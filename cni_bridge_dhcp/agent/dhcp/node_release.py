@@ -64,7 +64,7 @@ class NodeTransport:
 
     def __init__(self, ifname: str, pod_mac: str, kept: socket.socket | None = None) -> None:
         """Its own socket bound to ``ifname``, or the ``kept`` one (BridgeSender's), which
-        it addresses each frame with and never closes."""
+        it never closes. Each frame names ``ifname`` either way."""
         self.ifname = ifname
         self._src_mac = codec.mac_bytes(pod_mac)
         self._kept = kept is not None
@@ -81,10 +81,7 @@ class NodeTransport:
     def _send(self, dst_mac: bytes, packet: bytes) -> None:
         frame = _ethernet(dst_mac, self._src_mac, packet)
         try:
-            if self._kept:
-                self._sock.sendto(frame, (self.ifname, ETH_P_IP))
-            else:
-                self._sock.send(frame)
+            self._sock.sendto(frame, (self.ifname, ETH_P_IP))
         except OSError as exc:
             raise NodeReleaseError(f"cannot send on {self.ifname}: {exc}") from exc
 
