@@ -129,6 +129,11 @@ def main() -> int:
         default=0,
         help="an iptables-nft filter table of N rules in the node (fail2ban, ufw, Docker)",
     )
+    p.add_argument(
+        "--hold-dels",
+        action="store_true",
+        help="wait for Enter before the concurrent DELs (to attach strace or perf to them)",
+    )
     p.add_argument("--log-level", default="info")
     p.add_argument("--keep-log", help="copy the agent's log here at the end")
     p.add_argument(
@@ -202,7 +207,7 @@ def run_all(ours: Side, ref: Side | None, args: argparse.Namespace) -> int:
     if args.seq:
         seq(ours, ref, pid, args.seq)
     if args.conc:
-        conc(ours, ref, pid, args.conc)
+        conc(ours, ref, pid, args.conc, args.hold_dels)
     if args.yappi:
         os.kill(pid, signal.SIGUSR2)
         time.sleep(3)
@@ -287,7 +292,16 @@ def seq(ours: Side, ref: Side | None, pid: int, n: int) -> None:
     print(f"leases left at the server after DEL: {len(left)}")
 
 
-def conc(ours: Side, ref: Side | None, pid: int, n: int) -> None:
+def machine_busy_ms() -> float:
+    """CPU time the whole machine has spent busy (all CPUs, /proc/stat), in ms: what a burst
+    costs, whichever process or kernel thread paid."""
+    with open("/proc/stat") as f:
+        fields = [int(v) for v in f.readline().split()[1:]]
+    user, nice, system, _idle, _iowait, irq, softirq = fields[:7]  # not steal: another guest's
+    return (user + nice + system + irq + softirq) * 1000 / os.sysconf("SC_CLK_TCK")
+
+
+def conc(ours: Side, ref: Side | None, pid: int, n: int, hold_dels: bool = False) -> None:
     sides = [ours] if ref is None else [ours, ref]
     for side in sides:
         pods = [side.new_pod(f"c{i}") for i in range(n)]
@@ -295,11 +309,20 @@ def conc(ours: Side, ref: Side | None, pid: int, n: int) -> None:
         adds = together([lambda bp=bp, side=side: side.cni("add", bp) for bp in pods])
         mid = sample_proc(pid)
         time.sleep(0.5)
+        if hold_dels and side is ours:
+            print(f"agent pid {pid}: {n} pods added; press Enter for their DELs", flush=True)
+            sys.stdin.readline()
         mid2 = sample_proc(pid)
+        busy_before, started = machine_busy_ms(), time.monotonic()
         dels = together([lambda bp=bp, side=side: side.cni("del", bp) for bp in pods])
+        busy, ended = machine_busy_ms() - busy_before, time.monotonic()
         after = sample_proc(pid)
         print(summary(f"{side.name} {n} concurrent ADD", adds))
         print(summary(f"{side.name} {n} concurrent DEL", dels))
+        print(
+            f"  machine CPU during the DELs: {busy:.0f} ms ({busy / n:.1f} ms per DEL), "
+            f"monotonic {started:.3f}-{ended:.3f}"
+        )
         if side is ours:
             print(
                 f"agent CPU per concurrent ADD {cpu_ms(before, mid) / n:.1f} ms, "

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import marshal
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -19,6 +22,71 @@ def build(out: Path, *options: str, check: bool = True) -> subprocess.CompletedP
         capture_output=True,
         text=True,
     )
+
+
+def split_file(path: Path) -> tuple[bytes, tuple[bytes, str, dict[str, object]], bytes]:
+    """The #! line, the bundle (scripts/build-zipapp.py LAUNCH_CODE) and the zip archive."""
+    data = path.read_bytes()
+    first, rest = data.split(b"\n", 1)
+    length, rest = rest.split(b"\n", 1)
+    bundle = marshal.loads(rest[: int(length)])
+    return first + b"\n", bundle, rest[int(length) :]
+
+
+def rewrite(path: Path, first: bytes, bundle: object, archive: bytes) -> None:
+    """The file with another bundle; the archive stays where it was (zipimport wants its
+    offsets as written), the bundle's length line says where the bundle ends."""
+    where = len(path.read_bytes()) - len(archive)
+    blob = marshal.dumps(bundle, 4)
+    head = first + b"%d\n" % len(blob) + blob
+    assert len(head) <= where or not archive
+    path.write_bytes(head + b"\0" * (where - len(head)) * bool(archive) + archive)
+
+
+def answer(path: Path, command: str, conf: dict[str, str], **env: str) -> tuple[int, str]:
+    """Run the plugin file as the runtime does: its exit status and its stdout."""
+    proc = subprocess.run(
+        [str(path)],
+        input=json.dumps(conf).encode(),
+        env={"PATH": "/usr/bin:/bin", "CNI_COMMAND": command, **env},
+        capture_output=True,
+        timeout=30,
+    )
+    return proc.returncode, proc.stdout.decode()
+
+
+DEL_ENV = {"CNI_CONTAINERID": "c1", "CNI_IFNAME": "eth0", "CNI_PATH": "/opt/cni/bin"}
+
+
+def test_the_bundle_alone_answers_where_the_interpreter_matches(tmp_path: Path) -> None:
+    """The modules compiled into the bundle before the archive are what a matching
+    interpreter runs: with the zip archive cut off, VERSION and a DEL (agent down) still
+    answer. Each module is then read once, where zipimport read and unmarshalled it twice."""
+    out = tmp_path / "cni-bridge-dhcp"
+    build(out)
+    first, bundle, _archive = split_file(out)
+    rewrite(out, first, bundle, b"")
+    code, stdout = answer(out, "VERSION", {"cniVersion": "1.0.0"})
+    assert code == 0 and json.loads(stdout)["cniVersion"] == "1.0.0"
+    conf = {"cniVersion": "1.0.0", "name": "lan", "agentSocket": str(tmp_path / "absent.sock")}
+    code, stdout = answer(out, "DEL", conf, **DEL_ENV)
+    assert code == 1 and "absent.sock" in json.loads(stdout)["msg"]
+
+
+def test_another_python_version_runs_the_archive_instead_of_the_bundle(tmp_path: Path) -> None:
+    """A node whose python3 is not the build's (another magic number) must not unmarshal the
+    bundle's code (other bytecode): it runs the modules from the zip archive. Shown with a
+    bundle marked for another version whose code would fail if it ran."""
+    out = tmp_path / "cni-bridge-dhcp"
+    build(out)
+    first, (magic, stage2, modules), archive = split_file(out)
+    broken = {name: (pkg, marshal.dumps(compile("raise SystemExit(99)", name, "exec")))
+              for name, (pkg, _code) in modules.items()}  # fmt: skip
+    rewrite(out, first, (b"\x00\x00\r\n", stage2, broken), archive)
+    code, stdout = answer(out, "VERSION", {"cniVersion": "1.0.0"})
+    assert code == 0 and json.loads(stdout)["cniVersion"] == "1.0.0"
+    rewrite(out, first, (magic, stage2, broken), archive)  # the same bundle, this version's
+    assert answer(out, "VERSION", {"cniVersion": "1.0.0"})[0] == 99
 
 
 def test_zipapp_runs_with_a_scrubbed_environment(tmp_path: Path) -> None:
@@ -88,15 +156,20 @@ def test_zipapp_admin_commands_needing_the_agent_say_where_the_full_install_is(
         assert not state.exists()  # nothing was done
 
 
+@pytest.mark.parametrize("source", ["bundle", "archive"])
 def test_an_interpreter_without_isolation_still_runs_only_the_archive_and_stdlib(
-    tmp_path: Path,
+    tmp_path: Path, source: str
 ) -> None:
     """Built for an interpreter started without -I -S (its cwd and PYTHONPATH are on
     sys.path): modules of the same names as ours and the stdlib's, in the runtime's cwd and
-    PYTHONPATH, are never loaded. The #! code imports our launch module before sys.path is
-    trimmed, so only the archive's first place on it keeps them out."""
+    PYTHONPATH, are never loaded, whether ours come from the bundle or (another Python
+    version) from the archive. There the #! code imports our launch module before sys.path
+    is trimmed, so only the archive's first place on it keeps them out."""
     out = tmp_path / "cni-bridge-dhcp"
     build(out, "--interpreter", sys.executable)
+    if source == "archive":
+        first, (_magic, stage2, modules), archive = split_file(out)
+        rewrite(out, first, (b"\x00\x00\r\n", stage2, modules), archive)
     hostile = tmp_path / "hostile"
     marker = tmp_path / "loaded"
     trap = f"open({str(marker)!r}, 'a').write(__name__ + '\\n')\n"
