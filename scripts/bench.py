@@ -47,6 +47,7 @@ from bench_fixture import (  # noqa: E402
     cpu_percent,
     in_batches,
     install_zipapp,
+    machine_busy_ms,
     reaped_cpu_ms,
     sample_proc,
     start_ours,
@@ -370,7 +371,9 @@ def phase_concurrent(ref: Side, ours: Side, sizes: tuple[int, ...], data: dict[s
                     "fds": s.fds,
                     "threads": s.threads,
                 }
+            busy, tree = machine_busy_ms(), reaped_cpu_ms()
             dels = together([partial(side.cni, "del", bp) for bp in pods])
+            busy, tree = machine_busy_ms() - busy, reaped_cpu_ms() - tree
             del_cpu = ticks_ms(daemon_ticks(side) - after_adds)
             del_events = count_server_events(server_log.new_text())
             for bp in pods:
@@ -389,6 +392,9 @@ def phase_concurrent(ref: Side, ours: Side, sizes: tuple[int, ...], data: dict[s
                     "wall_ms": round(wall_ms(dels), 3),
                     "server": del_events,
                     "daemon_cpu_ms": del_cpu,
+                    "machine_cpu_ms": round(busy, 1),  # every CPU, every process
+                    "cpus": os.cpu_count() or 1,
+                    "exec_cpu_ms": round(tree, 1),  # nsenter, cnitool, the plugin execs
                 },
             }
             if side is ours:

@@ -164,6 +164,15 @@ def reaped_cpu_ms() -> float:
     return (usage.ru_utime + usage.ru_stime) * 1000
 
 
+def machine_busy_ms() -> float:
+    """CPU time the whole machine has spent busy (all CPUs, /proc/stat), in ms: what a burst
+    of operations costs, whichever process or kernel thread paid. Steal (time the hypervisor
+    gave another guest) is not ours and is left out, with idle and iowait."""
+    with open("/proc/stat") as f:
+        user, nice, system, _idle, _iowait, irq, softirq = map(int, f.readline().split()[1:8])
+    return ticks_ms(user + nice + system + irq + softirq)
+
+
 def ticks_ms(ticks: int) -> float:
     return 1000.0 * ticks / os.sysconf("SC_CLK_TCK")
 

@@ -141,13 +141,19 @@ def _t3(data: Mapping[str, Any]) -> list[Target]:
             met = fails == 0 and mine is not None and mine <= 1000 and (ratio or 99) <= 0.35
         else:
             met = fails == 0 and ratio is not None and ratio <= 1.0
+        cost = ""
+        if op == "del" and "machine_cpu_ms" in ours.get(op, {}) and "machine_cpu_ms" in ref[op]:
+            cost = (
+                f"; machine CPU per DEL {fmt_ms(ours[op]['machine_cpu_ms'] / 50)} vs "
+                f"{fmt_ms(ref[op]['machine_cpu_ms'] / 50)}"
+            )
         out.append(
             Target(
                 "3",
                 name,
                 goal,
                 f"{fails} failures, p99 {fmt_ms(mine)} vs {fmt_ms(theirs)} = "
-                f"{'n/a' if ratio is None else f'{ratio:.2f}x'}",
+                f"{'n/a' if ratio is None else f'{ratio:.2f}x'}{cost}",
                 met,
             )
         )
@@ -392,6 +398,57 @@ def section_concurrency(data: Mapping[str, Any]) -> str:
         "## ADD and DEL against concurrency\n\nN execs released together (see the concurrent "
         f"table below for failures and walls).\n\n![p50/p99 against N]({pic})\n\n"
         + md_table(("N", "plugin", "ADD p50", "ADD p99", "DEL p50", "DEL p99"), rows)
+        + section_del_cost(data, levels)
+    )
+
+
+def section_del_cost(data: Mapping[str, Any], levels: list[int]) -> str:
+    """What N DELs at once cost the machine, split by who paid: when every CPU is busy
+    for the whole burst, the last DEL ends when all of it is paid."""
+    rows = []
+    cpus = 1
+    for n in levels:
+        for side in ("reference", "ours"):
+            run = concurrent(data, n, side)
+            dels = (run or {}).get("del", {})
+            if "machine_cpu_ms" not in dels:
+                continue
+            cpus = int(dels.get("cpus", 1))
+            machine, execs = float(dels["machine_cpu_ms"]), float(dels["exec_cpu_ms"])
+            daemon = float(dels.get("daemon_cpu_ms", 0.0))
+            rows.append(
+                [
+                    str(n),
+                    side,
+                    fmt_ms(machine / n),
+                    fmt_ms(execs / n),
+                    fmt_ms(daemon / n),
+                    fmt_ms((machine - execs - daemon) / n),
+                    fmt_ms(machine / cpus),
+                    fmt_ms(p99(ok_times(dels.get("ops", [])))),
+                ]
+            )
+    if not rows:
+        return ""
+    return (
+        "\n\nWhat the DELs cost the machine, per DEL: all CPUs busy during the burst "
+        "(/proc/stat, without steal), the exec trees the bench reaped (nsenter, cnitool, the "
+        "plugin execs), the daemon (10 ms ticks), and the rest (the DHCP server, kernel "
+        f"threads, the bench's own threads). 'machine / {cpus} CPUs' is how long the burst "
+        "needs when it has every CPU: the p99 cannot be lower.\n\n"
+        + md_table(
+            (
+                "N",
+                "plugin",
+                "machine",
+                "exec trees",
+                "daemon",
+                "rest",
+                f"machine / {cpus} CPUs",
+                "DEL p99",
+            ),
+            rows,
+        )
     )
 
 

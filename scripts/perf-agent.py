@@ -29,6 +29,7 @@ from bench_fixture import (
     Side,
     cpu_ms,
     install_zipapp,
+    machine_busy_ms,
     reaped_cpu_ms,
     sample_proc,
     start_ours,
@@ -290,15 +291,6 @@ def seq(ours: Side, ref: Side | None, pid: int, n: int) -> None:
             print(f"exec tree CPU per {name}: median {statistics.median(values):.1f} ms")
     left = parse_dnsmasq_leases(ours.sb.dnsmasq_leases_path)
     print(f"leases left at the server after DEL: {len(left)}")
-
-
-def machine_busy_ms() -> float:
-    """CPU time the whole machine has spent busy (all CPUs, /proc/stat), in ms: what a burst
-    costs, whichever process or kernel thread paid."""
-    with open("/proc/stat") as f:
-        fields = [int(v) for v in f.readline().split()[1:]]
-    user, nice, system, _idle, _iowait, irq, softirq = fields[:7]  # not steal: another guest's
-    return (user + nice + system + irq + softirq) * 1000 / os.sysconf("SC_CLK_TCK")
 
 
 def conc(ours: Side, ref: Side | None, pid: int, n: int, hold_dels: bool = False) -> None:

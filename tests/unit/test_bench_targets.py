@@ -153,3 +153,21 @@ def test_sections_render() -> None:
     assert "| 50 | ours | 350 ms |" in text
     assert "bench-add-breakdown.png" in text and "1.60x" in text
     assert "No soak result" in bt.section_soak({})
+
+
+def test_concurrent_del_cost_is_split_by_who_paid_and_bounds_the_p99() -> None:
+    """The DEL burst's machine CPU per DEL, its exec trees, daemon and the rest; divided by
+    the CPUs it is the shortest the burst can take, beside the p99."""
+    data = good()
+    data["concurrent"][0]["del"].update(
+        machine_cpu_ms=800.0, exec_cpu_ms=600.0, daemon_cpu_ms=150.0, cpus=2
+    )
+    data["concurrent"][1]["del"].update(
+        machine_cpu_ms=550.0, exec_cpu_ms=500.0, daemon_cpu_ms=0.0, cpus=2
+    )
+    text = bt.section_concurrency(data)
+    assert "| 50 | ours | 16.0 ms | 12.0 ms | 3.00 ms | 1.00 ms | 400 ms |" in text
+    assert "| 50 | reference | 11.0 ms | 10.0 ms | 0.00 ms | 1.00 ms | 275 ms |" in text
+    target = run(data)["50 concurrent DELs"]
+    assert "machine CPU per DEL 16.0 ms vs 11.0 ms" in target.measured
+    assert "machine / 2 CPUs" not in bt.section_concurrency(good())  # not measured: no table
