@@ -25,12 +25,12 @@ if TYPE_CHECKING:
 _fix_co_filename: "Callable[[CodeType, str], None]" = _imp._fix_co_filename  # type: ignore[attr-defined]
 
 
-def run(archive: str) -> None:
-    """Keep only ``archive`` and the interpreter's own standard library on sys.path (what the
-    runtime's environment holds must not change which code answers CNI requests), then
-    answer as the plugin."""
+def run(archive: str, *, on_path: bool = True) -> None:
+    """Keep only ``archive`` (unless not ``on_path``) and the interpreter's own standard
+    library on sys.path (what the runtime's environment holds must not change which code
+    answers CNI requests), then answer as the plugin."""
     stdlib = (sys.base_prefix, sys.base_exec_prefix)
-    sys.path[:] = [archive] + [
+    sys.path[:] = [archive] * on_path + [
         p for p in sys.path if p != archive and p.startswith(stdlib) and "-packages" not in p
     ]
     from cni_bridge_dhcp.cli import console_main
@@ -42,7 +42,9 @@ def run_bundled(archive: str, modules: "Bundle") -> None:
     """``run``, with our modules served from ``modules``: the #! line's code read them, with
     the file's first lines, in one read, and found them compiled for this interpreter."""
     sys.meta_path.insert(0, BundleFinder(archive, modules))
-    run(archive)
+    # Not on sys.path: every import of the standard library would first have zipimport
+    # read the archive's directory (in Python code) to look for it there.
+    run(archive, on_path=False)
 
 
 class BundleFinder:
