@@ -407,7 +407,7 @@ def section_del_cost(data: Mapping[str, Any], levels: list[int]) -> str:
     for the whole burst, the last DEL ends when all of it is paid."""
     rows = []
     cpus = 1
-    for n in levels:
+    for n in (n for n in levels if n >= 10):  # below that, /proc/stat's 10 ms ticks blur it
         for side in ("reference", "ours"):
             run = concurrent(data, n, side)
             dels = (run or {}).get("del", {})
@@ -432,7 +432,7 @@ def section_del_cost(data: Mapping[str, Any], levels: list[int]) -> str:
         return ""
     return (
         "\n\nWhat the DELs cost the machine, per DEL: all CPUs busy during the burst "
-        "(/proc/stat, without steal), the exec trees the bench reaped (nsenter, cnitool, the "
+        "(/proc/stat, without steal; 10 ms ticks, so from 10 DELs on), the exec trees the bench reaped (nsenter, cnitool, the "
         "plugin execs), the daemon (10 ms ticks), and the rest (the DHCP server, kernel "
         f"threads, the bench's own threads). 'machine / {cpus} CPUs' is how long the burst "
         "needs when it has every CPU: the p99 cannot be lower.\n\n"
