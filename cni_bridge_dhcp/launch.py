@@ -52,7 +52,7 @@ class BundleFinder:
 
     zipimport would read and unmarshal each module twice (the module spec asks its
     get_filename, which loads the code, and exec_module loads it again) and open the
-    archive for each read: ~1 ms of CPU on a DEL's exec, a tenth of it.
+    archive for each read: ~0.35 ms of CPU on a DEL's exec (A/B of 400 interleaved execs).
     """
 
     def __init__(self, archive: str, modules: "Bundle") -> None:

@@ -432,10 +432,11 @@ def section_del_cost(data: Mapping[str, Any], levels: list[int]) -> str:
         return ""
     return (
         "\n\nWhat the DELs cost the machine, per DEL: all CPUs busy during the burst "
-        "(/proc/stat, without steal; 10 ms ticks, so from 10 DELs on), the exec trees the bench reaped (nsenter, cnitool, the "
-        "plugin execs), the daemon (10 ms ticks), and the rest (the DHCP server, kernel "
-        f"threads, the bench's own threads). 'machine / {cpus} CPUs' is how long the burst "
-        "needs when it has every CPU: the p99 cannot be lower.\n\n"
+        "(/proc/stat, without steal; 10 ms ticks, so from 10 DELs on), the exec trees the "
+        "bench reaped (nsenter, cnitool, the plugin execs), the daemon (10 ms ticks), and the "
+        "rest (the DHCP server, kernel threads, the bench's own threads). "
+        f"'machine / {cpus} CPUs' is how long the burst takes if every CPU is busy all "
+        "along; where the p99 is close to it, the machine's CPU is what bounds the burst.\n\n"
         + md_table(
             (
                 "N",

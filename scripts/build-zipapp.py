@@ -63,7 +63,7 @@ run(sys.path[0])  # the archive: runpy puts it first
 # the code objects depend on the Python version, so LAUNCH_CODE loads the bundle whatever the
 # node runs and STAGE2 (source, compiled there) checks the magic number before it unmarshals
 # any code. Where the node's Python is the build's, our modules come from the bundle
-# (cni_bridge_dhcp.launch.BundleFinder: ~1 ms of CPU less per DEL than zipimport); elsewhere
+# (cni_bridge_dhcp.launch.BundleFinder: ~0.5 ms of CPU less per DEL than zipimport); elsewhere
 # zipimport reads them from the archive, compiling the .py files where the .pyc files do not
 # match. LAUNCH_CODE leaves sys.argv[0] the path the runtime exec'd (the plugin's name decides
 # its role); launch.run trims sys.path (a no-op under -IS; it keeps an --interpreter without

@@ -155,9 +155,9 @@ def test_sections_render() -> None:
     assert "No soak result" in bt.section_soak({})
 
 
-def test_concurrent_del_cost_is_split_by_who_paid_and_bounds_the_p99() -> None:
-    """The DEL burst's machine CPU per DEL, its exec trees, daemon and the rest; divided by
-    the CPUs it is the shortest the burst can take, beside the p99."""
+def test_concurrent_del_cost_is_split_by_who_paid_beside_the_p99() -> None:
+    """The DEL burst's machine CPU per DEL, its exec trees, daemon and the rest, and the
+    machine CPU over the CPUs (the burst's length with every CPU busy) beside the p99."""
     data = good()
     data["concurrent"][0]["del"].update(
         machine_cpu_ms=800.0, exec_cpu_ms=600.0, daemon_cpu_ms=150.0, cpus=2
