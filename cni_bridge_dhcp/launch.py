@@ -40,7 +40,7 @@ def run(archive: str, *, on_path: bool = True) -> None:
 
 def run_bundled(archive: str, modules: "Bundle") -> None:
     """``run``, with our modules served from ``modules``: the #! line's code read them, with
-    the file's first lines, in one read, and found them compiled for this interpreter."""
+    the file's first lines, from one open of the file, and found them compiled for this interpreter."""
     sys.meta_path.insert(0, BundleFinder(archive, modules))
     # Not on sys.path: every import of the standard library would first have zipimport
     # read the archive's directory (in Python code) to look for it there.

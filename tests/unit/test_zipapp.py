@@ -40,7 +40,8 @@ def rewrite(path: Path, first: bytes, bundle: object, archive: bytes) -> None:
     blob = marshal.dumps(bundle, 4)
     head = first + b"%d\n" % len(blob) + blob
     assert len(head) <= where or not archive
-    path.write_bytes(head + b"\0" * (where - len(head)) * bool(archive) + archive)
+    padding = b"\0" * (where - len(head)) if archive else b""
+    path.write_bytes(head + padding + archive)
 
 
 def answer(path: Path, command: str, conf: dict[str, str], **env: str) -> tuple[int, str]:
